@@ -1,0 +1,175 @@
+#include "infer/forward.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/error.h"
+#include "ops/ops.h"
+
+namespace moe {
+
+void infer_state_init(InferState* s, const Model& m, int T_max, int ctx) {
+  const ModelConfig& c = m.cfg;
+  MOE_CHECK(T_max > 0 && ctx > 0);
+  const int64_t D = c.hidden, H = c.n_heads, KV = c.n_kv_heads, hd = c.head_dim;
+  const int64_t dq = c.qk_head_dim(), dv = c.v_dim(), R = c.rope.dim;
+  const int64_t Lc = c.kv_lora_rank;
+  s->T_max = T_max;
+  s->ctx = ctx;
+  s->pos = 0;
+  s->cache.assign(c.n_layers, LayerCache());
+  for (LayerCache& lc : s->cache) {
+    if (c.mla) {
+      lc.k.assign(ctx * Lc, 0.0f);
+      lc.v.assign(ctx * R, 0.0f);
+    } else {
+      lc.k.assign(ctx * KV * hd, 0.0f);
+      lc.v.assign(ctx * KV * hd, 0.0f);
+    }
+  }
+  s->h.assign(T_max * D, 0.0f);
+  s->xn.assign(T_max * D, 0.0f);
+  s->q.assign(T_max * H * dq, 0.0f);
+  s->att.assign(T_max * H * dv, 0.0f);
+  s->proj.assign(T_max * D, 0.0f);
+  if (c.mla) {
+    s->qa.assign(T_max * std::max(c.q_lora_rank, 1), 0.0f);
+    s->ckv.assign(T_max * (Lc + R), 0.0f);
+    s->qlat.assign(T_max * H * Lc, 0.0f);
+    s->qpe.assign(T_max * H * R, 0.0f);
+    s->olat.assign(T_max * H * Lc, 0.0f);
+  } else {
+    s->k.assign(T_max * KV * hd, 0.0f);
+    s->v.assign(T_max * KV * hd, 0.0f);
+  }
+  s->rope_cos.assign(T_max * R / 2, 0.0f);
+  s->rope_sin.assign(T_max * R / 2, 0.0f);
+  s->scores.assign(static_cast<int64_t>(omp_get_max_threads()) * ctx, 0.0f);
+  s->logits.assign(T_max * static_cast<int64_t>(c.vocab), 0.0f);
+  ffn_scratch_init(&s->ffn, c, T_max);
+}
+
+namespace {
+
+void attention_gqa(const Model& m, InferState* s, int l, int T) {
+  const ModelConfig& c = m.cfg;
+  const LayerWeights& lw = m.layers[l];
+  const int D = c.hidden, H = c.n_heads, KV = c.n_kv_heads, hd = c.head_dim;
+  float* q = s->q.data();  // (T, H, hd)
+  float* k = s->k.data();  // (T, KV, hd)
+  float* v = s->v.data();  // (T, KV, hd)
+  op_linear(q, s->xn.data(), lw.q.w, lw.q.b, T, H * hd, D);
+  op_linear(k, s->xn.data(), lw.k.w, lw.k.b, T, KV * hd, D);
+  op_linear(v, s->xn.data(), lw.v.w, lw.v.b, T, KV * hd, D);
+  if (c.qk_norm == QKNORM_FULL) {
+    op_rmsnorm(q, q, lw.q_norm, T, H * hd, c.rms_eps);
+    op_rmsnorm(k, k, lw.k_norm, T, KV * hd, c.rms_eps);
+  } else if (c.qk_norm == QKNORM_HEAD) {
+    op_rmsnorm(q, q, lw.q_norm, T * H, hd, c.rms_eps);
+    op_rmsnorm(k, k, lw.k_norm, T * KV, hd, c.rms_eps);
+  }
+  if (c.clip_qkv > 0) {
+    op_clamp(q, static_cast<int64_t>(T) * H * hd, c.clip_qkv);
+    op_clamp(k, static_cast<int64_t>(T) * KV * hd, c.clip_qkv);
+    op_clamp(v, static_cast<int64_t>(T) * KV * hd, c.clip_qkv);
+  }
+  op_rope(q, T, H, static_cast<int64_t>(H) * hd, hd, hd, s->rope_cos.data(), s->rope_sin.data(),
+          c.rope.layout);
+  op_rope(k, T, KV, static_cast<int64_t>(KV) * hd, hd, hd, s->rope_cos.data(), s->rope_sin.data(),
+          c.rope.layout);
+  LayerCache& lc = s->cache[l];
+  const int64_t row = static_cast<int64_t>(KV) * hd;
+  std::memcpy(lc.k.data() + s->pos * row, k, sizeof(float) * T * row);
+  std::memcpy(lc.v.data() + s->pos * row, v, sizeof(float) * T * row);
+  op_attention(s->att.data(), q, lc.k.data(), lc.v.data(), T, s->pos, H, KV, hd, hd, c.attn_scale,
+               c.window[l], lw.sinks, s->scores.data());
+  op_linear(s->proj.data(), s->att.data(), lw.o.w, lw.o.b, T, D, H * hd);
+}
+
+void attention_mla(const Model& m, InferState* s, int l, int T) {
+  const ModelConfig& c = m.cfg;
+  const LayerWeights& lw = m.layers[l];
+  const int D = c.hidden, H = c.n_heads, nope = c.qk_nope_dim, R = c.qk_rope_dim;
+  const int dv = c.v_head_dim, Lc = c.kv_lora_rank, dq = nope + R;
+  const float kMlaNormEps = 1e-6f;  // q_a_layernorm / kv_a_layernorm are built with the default eps
+  float* q = s->q.data();  // (T, H, dq)
+  if (c.q_lora_rank > 0) {
+    op_linear(s->qa.data(), s->xn.data(), lw.q_a.w, lw.q_a.b, T, c.q_lora_rank, D);
+    op_rmsnorm(s->qa.data(), s->qa.data(), lw.q_a_norm, T, c.q_lora_rank, kMlaNormEps);
+    op_linear(q, s->qa.data(), lw.q_b.w, nullptr, T, H * dq, c.q_lora_rank);
+  } else {
+    op_linear(q, s->xn.data(), lw.q.w, nullptr, T, H * dq, D);
+  }
+  // Compressed latent and shared rope key go straight into the cache.
+  float* ckv = s->ckv.data();  // (T, Lc + R)
+  op_linear(ckv, s->xn.data(), lw.kv_a.w, lw.kv_a.b, T, Lc + R, D);
+  LayerCache& lc = s->cache[l];
+  for (int t = 0; t < T; ++t) {
+    const float* row = ckv + static_cast<int64_t>(t) * (Lc + R);
+    op_rmsnorm(lc.k.data() + static_cast<int64_t>(s->pos + t) * Lc, row, lw.kv_a_norm, 1, Lc,
+               kMlaNormEps);
+    std::memcpy(lc.v.data() + static_cast<int64_t>(s->pos + t) * R, row + Lc, sizeof(float) * R);
+  }
+  op_rope(lc.v.data() + static_cast<int64_t>(s->pos) * R, T, 1, R, R, R, s->rope_cos.data(),
+          s->rope_sin.data(), c.rope.layout);
+  float* qpe = s->qpe.data();  // (T, H, R)
+  for (int64_t th = 0; th < static_cast<int64_t>(T) * H; ++th)
+    std::memcpy(qpe + th * R, q + th * dq + nope, sizeof(float) * R);
+  op_rope(qpe, T, H, static_cast<int64_t>(H) * R, R, R, s->rope_cos.data(), s->rope_sin.data(),
+          c.rope.layout);
+  // Absorb W_uk into the queries: qlat[t,h] = q_nope[t,h] . W_uk[h], W_uk[h] = kv_b rows
+  // h*(nope+dv) .. +nope, each of width Lc.
+  const float* wkv = lw.kv_b.w;  // (H*(nope+dv), Lc)
+  for (int h = 0; h < H; ++h) {
+    op_gemm(false, T, Lc, nope, q + h * dq, H * dq, wkv + static_cast<int64_t>(h) * (nope + dv) * Lc,
+            Lc, s->qlat.data() + static_cast<int64_t>(h) * Lc, H * Lc);
+  }
+  op_mla_attention(s->olat.data(), s->qlat.data(), qpe, lc.k.data(), lc.v.data(), T, s->pos, H, Lc,
+                   R, c.attn_scale, s->scores.data());
+  // Expand with W_uv: att[t,h] = olat[t,h] . W_uv[h]^T, W_uv[h] = the dv rows after W_uk[h].
+  for (int h = 0; h < H; ++h) {
+    op_gemm(true, T, dv, Lc, s->olat.data() + static_cast<int64_t>(h) * Lc, H * Lc,
+            wkv + (static_cast<int64_t>(h) * (nope + dv) + nope) * Lc, Lc,
+            s->att.data() + static_cast<int64_t>(h) * dv, H * dv);
+  }
+  op_linear(s->proj.data(), s->att.data(), lw.o.w, lw.o.b, T, D, H * dv);
+}
+
+}  // namespace
+
+void infer_forward(const Model& m, InferState* s, const int32_t* ids, int T, bool all_logits) {
+  const ModelConfig& c = m.cfg;
+  if (T <= 0) fail("no input tokens");
+  if (T > s->T_max) fail("%d tokens exceed the %d this state was sized for", T, s->T_max);
+  if (s->pos + T > s->ctx)
+    fail("context full: %d cached + %d new tokens exceed the context of %d", s->pos, T, s->ctx);
+  const int D = c.hidden, V = c.vocab;
+  for (int t = 0; t < T; ++t) {
+    if (ids[t] < 0 || ids[t] >= V) fail("token id %d is outside the vocabulary [0, %d)", ids[t], V);
+    std::memcpy(s->h.data() + static_cast<int64_t>(t) * D, m.embed + static_cast<int64_t>(ids[t]) * D,
+                sizeof(float) * D);
+  }
+  op_rope_table(s->rope_cos.data(), s->rope_sin.data(), c.rope, s->pos, T);
+  const int64_t TD = static_cast<int64_t>(T) * D;
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& lw = m.layers[l];
+    op_rmsnorm(s->xn.data(), s->h.data(), lw.attn_norm, T, D, c.rms_eps);
+    if (c.mla) attention_mla(m, s, l, T);
+    else attention_gqa(m, s, l, T);
+    for (int64_t i = 0; i < TD; ++i) s->h[i] += s->proj[i];
+    op_rmsnorm(s->xn.data(), s->h.data(), lw.ffn_norm, T, D, c.rms_eps);
+    if (c.is_moe[l]) moe_forward(s->proj.data(), c, lw, s->xn.data(), T, &s->ffn);
+    else mlp_forward(s->proj.data(), lw.mlp, s->xn.data(), T, s->ffn.g.data(), s->ffn.u.data());
+    for (int64_t i = 0; i < TD; ++i) s->h[i] += s->proj[i];
+  }
+  const int first = all_logits ? 0 : T - 1;
+  const int n = T - first;
+  const float* hrow = s->h.data() + static_cast<int64_t>(first) * D;
+  op_rmsnorm(s->xn.data(), hrow, m.final_norm, n, D, c.rms_eps);
+  op_linear(s->logits.data(), s->xn.data(), m.lm_head, nullptr, n, V, D);
+  s->pos += T;
+}
+
+}  // namespace moe

@@ -1,0 +1,57 @@
+// Inference forward pass with a KV cache.
+//
+// One function serves prefill and decode: it runs T new tokens at positions pos..pos+T-1 against
+// the cache and appends them to it, so incremental decode computes the same logits as one
+// full-sequence forward. GQA layers cache K (after norm and rope) and V; MLA layers cache only the
+// normalised compressed latent and the rotated rope key, and attend in the weight-absorbed form.
+//
+// Legend: T tokens in a call, C context capacity, D model width, V vocab, H heads, KV kv heads,
+// hd head dim, Lc MLA latent width, R rope dims, F widest FFN.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "model/weights.h"
+#include "moe/moe_layer.h"
+
+namespace moe {
+
+struct LayerCache {
+  std::vector<float> k;    // GQA: (C, KV, hd)      MLA: (C, Lc) normalised latent
+  std::vector<float> v;    // GQA: (C, KV, hd)      MLA: (C, R) rotated rope key
+};
+
+// Every buffer of the forward pass, allocated once by infer_state_init.
+struct InferState {
+  int T_max = 0;   // most tokens per forward call
+  int ctx = 0;     // cache capacity C
+  int pos = 0;     // tokens already in the cache
+  std::vector<LayerCache> cache;  // [L]
+  std::vector<float> h;        // (T_max, D) residual stream
+  std::vector<float> xn;       // (T_max, D) normed input of a sub-block
+  std::vector<float> q;        // (T_max, H, dq) queries (dq = qk head dim)
+  std::vector<float> k;        // (T_max, KV, hd) GQA keys before caching
+  std::vector<float> v;        // (T_max, KV, hd) GQA values before caching
+  std::vector<float> att;      // (T_max, H, dv) attention output
+  std::vector<float> proj;     // (T_max, D) block output
+  std::vector<float> qa;       // (T_max, q_lora) MLA q down-projection
+  std::vector<float> ckv;      // (T_max, Lc + R) MLA kv down-projection
+  std::vector<float> qlat;     // (T_max, H, Lc) absorbed queries
+  std::vector<float> qpe;      // (T_max, H, R) rotated rope queries
+  std::vector<float> olat;     // (T_max, H, Lc) latent attention output
+  std::vector<float> rope_cos; // (T_max, R/2)
+  std::vector<float> rope_sin; // (T_max, R/2)
+  std::vector<float> scores;   // (n_threads, C)
+  std::vector<float> logits;   // (T_max, V)
+  FfnScratch ffn;
+};
+
+void infer_state_init(InferState* s, const Model& m, int T_max, int ctx);
+
+// Runs T tokens (ids) at the cache position s->pos, appends them to the cache and advances
+// s->pos. Logits of every new position go to s->logits (T, V) if all_logits, else only the last
+// position's, at s->logits[0..V). Throws MoeError on an id outside the vocab or a full cache.
+void infer_forward(const Model& m, InferState* s, const int32_t* ids, int T, bool all_logits);
+
+}  // namespace moe

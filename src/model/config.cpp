@@ -1,0 +1,472 @@
+#include "model/config.h"
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "io/mapped_file.h"
+
+namespace moe {
+
+using json = nlohmann::json;
+
+namespace {
+
+const char* kArchNames[ARCH_COUNT] = {"mixtral",     "qwen2_moe",   "qwen3_moe", "olmoe",
+                                      "deepseek_v2", "deepseek_v3", "gpt_oss"};
+
+// Typed access to a JSON object with errors that name the file and the field.
+struct JReader {
+  const json& j;
+  const std::string& path;
+
+  bool has(const char* key) const { return j.contains(key) && !j.at(key).is_null(); }
+
+  const char* first_present(std::initializer_list<const char*> keys) const {
+    for (const char* k : keys)
+      if (has(k)) return k;
+    return nullptr;
+  }
+
+  [[noreturn]] void bad(const char* key, const char* what) const {
+    fail("%s: field '%s': %s", path.c_str(), key, what);
+  }
+
+  double num(const char* key) const {
+    if (!has(key)) bad(key, "is missing");
+    const json& v = j.at(key);
+    if (!v.is_number()) bad(key, "must be a number");
+    return v.get<double>();
+  }
+  int integer(const char* key) const {
+    if (!has(key)) bad(key, "is missing");
+    const json& v = j.at(key);
+    if (!v.is_number_integer()) {
+      // Accept integral floats such as 8.0.
+      if (v.is_number_float() && std::floor(v.get<double>()) == v.get<double>() &&
+          std::fabs(v.get<double>()) < 2e9)
+        return static_cast<int>(v.get<double>());
+      bad(key, "must be an integer");
+    }
+    int64_t x = v.get<int64_t>();
+    if (x < -2000000000 || x > 2000000000) bad(key, "is out of range");
+    return static_cast<int>(x);
+  }
+  int integer_or(const char* key, int def) const { return has(key) ? integer(key) : def; }
+  double num_or(const char* key, double def) const { return has(key) ? num(key) : def; }
+  bool boolean_or(const char* key, bool def) const {
+    if (!has(key)) return def;
+    const json& v = j.at(key);
+    if (!v.is_boolean()) bad(key, "must be true or false");
+    return v.get<bool>();
+  }
+  std::string str_or(const char* key, const std::string& def) const {
+    if (!has(key)) return def;
+    const json& v = j.at(key);
+    if (!v.is_string()) bad(key, "must be a string");
+    return v.get<std::string>();
+  }
+  int positive(const char* key) const {
+    int v = integer(key);
+    if (v <= 0) bad(key, "must be positive");
+    return v;
+  }
+  int positive_or(const char* key, int def) const { return has(key) ? positive(key) : def; }
+  std::vector<int> int_list_or_empty(const char* key) const {
+    std::vector<int> out;
+    if (!has(key)) return out;
+    const json& v = j.at(key);
+    if (!v.is_array()) bad(key, "must be a list of integers");
+    for (const json& e : v) {
+      if (!e.is_number_integer()) bad(key, "must be a list of integers");
+      out.push_back(e.get<int>());
+    }
+    return out;
+  }
+};
+
+double yarn_get_mscale(double scale, double m) {
+  return scale <= 1.0 ? 1.0 : 0.1 * m * std::log(scale) + 1.0;
+}
+
+// Reads rope parameters the way transformers merges legacy and v5 keys.
+void parse_rope(ModelConfig* cfg, const json& root, const std::string& path, double default_theta,
+                const json* arch_default) {
+  RopeSpec& r = cfg->rope;
+  json rp = json::object();
+  const char* src = nullptr;
+  for (const char* key : {"rope_scaling", "rope_parameters"}) {
+    if (root.contains(key) && !root.at(key).is_null()) {
+      if (!root.at(key).is_object()) fail("%s: field '%s': must be an object", path.c_str(), key);
+      rp = root.at(key);
+      src = key;
+      break;
+    }
+  }
+  if (!src && arch_default) rp = *arch_default;
+  if (!src) src = "rope_parameters";
+  std::string field = src;
+  JReader top{root, path};
+  JReader jr{rp, field};
+  auto sub = [&](const char* k) { return strfmt("%s.%s", src, k); };
+  auto num_or = [&](const char* k, double def) {
+    if (!jr.has(k)) return def;
+    if (!rp.at(k).is_number()) fail("%s: field '%s': must be a number", path.c_str(), sub(k).c_str());
+    return rp.at(k).get<double>();
+  };
+  r.theta = jr.has("rope_theta") ? num_or("rope_theta", 0) : top.num_or("rope_theta", default_theta);
+  if (!(r.theta > 1.0)) fail("%s: field 'rope_theta': must be > 1", path.c_str());
+  std::string type = "default";
+  for (const char* k : {"rope_type", "type"}) {
+    if (jr.has(k)) {
+      if (!rp.at(k).is_string()) fail("%s: field '%s': must be a string", path.c_str(), sub(k).c_str());
+      type = rp.at(k).get<std::string>();
+      break;
+    }
+  }
+  if (type != "default" && type != "yarn")
+    fail("%s: field '%s': rope type '%s' is not supported (supported: default, yarn)", path.c_str(),
+         sub("rope_type").c_str(), type.c_str());
+  r.type = type;
+  if (type == "yarn") {
+    r.orig_max_pos = num_or("original_max_position_embeddings", cfg->max_pos);
+    r.factor = jr.has("factor") ? num_or("factor", 1.0) : cfg->max_pos / r.orig_max_pos;
+    if (!(r.factor > 0)) fail("%s: field '%s': must be positive", path.c_str(), sub("factor").c_str());
+    if (!(r.orig_max_pos > 0))
+      fail("%s: field '%s': must be positive", path.c_str(),
+           sub("original_max_position_embeddings").c_str());
+    double bf = num_or("beta_fast", 0), bs = num_or("beta_slow", 0);
+    r.beta_fast = bf != 0 ? bf : 32.0;
+    r.beta_slow = bs != 0 ? bs : 1.0;
+    r.mscale = num_or("mscale", 0);
+    r.mscale_all_dim = num_or("mscale_all_dim", 0);
+    if (jr.has("truncate")) {
+      if (!rp.at("truncate").is_boolean())
+        fail("%s: field '%s': must be true or false", path.c_str(), sub("truncate").c_str());
+      r.truncate = rp.at("truncate").get<bool>();
+    }
+    if (jr.has("attention_factor")) {
+      r.attention_factor = num_or("attention_factor", 1.0);
+    } else if (r.mscale != 0 && r.mscale_all_dim != 0) {
+      r.attention_factor =
+          yarn_get_mscale(r.factor, r.mscale) / yarn_get_mscale(r.factor, r.mscale_all_dim);
+    } else {
+      r.attention_factor = yarn_get_mscale(r.factor, 1.0);
+    }
+  }
+}
+
+// inv_freq as transformers computes it (fp32), including the YaRN blend.
+void compute_inv_freq(RopeSpec* r) {
+  int d = r->dim;
+  int half = d / 2;
+  r->inv_freq.assign(half, 0.0f);
+  for (int i = 0; i < half; ++i) {
+    float expo = static_cast<float>(2 * i) / static_cast<float>(d);
+    float pos_freq = std::pow(static_cast<float>(r->theta), expo);
+    float extrap = 1.0f / pos_freq;
+    if (r->type != "yarn") {
+      r->inv_freq[i] = extrap;
+      continue;
+    }
+    float interp = 1.0f / (static_cast<float>(r->factor) * pos_freq);
+    auto corr = [&](double rot) {
+      return d * std::log(r->orig_max_pos / (rot * 2.0 * M_PI)) / (2.0 * std::log(r->theta));
+    };
+    double lo = corr(r->beta_fast), hi = corr(r->beta_slow);
+    if (r->truncate) {
+      lo = std::floor(lo);
+      hi = std::ceil(hi);
+    }
+    lo = std::max(lo, 0.0);
+    hi = std::min(hi, static_cast<double>(d - 1));
+    if (lo == hi) hi += 0.001;
+    float ramp = (static_cast<float>(i) - static_cast<float>(lo)) / static_cast<float>(hi - lo);
+    ramp = std::min(1.0f, std::max(0.0f, ramp));
+    float extrap_w = 1.0f - ramp;
+    r->inv_freq[i] = interp * (1.0f - extrap_w) + extrap * extrap_w;
+  }
+}
+
+std::vector<int> read_eos(const json& j) {
+  std::vector<int> out;
+  if (!j.contains("eos_token_id")) return out;
+  const json& v = j.at("eos_token_id");
+  if (v.is_number_integer()) out.push_back(v.get<int>());
+  if (v.is_array())
+    for (const json& e : v)
+      if (e.is_number_integer()) out.push_back(e.get<int>());
+  return out;
+}
+
+}  // namespace
+
+const char* arch_name(Arch a) { return kArchNames[a]; }
+
+std::string arch_supported_list() {
+  std::string s;
+  for (int i = 0; i < ARCH_COUNT; ++i) {
+    if (i) s += ", ";
+    s += kArchNames[i];
+  }
+  return s;
+}
+
+int ModelConfig::n_moe_layers() const {
+  int n = 0;
+  for (char m : is_moe) n += m ? 1 : 0;
+  return n;
+}
+
+void config_parse(ModelConfig* cfg, const std::string& text, const std::string& path) {
+  json root;
+  try {
+    root = json::parse(text);
+  } catch (const json::parse_error& e) {
+    fail("%s: malformed JSON at byte %zu", path.c_str(), static_cast<size_t>(e.byte));
+  }
+  if (!root.is_object()) fail("%s: top level must be a JSON object", path.c_str());
+  JReader j{root, path};
+  ModelConfig& c = *cfg;
+  c = ModelConfig();
+  c.path = path;
+
+  std::string mt = j.str_or("model_type", "");
+  if (mt.empty()) fail("%s: field 'model_type' is missing (supported: %s)", path.c_str(),
+                       arch_supported_list().c_str());
+  int arch = -1;
+  for (int i = 0; i < ARCH_COUNT; ++i)
+    if (mt == kArchNames[i]) arch = i;
+  if (arch < 0)
+    fail("%s: field 'model_type': '%s' is not supported (supported: %s)", path.c_str(), mt.c_str(),
+         arch_supported_list().c_str());
+  c.arch = static_cast<Arch>(arch);
+  const Arch a = c.arch;
+  const bool ds = a == ARCH_DEEPSEEK_V2 || a == ARCH_DEEPSEEK_V3;
+
+  c.vocab = j.positive("vocab_size");
+  c.hidden = j.positive("hidden_size");
+  c.n_layers = j.positive("num_hidden_layers");
+  c.n_heads = j.positive("num_attention_heads");
+  c.n_kv_heads = j.positive_or("num_key_value_heads", c.n_heads);
+  c.rms_eps = static_cast<float>(j.num_or("rms_norm_eps", a == ARCH_MIXTRAL || a == ARCH_OLMOE ||
+                                                                  a == ARCH_GPT_OSS
+                                                              ? 1e-5
+                                                              : 1e-6));
+  if (!(c.rms_eps > 0)) j.bad("rms_norm_eps", "must be positive");
+  c.max_pos = j.positive_or("max_position_embeddings", 4096);
+  c.tie_embeddings = j.boolean_or("tie_word_embeddings", false);
+  if (c.n_heads % c.n_kv_heads != 0)
+    j.bad("num_key_value_heads", "must divide num_attention_heads");
+  c.head_dim = j.positive_or("head_dim", 0);
+  if (c.head_dim == 0) {
+    if (c.hidden % c.n_heads != 0) j.bad("hidden_size", "must be a multiple of num_attention_heads");
+    c.head_dim = c.hidden / c.n_heads;
+  }
+  c.dense_ffn = j.positive_or("intermediate_size", 0);
+
+  // Attention flavour.
+  c.mla = ds;
+  c.window.assign(c.n_layers, 0);
+  bool attention_bias = j.boolean_or("attention_bias", a == ARCH_GPT_OSS);
+  switch (a) {
+    case ARCH_MIXTRAL: {
+      int w = j.integer_or("sliding_window", 0);
+      if (w < 0) j.bad("sliding_window", "must be >= 0");
+      c.window.assign(c.n_layers, w);
+      break;
+    }
+    case ARCH_QWEN2_MOE:
+      c.qkv_bias = j.boolean_or("qkv_bias", true);
+      break;
+    case ARCH_QWEN3_MOE:
+      c.qkv_bias = c.o_bias = attention_bias;
+      c.qk_norm = QKNORM_HEAD;
+      break;
+    case ARCH_OLMOE:
+      c.qkv_bias = c.o_bias = attention_bias;
+      c.qk_norm = QKNORM_FULL;
+      c.clip_qkv = static_cast<float>(j.num_or("clip_qkv", 0.0));
+      if (c.clip_qkv < 0) j.bad("clip_qkv", "must be positive");
+      break;
+    case ARCH_GPT_OSS:
+      c.qkv_bias = c.o_bias = attention_bias;
+      c.sinks = true;
+      break;
+    default:
+      c.o_bias = attention_bias;  // MLA: q_a_proj, kv_a_proj_with_mqa and o_proj
+      break;
+  }
+  // Sliding windows defined per layer type.
+  bool qwen_sw = (a == ARCH_QWEN2_MOE || a == ARCH_QWEN3_MOE) && j.boolean_or("use_sliding_window", false);
+  if (a == ARCH_GPT_OSS || qwen_sw) {
+    int w = j.integer_or("sliding_window", a == ARCH_GPT_OSS ? 128 : 4096);
+    if (w <= 0) j.bad("sliding_window", "must be positive when sliding attention is used");
+    if (a == ARCH_QWEN3_MOE) {
+      c.window.assign(c.n_layers, w);
+    } else if (j.has("layer_types")) {
+      const json& lt = root.at("layer_types");
+      if (!lt.is_array() || static_cast<int>(lt.size()) != c.n_layers)
+        j.bad("layer_types", "must be a list with one entry per layer");
+      for (int i = 0; i < c.n_layers; ++i) {
+        if (!lt[i].is_string()) j.bad("layer_types", "entries must be strings");
+        std::string t = lt[i].get<std::string>();
+        if (t == "sliding_attention") c.window[i] = w;
+        else if (t != "full_attention")
+          fail("%s: field 'layer_types': unknown layer type '%s'", path.c_str(), t.c_str());
+      }
+    } else if (a == ARCH_GPT_OSS) {
+      for (int i = 0; i < c.n_layers; i += 2) c.window[i] = w;
+    } else {
+      int mwl = j.integer_or("max_window_layers", 28);
+      for (int i = 0; i < c.n_layers; ++i)
+        if (i % 2 == 0 && i < mwl) c.window[i] = w;
+    }
+  }
+
+  // MLA dimensions.
+  if (ds) {
+    c.q_lora_rank = j.has("q_lora_rank") ? j.positive("q_lora_rank") : 0;
+    c.kv_lora_rank = j.positive("kv_lora_rank");
+    c.qk_nope_dim = j.positive("qk_nope_head_dim");
+    c.qk_rope_dim = j.positive("qk_rope_head_dim");
+    c.v_head_dim = j.positive("v_head_dim");
+    if (c.qk_rope_dim % 2) j.bad("qk_rope_head_dim", "must be even");
+    c.head_dim = c.qk_rope_dim;
+  }
+
+  // Rope.
+  double theta_default = a == ARCH_MIXTRAL ? 1e6 : a == ARCH_GPT_OSS ? 150000.0 : 10000.0;
+  json oss_default = {{"rope_type", "yarn"},   {"factor", 32.0},      {"beta_fast", 32.0},
+                      {"beta_slow", 1.0},      {"truncate", false},
+                      {"original_max_position_embeddings", 4096}};
+  parse_rope(cfg, root, path, theta_default, a == ARCH_GPT_OSS ? &oss_default : nullptr);
+  c.rope.dim = ds ? c.qk_rope_dim : c.head_dim;
+  if (c.rope.dim % 2) j.bad("head_dim", "must be even for rotary embeddings");
+  c.rope.layout = ROPE_HALF;
+  if (a == ARCH_DEEPSEEK_V2 || (a == ARCH_DEEPSEEK_V3 && j.boolean_or("rope_interleave", true)))
+    c.rope.layout = ROPE_INTERLEAVED;
+  compute_inv_freq(&c.rope);
+  if (ds) {
+    double s = 1.0 / std::sqrt(static_cast<double>(c.qk_nope_dim + c.qk_rope_dim));
+    if (c.rope.type != "default" && c.rope.mscale_all_dim != 0) {
+      double m = yarn_get_mscale(c.rope.factor, c.rope.mscale_all_dim);
+      s *= m * m;
+    }
+    c.attn_scale = static_cast<float>(s);
+  } else {
+    c.attn_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim)));
+  }
+
+  // Experts and routing.
+  const char* ekey = j.first_present({"num_local_experts", "num_experts", "n_routed_experts"});
+  if (!ekey) fail("%s: field 'num_local_experts' (or num_experts / n_routed_experts) is missing",
+                  path.c_str());
+  c.n_experts = j.integer(ekey);
+  if (c.n_experts < 0) j.bad(ekey, "must be >= 0");
+  const char* kkey = j.first_present({"num_experts_per_tok", "experts_per_token"});
+  if (!kkey) fail("%s: field 'num_experts_per_tok' is missing", path.c_str());
+  c.top_k = j.positive(kkey);
+  if (c.n_experts > 0 && c.top_k > c.n_experts) j.bad(kkey, "must not exceed the number of experts");
+  bool uses_moe_width = a == ARCH_QWEN2_MOE || a == ARCH_QWEN3_MOE || ds;
+  c.expert_ffn = uses_moe_width ? j.positive("moe_intermediate_size") : j.positive("intermediate_size");
+
+  c.is_moe.assign(c.n_layers, 1);
+  if (a == ARCH_QWEN2_MOE || a == ARCH_QWEN3_MOE) {
+    std::vector<int> only = j.int_list_or_empty("mlp_only_layers");
+    int step = j.positive_or("decoder_sparse_step", 1);
+    for (int i = 0; i < c.n_layers; ++i) {
+      bool dense = false;
+      for (int l : only) dense |= l == i;
+      c.is_moe[i] = !dense && c.n_experts > 0 && (i + 1) % step == 0;
+    }
+  } else if (ds) {
+    int k = j.integer_or("first_k_dense_replace", 0);
+    if (k < 0) j.bad("first_k_dense_replace", "must be >= 0");
+    for (int i = 0; i < c.n_layers; ++i) c.is_moe[i] = i >= k;
+  }
+  if (c.n_moe_layers() > 0 && c.n_experts <= 0) j.bad(ekey, "must be positive");
+  bool has_dense = c.n_moe_layers() < c.n_layers;
+  if (has_dense && c.dense_ffn <= 0) j.bad("intermediate_size", "is needed by the dense layers");
+
+  RouterSpec& r = c.router;
+  switch (a) {
+    case ARCH_MIXTRAL:
+      r.norm_topk = true;
+      break;
+    case ARCH_QWEN2_MOE:
+    case ARCH_QWEN3_MOE:
+    case ARCH_OLMOE:
+      r.norm_topk = j.boolean_or("norm_topk_prob", false);
+      break;
+    case ARCH_DEEPSEEK_V2: {
+      std::string m = j.str_or("topk_method", "greedy");
+      if (m == "group_limited_greedy") r.group = GROUP_MAX;
+      else if (m != "greedy")
+        fail("%s: field 'topk_method': '%s' is not supported for deepseek_v2 (supported: greedy, "
+             "group_limited_greedy)", path.c_str(), m.c_str());
+      r.scale = static_cast<float>(j.num_or("routed_scaling_factor", 1.0));
+      break;
+    }
+    case ARCH_DEEPSEEK_V3:
+      r.score = SCORE_SIGMOID;
+      r.has_correction_bias = true;
+      r.group = GROUP_TOP2_SUM;
+      r.norm_topk = j.boolean_or("norm_topk_prob", true);
+      r.norm_eps = 1e-20f;
+      r.scale = static_cast<float>(j.num_or("routed_scaling_factor", 1.0));
+      break;
+    case ARCH_GPT_OSS:
+      r.topk_then_softmax = true;
+      r.has_bias = true;
+      c.act = ACT_SWIGLU_OAI;
+      c.expert_bias = true;
+      break;
+    default:
+      break;
+  }
+  if (r.group != GROUP_NONE) {
+    r.n_group = j.positive_or("n_group", 1);
+    r.topk_group = j.positive_or("topk_group", r.n_group);
+    if (r.n_group > 64) j.bad("n_group", "must be at most 64");
+    if (c.n_experts % r.n_group) j.bad("n_group", "must divide the number of experts");
+    if (r.topk_group > r.n_group) j.bad("topk_group", "must not exceed n_group");
+    int gsize = c.n_experts / r.n_group;
+    if (r.group == GROUP_TOP2_SUM && gsize < 2) j.bad("n_group", "leaves groups of fewer than 2 experts");
+    if (c.top_k > r.topk_group * gsize) j.bad("topk_group", "keeps fewer experts than num_experts_per_tok");
+  }
+
+  // Shared experts.
+  if (a == ARCH_QWEN2_MOE) {
+    c.shared_ffn = j.integer_or("shared_expert_intermediate_size", 5632);
+    if (c.shared_ffn < 0) j.bad("shared_expert_intermediate_size", "must be >= 0");
+    c.shared_gate = c.shared_ffn > 0;
+  } else if (ds) {
+    int ns = j.integer_or("n_shared_experts", 0);
+    if (ns < 0) j.bad("n_shared_experts", "must be >= 0");
+    c.shared_ffn = ns * c.expert_ffn;
+  }
+
+  c.eos_ids = read_eos(root);
+  c.bos_id = j.integer_or("bos_token_id", -1);
+}
+
+void config_load(ModelConfig* cfg, const std::string& dir) {
+  std::string path = dir + "/config.json";
+  config_parse(cfg, read_text_file(path), path);
+  std::string gpath = dir + "/generation_config.json";
+  if (file_exists(gpath)) {
+    json g;
+    try {
+      g = json::parse(read_text_file(gpath));
+    } catch (const json::parse_error& e) {
+      fail("%s: malformed JSON at byte %zu", gpath.c_str(), static_cast<size_t>(e.byte));
+    }
+    if (g.is_object()) {
+      std::vector<int> eos = read_eos(g);
+      if (!eos.empty()) cfg->eos_ids = eos;
+    }
+  }
+}
+
+}  // namespace moe

@@ -1,0 +1,28 @@
+// Subcommands of the `moe` CLI. Each registers its flags once (names, defaults, help) on a CLI11
+// subcommand and returns the function that runs it.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace moe {
+
+using CommandRun = std::function<int()>;
+
+CommandRun cmd_logits_register(CLI::App* app);
+CommandRun cmd_generate_register(CLI::App* app);
+CommandRun cmd_inspect_register(CLI::App* app);
+
+// Parses "1,2,3" into ids; throws MoeError naming `flag` on anything else.
+std::vector<int32_t> parse_id_list(const std::string& text, const char* flag);
+
+// Applies --threads (0 = all cores) to OpenMP and BLAS.
+void set_threads(int n);
+
+// Writes s to stdout in one call; throws MoeError on a write error.
+void write_stdout(const std::string& s);
+
+}  // namespace moe

@@ -1,0 +1,96 @@
+// moe: the command-line front end of moe.cpp.
+#include <cblas.h>
+#include <omp.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <map>
+
+#include "commands.h"
+#include "core/error.h"
+
+namespace moe {
+
+std::vector<int32_t> parse_id_list(const std::string& text, const char* flag) {
+  std::vector<int32_t> ids;
+  size_t i = 0;
+  if (text.empty()) fail("%s: the list is empty", flag);
+  while (i <= text.size()) {
+    size_t j = text.find(',', i);
+    if (j == std::string::npos) j = text.size();
+    std::string tok = text.substr(i, j - i);
+    while (!tok.empty() && tok.front() == ' ') tok.erase(tok.begin());
+    while (!tok.empty() && tok.back() == ' ') tok.pop_back();
+    if (tok.empty() || tok.size() > 10 || tok.find_first_not_of("0123456789") != std::string::npos)
+      fail("%s: '%s' is not a non-negative integer token id", flag, tok.c_str());
+    long long v = std::stoll(tok);
+    if (v > 2147483647LL) fail("%s: '%s' is out of range", flag, tok.c_str());
+    ids.push_back(static_cast<int32_t>(v));
+    i = j + 1;
+  }
+  return ids;
+}
+
+void set_threads(int n) {
+  if (n < 0) fail("--threads must be >= 0");
+  if (n == 0) n = omp_get_num_procs();
+  omp_set_num_threads(n);
+  openblas_set_num_threads(n);
+}
+
+void write_stdout(const std::string& s) {
+  if (std::fwrite(s.data(), 1, s.size(), stdout) != s.size() || std::fflush(stdout) != 0)
+    fail("failed to write to standard output");
+}
+
+}  // namespace moe
+
+int main(int argc, char** argv) {
+  CLI::App app{"moe.cpp: run, train and inspect Mixture-of-Experts transformers", "moe"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "moe 0.1.0");
+  std::map<CLI::App*, moe::CommandRun> runs;
+  auto add = [&](const char* name, const char* help, moe::CommandRun (*reg)(CLI::App*)) {
+    CLI::App* sub = app.add_subcommand(name, help);
+    runs[sub] = reg(sub);
+  };
+  add("logits", "print the logits of every input position as JSON", moe::cmd_logits_register);
+  add("generate", "generate a continuation of a prompt", moe::cmd_generate_register);
+  add("inspect", "summarise a checkpoint's architecture, parameters and memory",
+      moe::cmd_inspect_register);
+  if (argc > 1 && argv[1][0] != '-') {
+    bool known = false;
+    std::string names;
+    for (auto& kv : runs) {
+      known |= kv.first->get_name() == argv[1];
+      names += (names.empty() ? "" : ", ") + kv.first->get_name();
+    }
+    if (!known) {
+      std::fprintf(stderr, "moe: error: unknown command '%s' (commands: %s)\n", argv[1], names.c_str());
+      return 2;
+    }
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "moe: error: %s (see moe --help)\n", e.what());
+    return 2;
+  }
+  try {
+    for (auto& kv : runs)
+      if (kv.first->parsed()) return kv.second();
+  } catch (const moe::MoeError& e) {
+    std::fprintf(stderr, "moe: error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "moe: error: out of memory\n");
+    return 1;
+  }
+  return 0;
+}
