@@ -255,6 +255,27 @@ TEST_F(SafetensorsTest, GapsTrailingDataAndEmptyTensorsAreAllowed) {
   EXPECT_EQ(ar.get("b").dtype, DT_I16);
 }
 
+TEST_F(SafetensorsTest, FileHelpers) {
+  const std::string p = path("t.txt");
+  EXPECT_FALSE(file_exists(p));
+  write_file_atomic(p, "hello\n", 6);
+  EXPECT_TRUE(file_exists(p));
+  EXPECT_TRUE(file_exists(dir));
+  EXPECT_EQ(read_text_file(p), "hello\n");
+  write_file_atomic(p, nullptr, 0);
+  EXPECT_EQ(read_text_file(p), "");
+  MappedFile mf;
+  mapped_file_open(&mf, p);  // empty: no mapping
+  EXPECT_EQ(mf.data, nullptr);
+  EXPECT_EQ(mf.size, 0u);
+  EXPECT_EQ(mf.path, p);
+  expect_error([&] { read_text_file(path("absent.txt")); }, {path("absent.txt"), "No such file"});
+  expect_error([&] { read_text_file(dir); }, {dir, "directory"});
+  fs::create_directories(path("sub"));  // renaming over a directory fails: the temp file goes
+  expect_error([&] { write_file_atomic(path("sub"), "x", 1); }, {path("sub")});
+  EXPECT_EQ(dir_entries(), (std::vector<std::string>{"sub", "t.txt"}));
+}
+
 // ---- bad files, one case each ----
 
 TEST_F(SafetensorsTest, FileShorterThanLengthPrefix) {

@@ -34,22 +34,22 @@ std::string printable(const std::string& s) {
 }
 
 // "an array", "a string", "a fractional number", ... for "got %s" in messages.
-const char* kind(const nlohmann::json& j) {
+const char* kind(const json& j) {
   switch (j.type()) {
-    case nlohmann::json::value_t::null:
+    case json::value_t::null:
       return "null";
-    case nlohmann::json::value_t::object:
+    case json::value_t::object:
       return "an object";
-    case nlohmann::json::value_t::array:
+    case json::value_t::array:
       return "an array";
-    case nlohmann::json::value_t::string:
+    case json::value_t::string:
       return "a string";
-    case nlohmann::json::value_t::boolean:
+    case json::value_t::boolean:
       return "a boolean";
-    case nlohmann::json::value_t::number_float:
+    case json::value_t::number_float:
       return "a fractional number";
-    case nlohmann::json::value_t::number_integer:
-    case nlohmann::json::value_t::number_unsigned:
+    case json::value_t::number_integer:
+    case json::value_t::number_unsigned:
       return "an integer";
     default:
       return "an unsupported value";
