@@ -183,3 +183,24 @@ TEST(Cli, BadInputGivesOneLineErrorAndNonZeroExit) {
 
 }  // namespace
 }  // namespace moe
+
+namespace moe {
+namespace {
+
+// The tensor list derived from a config alone names exactly the tensors of each fixture.
+TEST(ModelSpecs, SpecsMatchEveryFixture) {
+  for (const std::string& name : moe_test::fixture_names()) {
+    Model m;
+    model_load(&m, moe_test::fixture_path(name));
+    std::vector<TensorSpec> specs = model_tensor_specs(m.cfg, m.fused_experts);
+    EXPECT_EQ(specs.size(), m.archive.tensors.size()) << name;
+    for (const TensorSpec& s : specs) {
+      const StTensor* t = m.archive.find(s.name);
+      ASSERT_NE(t, nullptr) << name << ": " << s.name;
+      EXPECT_EQ(t->shape, s.shape) << name << ": " << s.name;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace moe

@@ -17,8 +17,12 @@ std::string shape_str(const std::vector<int64_t>& s) {
 }
 
 // Binds tensors by name, checking shapes against the config and recording what was used.
+// In spec mode (specs != null) it reads nothing: it lists the tensors a checkpoint of this config
+// holds in the chosen expert layout, and every pointer it returns is null.
 struct Binder {
   Model* m;
+  std::vector<TensorSpec>* specs = nullptr;
+  bool spec_fused = false;
   std::set<std::string> used;
 
   const std::string& file_of(const StTensor& t) const {
@@ -33,7 +37,14 @@ struct Binder {
   }
 
   const StTensor* find(const std::string& name) const { return m->archive.find(name); }
-  bool has(const std::string& name) const { return find(name) != nullptr; }
+  bool has(const std::string& name) const {
+    if (!specs) return find(name) != nullptr;
+    if (name == "lm_head.weight") return !m->cfg.tie_embeddings;
+    if (name.find("experts.gate_up_proj_blocks") != std::string::npos) return false;
+    if (name.find("experts.gate_up_proj") != std::string::npos) return spec_fused;
+    if (name.find("block_sparse_moe.") != std::string::npos) return !spec_fused;
+    return false;
+  }
 
   const StTensor& tensor(const std::string& name, const std::vector<int64_t>& shape) {
     const StTensor* t = find(name);
@@ -60,6 +71,10 @@ struct Binder {
 
   // fp32 view of a tensor: in place when possible, else converted once.
   const float* f32(const std::string& name, const std::vector<int64_t>& shape) {
+    if (specs) {
+      specs->push_back({name, shape});
+      return nullptr;
+    }
     const StTensor& t = tensor(name, shape);
     size_t n = static_cast<size_t>(t.numel());
     if (t.dtype == DT_F32 && reinterpret_cast<uintptr_t>(t.data) % alignof(float) == 0)
@@ -134,6 +149,7 @@ void bind_experts_gpt_oss(Binder& b, LayerWeights& lw, const std::string& p) {
   const float* gub = b.f32(p + "experts.gate_up_proj_bias", {E, 2 * F});
   const float* dn = b.f32(p + "experts.down_proj", {E, F, D});
   const float* dnb = b.f32(p + "experts.down_proj_bias", {E, D});
+  if (b.specs) return;
   float* gate = b.alloc(E * F * D);   // (E, F, D)
   float* up = b.alloc(E * F * D);     // (E, F, D)
   float* down = b.alloc(E * D * F);   // (E, D, F)
@@ -186,7 +202,7 @@ void bind_moe(Binder& b, LayerWeights& lw, int layer) {
     m->fused_experts = true;
     const float* gu = b.f32(p + "experts.gate_up_proj", {E, 2 * F, D});
     const float* dn = b.f32(p + "experts.down_proj", {E, D, F});
-    for (int64_t e = 0; e < E; ++e) {
+    for (int64_t e = 0; gu && e < E; ++e) {
       lw.experts[e].gate = gu + e * 2 * F * D;
       lw.experts[e].up = gu + e * 2 * F * D + F * D;
       lw.experts[e].down = dn + e * D * F;
@@ -222,13 +238,9 @@ bool ignorable_extra(const ModelConfig& c, const std::string& name) {
   return false;
 }
 
-}  // namespace
-
-void model_load(Model* m, const std::string& dir) {
-  config_load(&m->cfg, dir);
-  st_open_dir(&m->archive, dir);
+void bind_all(Binder& b) {
+  Model* m = b.m;
   const ModelConfig& c = m->cfg;
-  Binder b{m, {}};
   const int64_t V = c.vocab, D = c.hidden;
 
   m->embed = b.f32("model.embed_tokens.weight", {V, D});
@@ -246,6 +258,25 @@ void model_load(Model* m, const std::string& dir) {
     if (c.is_moe[l]) bind_moe(b, lw, l);
     else lw.mlp = b.mlp(p + "mlp.", D, c.dense_ffn);
   }
+}
+
+}  // namespace
+
+std::vector<TensorSpec> model_tensor_specs(const ModelConfig& cfg, bool fused_experts) {
+  Model m;
+  m.cfg = cfg;
+  std::vector<TensorSpec> specs;
+  Binder b{&m, &specs, fused_experts || cfg.arch == ARCH_GPT_OSS, {}};
+  bind_all(b);
+  return specs;
+}
+
+void model_load(Model* m, const std::string& dir) {
+  config_load(&m->cfg, dir);
+  st_open_dir(&m->archive, dir);
+  const ModelConfig& c = m->cfg;
+  Binder b{m, nullptr, false, {}};
+  bind_all(b);
 
   for (const auto& kv : m->archive.tensors) {
     if (b.used.count(kv.first) || ignorable_extra(c, kv.first)) continue;

@@ -82,4 +82,13 @@ struct Model {
 // Loads config.json, generation_config.json and the safetensors weights of a checkpoint folder.
 void model_load(Model* m, const std::string& dir);
 
+struct TensorSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+};
+
+// Every tensor a Hugging Face checkpoint of this config holds, in load order: per-expert 2-D
+// expert tensors (the hub layout), or fused 3-D ones if fused_experts (gpt-oss is always fused).
+std::vector<TensorSpec> model_tensor_specs(const ModelConfig& cfg, bool fused_experts);
+
 }  // namespace moe
