@@ -134,3 +134,30 @@ GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(GoldenTest);
 
 }  // namespace
 }  // namespace moe
+
+namespace moe {
+namespace {
+
+// A session that reuses its cache prefix gives the logits of a fresh forward.
+TEST(GenSession, PrefixReuseMatchesFreshForward) {
+  for (const std::string& name : {std::string("qwen3_moe_qknorm"), std::string("deepseek_v3_base"),
+                                  std::string("gpt_oss_base")}) {
+    const std::string dir = moe_test::fixture_path(name);
+    Golden g = load_golden(dir);
+    Model m;
+    model_load(&m, dir);
+    GenSession s;
+    session_init(&s, m, g.T, 4, SamplerParams());
+    auto prefix = [&](int n) { return std::vector<int32_t>(g.ids.begin(), g.ids.begin() + n); };
+    for (int n : {8, 12, 5, 5, g.T}) {  // grow, shrink, repeat, then the whole prompt
+      session_set_prompt(&s, prefix(n));
+      EXPECT_EQ(s.tokens, prefix(n));
+      EXPECT_EQ(s.st.pos, n);
+      float err = max_abs_diff(s.st.logits.data(), g.logits.data() + (n - 1) * g.V, g.V);
+      EXPECT_LE(err, 1e-4f * g.max_abs) << name << " n=" << n;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace moe
