@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 namespace moe {
 
@@ -16,6 +17,19 @@ void op_linear(float* y, const float* x, const float* w, const float* b, int T, 
   }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, N, K, 1.0f, x, K, w, K, b ? 1.0f : 0.0f,
               y, N);
+}
+
+void op_linear_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
+                        const float* w, int T, int N, int K) {
+  if (T <= 0) return;
+  if (dx) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, K, N, 1.0f, dy, N, w, K, 0.0f, dx, K);
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, T, 1.0f, dy, N, x, K, 1.0f, dw, K);
+  if (db) {
+    for (int t = 0; t < T; ++t) {
+      const float* r = dy + static_cast<int64_t>(t) * N;
+      for (int n = 0; n < N; ++n) db[n] += r[n];
+    }
+  }
 }
 
 void op_gemm(bool trans_b, int M, int N, int K, const float* A, int lda, const float* B, int ldb,
@@ -36,6 +50,28 @@ void op_rmsnorm(float* y, const float* x, const float* w, int T, int D, float ep
   }
 }
 
+void op_rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, const float* w,
+                         int T, int D, float eps) {
+  // y = w * x * r, r = (mean(x^2) + eps)^-1/2; dx = r * (w*dy) - x * r^3 * mean(w*dy*x)
+  for (int t = 0; t < T; ++t) {
+    const float* xr = x + static_cast<int64_t>(t) * D;
+    const float* gr = dy + static_cast<int64_t>(t) * D;
+    float* dr = dx + static_cast<int64_t>(t) * D;
+    double ss = 0.0, dot = 0.0;
+    for (int i = 0; i < D; ++i) {
+      ss += static_cast<double>(xr[i]) * xr[i];
+      dot += static_cast<double>(w[i]) * gr[i] * xr[i];
+    }
+    const double r = 1.0 / std::sqrt(ss / D + eps);
+    const float c = static_cast<float>(r * r * r * dot / D);
+    const float rf = static_cast<float>(r);
+    for (int i = 0; i < D; ++i) {
+      dw[i] += gr[i] * xr[i] * rf;
+      dr[i] = rf * w[i] * gr[i] - xr[i] * c;
+    }
+  }
+}
+
 void op_clamp(float* x, int64_t n, float c) {
   for (int64_t i = 0; i < n; ++i) x[i] = std::min(c, std::max(-c, x[i]));
 }
@@ -53,29 +89,85 @@ void op_rope_table(float* cos_out, float* sin_out, const RopeSpec& rope, int pos
   }
 }
 
-void op_rope(float* x, int T, int n_heads, int64_t row_stride, int head_stride, int R,
-             const float* cos, const float* sin, RopeLayout layout) {
+namespace {
+// Rotates by +angle (sgn = 1) or -angle (sgn = -1).
+void rope_rotate(float* x, int T, int n_heads, int64_t row_stride, int head_stride, int R,
+                 const float* cos, const float* sin_in, RopeLayout layout, float sgn) {
   const int half = R / 2;
   for (int t = 0; t < T; ++t) {
     const float* c = cos + static_cast<int64_t>(t) * half;
-    const float* s = sin + static_cast<int64_t>(t) * half;
+    const float* s = sin_in + static_cast<int64_t>(t) * half;
     for (int h = 0; h < n_heads; ++h) {
       float* v = x + t * row_stride + static_cast<int64_t>(h) * head_stride;
       if (layout == ROPE_HALF) {
         for (int i = 0; i < half; ++i) {
-          float a = v[i], b = v[i + half];
-          v[i] = a * c[i] - b * s[i];
-          v[i + half] = b * c[i] + a * s[i];
+          float a = v[i], b = v[i + half], si = sgn * s[i];
+          v[i] = a * c[i] - b * si;
+          v[i + half] = b * c[i] + a * si;
         }
       } else {
         for (int i = 0; i < half; ++i) {
-          float a = v[2 * i], b = v[2 * i + 1];
-          v[2 * i] = a * c[i] - b * s[i];
-          v[2 * i + 1] = b * c[i] + a * s[i];
+          float a = v[2 * i], b = v[2 * i + 1], si = sgn * s[i];
+          v[2 * i] = a * c[i] - b * si;
+          v[2 * i + 1] = b * c[i] + a * si;
         }
       }
     }
   }
+}
+}  // namespace
+
+void op_rope(float* x, int T, int n_heads, int64_t row_stride, int head_stride, int R,
+             const float* cos, const float* sin, RopeLayout layout) {
+  rope_rotate(x, T, n_heads, row_stride, head_stride, R, cos, sin, layout, 1.0f);
+}
+
+void op_rope_backward(float* dx, int T, int n_heads, int64_t row_stride, int head_stride, int R,
+                      const float* cos, const float* sin, RopeLayout layout) {
+  // The transpose of a rotation is the rotation by the opposite angle.
+  rope_rotate(dx, T, n_heads, row_stride, head_stride, R, cos, sin, layout, -1.0f);
+}
+
+void op_swiglu(float* h, const float* g, const float* u, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) h[i] = op_silu(g[i]) * u[i];
+}
+
+void op_swiglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u,
+                        int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float s = op_sigmoid(g[i]);
+    const float silu = g[i] * s;
+    du[i] = dh[i] * silu;
+    dg[i] = dh[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
+  }
+}
+
+double op_cross_entropy(float* dlogits, const float* logits, const int32_t* targets, int T, int V,
+                        float scale, int* n_counted) {
+  int n = 0;
+  for (int t = 0; t < T; ++t) n += targets[t] >= 0 ? 1 : 0;
+  if (n_counted) *n_counted = n;
+  double total = 0.0;
+  const float inv_n = n > 0 ? scale / static_cast<float>(n) : 0.0f;
+  for (int t = 0; t < T; ++t) {
+    const float* lg = logits + static_cast<int64_t>(t) * V;
+    float* dl = dlogits ? dlogits + static_cast<int64_t>(t) * V : nullptr;
+    if (targets[t] < 0) {
+      if (dl) std::fill(dl, dl + V, 0.0f);
+      continue;
+    }
+    float mx = lg[0];
+    for (int i = 1; i < V; ++i) mx = std::max(mx, lg[i]);
+    double z = 0.0;
+    for (int i = 0; i < V; ++i) z += std::exp(static_cast<double>(lg[i] - mx));
+    const double lse = mx + std::log(z);
+    total += lse - lg[targets[t]];
+    if (dl) {
+      for (int i = 0; i < V; ++i) dl[i] = static_cast<float>(std::exp(lg[i] - lse)) * inv_n;
+      dl[targets[t]] -= inv_n;
+    }
+  }
+  return n > 0 ? total / n : 0.0;
 }
 
 void op_softmax(float* x, int n) {
@@ -100,7 +192,7 @@ inline float dot(const float* a, const float* b, int n) {
 
 void op_attention(float* out, const float* q, const float* kc, const float* vc, int T, int pos0,
                   int H, int KV, int dq, int dv, float scale, int window, const float* sinks,
-                  float* scratch) {
+                  float* scratch, float* probs) {
   const int C = pos0 + T;
   const int rep = H / KV;
 #pragma omp parallel for collapse(2) schedule(static)
@@ -124,10 +216,55 @@ void op_attention(float* out, const float* q, const float* kc, const float* vc, 
       const float inv = 1.0f / sum;
       float* o = out + (static_cast<int64_t>(t) * H + h) * dv;
       std::fill(o, o + dv, 0.0f);
+      float* pr = probs ? probs + (static_cast<int64_t>(t) * H + h) * C : nullptr;
+      if (pr) std::fill(pr, pr + C, 0.0f);
       for (int j = lo; j <= pos; ++j) {
         const float p = s[j] * inv;
+        if (pr) pr[j] = p;
         const float* vj = vc + (static_cast<int64_t>(j) * KV + kvh) * dv;
         for (int i = 0; i < dv; ++i) o[i] += p * vj[i];
+      }
+    }
+  }
+}
+
+void op_attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* probs,
+                           const float* q, const float* k, const float* v, int T, int H, int KV,
+                           int dqk, int dvh, float scale) {
+  const int rep = H / KV;
+  std::fill(dk, dk + static_cast<int64_t>(T) * KV * dqk, 0.0f);
+  std::fill(dv, dv + static_cast<int64_t>(T) * KV * dvh, 0.0f);
+  // One thread per kv head: the query heads that share it accumulate into the same dk/dv.
+#pragma omp parallel
+  {
+    std::vector<float> ds(T);
+#pragma omp for schedule(static)
+    for (int kvh = 0; kvh < KV; ++kvh) {
+      for (int h = kvh * rep; h < (kvh + 1) * rep; ++h) {
+        for (int t = 0; t < T; ++t) {
+          const float* p = probs + (static_cast<int64_t>(t) * H + h) * T;
+          const float* go = dout + (static_cast<int64_t>(t) * H + h) * dvh;
+          // dP[j] = dO . v_j; dS[j] = P[j] * (dP[j] - sum_j' P[j'] dP[j'])
+          float pdp = 0.0f;
+          for (int j = 0; j <= t; ++j) {
+            ds[j] = dot(go, v + (static_cast<int64_t>(j) * KV + kvh) * dvh, dvh);
+            pdp += p[j] * ds[j];
+          }
+          float* gq = dq + (static_cast<int64_t>(t) * H + h) * dqk;
+          std::fill(gq, gq + dqk, 0.0f);
+          const float* qt = q + (static_cast<int64_t>(t) * H + h) * dqk;
+          for (int j = 0; j <= t; ++j) {
+            const float g = p[j] * (ds[j] - pdp) * scale;
+            const float* kj = k + (static_cast<int64_t>(j) * KV + kvh) * dqk;
+            float* gk = dk + (static_cast<int64_t>(j) * KV + kvh) * dqk;
+            float* gv = dv + (static_cast<int64_t>(j) * KV + kvh) * dvh;
+            for (int i = 0; i < dqk; ++i) {
+              gq[i] += g * kj[i];
+              gk[i] += g * qt[i];
+            }
+            for (int i = 0; i < dvh; ++i) gv[i] += p[j] * go[i];
+          }
+        }
       }
     }
   }

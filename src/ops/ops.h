@@ -2,7 +2,10 @@
 // shapes in its comment, so a second backend can share the signatures.
 //
 // Legend: T tokens, D model width, N/K output/input width of a linear, H heads, KV kv heads,
-// dq query/key head width, dv value head width, C cache positions, R rotary dims.
+// dq query/key head width, dv value head width, C cache positions, R rotary dims, V vocab.
+//
+// Backward passes sit beside their forward and mirror its signature. Gradient convention:
+// parameter gradients accumulate (+=); activation gradients overwrite (=).
 #pragma once
 
 #include <cstdint>
@@ -14,6 +17,10 @@ namespace moe {
 // y (T, N) = x (T, K) . W (N, K)^T + b (N). b may be null. y must not alias x.
 void op_linear(float* y, const float* x, const float* w, const float* b, int T, int N, int K);
 
+// dx (T, K) = dy (T, N) . W;  dw (N, K) += dy^T . x;  db (N) += sum_t dy. dx and db may be null.
+void op_linear_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
+                        const float* w, int T, int N, int K);
+
 // C (M, N) = A (M, K) . B, where B is (K, N) or, if trans_b, (N, K). Leading dimensions are row
 // strides, so column blocks of larger matrices can be addressed.
 void op_gemm(bool trans_b, int M, int N, int K, const float* A, int lda, const float* B, int ldb,
@@ -21,6 +28,10 @@ void op_gemm(bool trans_b, int M, int N, int K, const float* A, int lda, const f
 
 // y (T, D) = x / sqrt(mean(x^2) + eps) * w. y may alias x.
 void op_rmsnorm(float* y, const float* x, const float* w, int T, int D, float eps);
+
+// dx (T, D) from dy (T, D); dw (D) += . x is the forward input.
+void op_rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, const float* w,
+                         int T, int D, float eps);
 
 // x[i] = clamp(x[i], -c, c) for n elements.
 void op_clamp(float* x, int64_t n, float c);
@@ -33,13 +44,24 @@ void op_rope_table(float* cos_out, float* sin_out, const RopeSpec& rope, int pos
 void op_rope(float* x, int T, int n_heads, int64_t row_stride, int head_stride, int R,
              const float* cos, const float* sin, RopeLayout layout);
 
+// Backward of op_rope: rotates gradients in place by the opposite angle (same arguments).
+void op_rope_backward(float* dx, int T, int n_heads, int64_t row_stride, int head_stride, int R,
+                      const float* cos, const float* sin, RopeLayout layout);
+
 // Causal GQA attention of T new queries at positions pos0.. against a cache of pos0+T positions.
 // q (T, H, dq), kc (C, KV, dq), vc (C, KV, dv), out (T, H, dv). window > 0 keeps the last
 // `window` keys (the query's own included). sinks (H) or null: an extra logit per head that takes
-// probability mass but has no value. scratch: (n_threads, pos0+T) floats.
+// probability mass but has no value. scratch: (n_threads, pos0+T) floats. probs: null, or
+// (T, H, C) to receive the attention probabilities (zero for masked keys), for training.
 void op_attention(float* out, const float* q, const float* kc, const float* vc, int T, int pos0,
                   int H, int KV, int dq, int dv, float scale, int window, const float* sinks,
-                  float* scratch);
+                  float* scratch, float* probs = nullptr);
+
+// Backward of op_attention for one sequence from position 0 (pos0 = 0, C = T) without sinks.
+// probs (T, H, T) from the forward; dq (T, H, dq), dk (T, KV, dq), dv (T, KV, dv) are overwritten.
+void op_attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* probs,
+                           const float* q, const float* k, const float* v, int T, int H, int KV,
+                           int dqk, int dvh, float scale);
 
 // MLA attention in the weight-absorbed form, over the compressed cache.
 // qlat (T, H, Lc) = q_nope absorbed into the latent space, qpe (T, H, R) rotated rope part,
@@ -54,5 +76,17 @@ inline float op_sigmoid(float x) { return 1.0f / (1.0f + __builtin_expf(-x)); }
 
 // In-place softmax over n values.
 void op_softmax(float* x, int n);
+
+// h (n) = silu(g) * u.
+void op_swiglu(float* h, const float* g, const float* u, int64_t n);
+// dg, du (n) from dh (n) and the forward inputs g, u. dg/du may alias nothing else.
+void op_swiglu_backward(float* dg, float* du, const float* dh, const float* g, const float* u,
+                        int64_t n);
+
+// Mean cross-entropy of logits (T, V) against targets (T); targets < 0 are ignored. If dlogits is
+// non-null it receives d(loss)/d(logits) (T, V) scaled by `scale` (e.g. 1 / accumulation steps).
+// Returns the mean loss over counted targets (0 if none); *n_counted gets their number.
+double op_cross_entropy(float* dlogits, const float* logits, const int32_t* targets, int T, int V,
+                        float scale, int* n_counted);
 
 }  // namespace moe
