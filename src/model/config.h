@@ -51,8 +51,18 @@ enum ExpertAct {
   ACT_SWIGLU_OAI,    // gpt-oss: g=min(g,limit), u=clamp(u,-limit,limit), (u+1)*g*sigmoid(alpha*g)
 };
 
+// Who chooses: tokens pick experts (the seven HF families), or one of the training-time variants.
+enum RouterKind {
+  ROUTER_TOKEN_CHOICE,   // scores (softmax/sigmoid), optional bias/groups, top-k per token
+  ROUTER_NOISY_TOPK,     // Shazeer 2017: top-k of logits + N(0,1) * softplus(x W_noise), softmax
+  ROUTER_EXPERT_CHOICE,  // Zhou 2022: each expert takes its top-C tokens by softmax score
+  ROUTER_HASH,           // fixed hash of the token id, no learned router
+  ROUTER_RANDOM,         // uniform random experts, a baseline
+};
+
 // How a router turns logits into (expert index, weight) pairs.
 struct RouterSpec {
+  RouterKind kind = ROUTER_TOKEN_CHOICE;
   ScoreFunc score = SCORE_SOFTMAX;
   bool topk_then_softmax = false;  // gpt-oss / Mixtral-paper style: softmax over the K selected logits
   bool has_bias = false;           // router linear has a bias (gpt-oss)

@@ -1,0 +1,78 @@
+// Trainable routing: every router variant's forward (saving what its backward needs) and backward,
+// capacity with token dropping, and the balancing and stability losses.
+//
+// Legend: N tokens, E experts, K experts per token, A assignments (N*K for token choice, E*C for
+// expert choice), C per-expert capacity.
+//
+// Conventions (one per loss, written down):
+//  - Switch aux loss (Megatron / DeepSeek normalisation): L = alpha * E * sum_i f_i * P_i with
+//    f_i = (selections of i) / (N*K), P_i = mean_t p_t,i over the full distribution p (softmax, or
+//    sigmoid scores normalised per token). Its minimum, under uniform routing, is alpha. Counts are
+//    taken before capacity dropping. HF's load_balancing_loss_func is K times this value.
+//  - z-loss (ST-MoE): L = beta * mean_t logsumexp(logits_t)^2.
+//  - Sequence-wise aux loss (DeepSeek-V3): per sequence of T tokens, f_i = E/(K*T) * selections,
+//    P_i = mean_t p_t,i; L = alpha * mean over sequences of sum_i f_i * P_i.
+//  - Device-level loss (DeepSeekMoE): experts in D contiguous groups; f'_d = mean_{i in d} f_i,
+//    P'_d = sum_{i in d} P_i with f_i = E/(K*N) * selections; L = alpha * sum_d f'_d * P'_d.
+//  - Capacity C = ceil(N*K/E * capacity_factor) (Megatron); over capacity, an expert keeps its
+//    highest-weight assignments (ties: lower token index); the others are dropped and the token's
+//    residual carries on. capacity_factor 0 = dropless.
+//  - Expert choice: C = ceil(N*K/E * max(capacity_factor, 1)), so tokens get K experts on average.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "model/config.h"
+
+namespace moe {
+
+struct Routing {
+  int N = 0, E = 0, K = 0;
+  int A = 0;         // assignments in use
+  int capacity = 0;  // per-expert capacity, 0 = dropless
+  int dropped = 0;   // assignments dropped by capacity
+  std::vector<int32_t> tok;         // (A_max) token of each assignment
+  std::vector<int32_t> expert;      // (A_max) expert of each assignment
+  std::vector<float> w;             // (A_max) combine weight
+  std::vector<char> kept;           // (A_max) 0 = dropped by capacity
+  std::vector<float> score;         // (N, E) unbiased scores: softmax probabilities or sigmoids
+  std::vector<float> probs;         // (N, E) distribution the balance losses use
+  std::vector<float> noisy;         // (N, E) noisy logits H (noisy top-k)
+  std::vector<float> noise;         // (N, E) dH/d(noise logit) = draw * softplus' (noisy top-k)
+  std::vector<int32_t> sel_count;   // (E) selections per expert before dropping
+  std::vector<int32_t> kept_count;  // (E) assignments per expert after dropping
+  mutable std::vector<float> work;  // (4E + 64 + N) scratch, also used by the losses
+  std::vector<int32_t> iwork;       // (A + 2E + 64 + N) scratch
+};
+
+void routing_init(Routing* r, int N_max, int E, int K);
+
+// Routes N tokens. logits (N, E) = x Wr^T (+ b); e_bias (E) or null: selection-only bias;
+// noise_logits (N, E) = x W_noise^T for noisy top-k, else null; ids (N) token ids for hash routing.
+// seed makes the noisy and random draws reproducible; train = false turns the noise off.
+void router_forward(Routing* r, const RouterSpec& spec, const float* logits, const float* e_bias,
+                    const float* noise_logits, const int32_t* ids, int N, float capacity_factor,
+                    uint64_t seed, bool train);
+
+// Backward of the combine weights: dw (A) = dLoss/dw per assignment. Writes dlogits (N, E) and,
+// for noisy top-k, dnoise_logits (N, E) (overwrite). Hash and random routing have no gradient.
+void router_backward(const Routing& r, const RouterSpec& spec, const float* dw, float* dlogits,
+                     float* dnoise_logits);
+
+// Each loss returns its value and ACCUMULATES grad_scale * dL/dlogits into dlogits (N, E) if
+// dlogits is non-null.
+double router_aux_loss(const Routing& r, const RouterSpec& spec, float alpha, float grad_scale,
+                       float* dlogits);
+double router_z_loss(const float* logits, int N, int E, float beta, float grad_scale,
+                     float* dlogits);
+double router_seq_aux_loss(const Routing& r, const RouterSpec& spec, int seq_len, float alpha,
+                           float grad_scale, float* dlogits);
+double router_device_loss(const Routing& r, const RouterSpec& spec, int n_devices, float alpha,
+                          float grad_scale, float* dlogits);
+
+// Deterministic draws for (seed, i): uniform in [0, 1) and standard normal.
+double rng_uniform(uint64_t seed, uint64_t i);
+double rng_normal(uint64_t seed, uint64_t i);
+
+}  // namespace moe
