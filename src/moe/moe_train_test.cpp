@@ -1,0 +1,212 @@
+// The training MoE block: forward equals the inference layer, and gradients of every input and
+// parameter match finite differences, for several routers, capacity dropping and shared experts.
+#include "moe/moe_train.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "moe/moe_layer.h"
+
+namespace moe {
+namespace {
+
+// Parameters and gradients of one MoE block, in two flat arenas with identical layouts.
+struct Block {
+  ModelConfig c;
+  std::vector<float> p, g;  // params, grads
+  LayerWeights w, gw;
+  size_t noise = 0;          // offset of the noisy router's (E, D) projection
+  std::vector<std::pair<size_t, size_t>> ranges;  // (offset, size) of each tensor
+
+  size_t take(size_t n) {
+    size_t o = p.size();
+    p.resize(o + n);
+    ranges.push_back({o, n});
+    return o;
+  }
+  Block(RouterSpec spec, int shared, bool gate) {
+    c.hidden = 6;
+    c.n_experts = 4;
+    c.top_k = 2;
+    c.expert_ffn = 5;
+    c.shared_ffn = shared;
+    c.shared_gate = gate;
+    c.router = spec;
+    const int D = c.hidden, E = c.n_experts, F = c.expert_ffn, S = shared;
+    struct Off { size_t gate, up, down; };
+    size_t r = take(E * D), eb = take(E);
+    noise = take(E * D);
+    std::vector<Off> ex(E);
+    for (auto& o : ex) o = {take(F * D), take(F * D), take(D * F)};
+    size_t sgt = 0, sup = 0, sdn = 0, sg = 0;
+    if (S) sgt = take(S * D), sup = take(S * D), sdn = take(D * S), sg = take(D);
+    std::mt19937 gen(5);
+    std::normal_distribution<float> nd(0.0f, 0.5f);
+    for (float& x : p) x = nd(gen);
+    g.assign(p.size(), 0.0f);
+    auto bind = [&](std::vector<float>& arena, LayerWeights& lw) {
+      float* b = arena.data();
+      lw.router = {b + r, nullptr, E, D};
+      lw.e_bias = spec.has_correction_bias ? b + eb : nullptr;
+      lw.experts.resize(E);
+      for (int e = 0; e < E; ++e) lw.experts[e] = {b + ex[e].gate, b + ex[e].up, b + ex[e].down};
+      if (S) {
+        lw.shared.gate = {b + sgt, nullptr, S, D};
+        lw.shared.up = {b + sup, nullptr, S, D};
+        lw.shared.down = {b + sdn, nullptr, D, S};
+        lw.shared_gate = {b + sg, nullptr, 1, D};
+      }
+    };
+    bind(p, w);
+    bind(g, gw);
+  }
+};
+
+// L = sum(cf * out) + balancing losses.
+double loss_of(Block& b, MoeActs* a, const MoeLossSpec& ls, const std::vector<float>& x,
+               const std::vector<int32_t>& ids, const std::vector<float>& coef, int N, int seq,
+               std::vector<float>* out) {
+  out->assign(static_cast<size_t>(N) * b.c.hidden, 0.0f);
+  MoeLosses L = moe_train_forward(out->data(), a, b.c, b.w, b.p.data() + b.noise, ls, x.data(),
+                                  ids.data(), N, seq, 7, true);
+  double s = L.total();
+  for (size_t i = 0; i < out->size(); ++i) s += static_cast<double>(coef[i]) * (*out)[i];
+  return s;
+}
+
+void grad_check(RouterSpec spec, int shared, bool gate, MoeLossSpec ls, int N = 6) {
+  Block b(spec, shared, gate);
+  const int D = b.c.hidden, seq = 3;
+  std::mt19937 gen(11);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> x(N * D), coef(N * D);
+  for (float& v : x) v = nd(gen);
+  for (float& v : coef) v = nd(gen);
+  std::vector<int32_t> ids(N);
+  for (int t = 0; t < N; ++t) ids[t] = t % 3;
+  MoeActs a;
+  moe_acts_init(&a, b.c, N);
+  std::vector<float> out;
+  loss_of(b, &a, ls, x, ids, coef, N, seq, &out);
+  const std::vector<int32_t> sel(a.routing.expert.begin(), a.routing.expert.begin() + a.routing.A);
+  const std::vector<char> kept(a.routing.kept.begin(), a.routing.kept.begin() + a.routing.A);
+  std::vector<float> dx(N * D);
+  moe_train_backward(dx.data(), &a, b.c, b.w, b.p.data() + b.noise, b.gw, b.g.data() + b.noise, ls,
+                     x.data(), coef.data(), seq, 1.0f);
+  auto same = [&]() {
+    return std::equal(sel.begin(), sel.end(), a.routing.expert.begin()) &&
+           std::equal(kept.begin(), kept.end(), a.routing.kept.begin());
+  };
+  const float h = 1e-2f;
+  int checked = 0, total = 0;
+  auto check = [&](std::vector<float>& v, const std::vector<float>& analytic, size_t i0, size_t n,
+                   const char* what) {
+    double mx = 1e-6;
+    for (size_t i = i0; i < i0 + n; ++i) mx = std::max(mx, std::fabs(static_cast<double>(analytic[i])));
+    for (size_t i = i0; i < i0 + n; ++i) {
+      const float keep = v[i];
+      double f[4];
+      const float off[4] = {-2 * h, -h, h, 2 * h};
+      bool ok = true;
+      for (int j = 0; j < 4; ++j) {
+        v[i] = keep + off[j];
+        f[j] = loss_of(b, &a, ls, x, ids, coef, N, seq, &out);
+        ok &= same();
+      }
+      v[i] = keep;
+      ++total;
+      if (!ok) continue;
+      const double fd = (f[0] - 8 * f[1] + 8 * f[2] - f[3]) / (12 * h);
+      EXPECT_NEAR(analytic[i], fd, 3e-3 * mx + 1e-5) << what << " i=" << i - i0;
+      ++checked;
+    }
+  };
+  check(x, dx, 0, x.size(), "dx");
+  for (size_t k = 0; k < b.ranges.size(); ++k) check(b.p, b.g, b.ranges[k].first, b.ranges[k].second, "param");
+  EXPECT_GT(checked, total * 2 / 3);
+}
+
+TEST(MoeTrainGrad, SoftmaxTopKAuxZ) {
+  MoeLossSpec ls;
+  ls.aux = 0.1f;
+  ls.z = 0.01f;
+  grad_check(RouterSpec(), 0, false, ls);
+}
+
+TEST(MoeTrainGrad, SigmoidBiasSharedSeqDevice) {
+  RouterSpec s;
+  s.score = SCORE_SIGMOID;
+  s.has_correction_bias = true;
+  s.norm_topk = true;
+  s.norm_eps = 1e-20f;
+  s.scale = 2.0f;
+  MoeLossSpec ls;
+  ls.seq_aux = 0.1f;
+  ls.device = 0.1f;
+  ls.n_devices = 2;
+  grad_check(s, 3, false, ls);
+}
+
+TEST(MoeTrainGrad, GatedSharedExpertRenormCapacity) {
+  RouterSpec s;
+  s.norm_topk = true;
+  MoeLossSpec ls;
+  ls.capacity_factor = 0.75f;
+  ls.aux = 0.05f;
+  grad_check(s, 4, true, ls, 8);
+}
+
+TEST(MoeTrainGrad, NoisyTopK) {
+  RouterSpec s;
+  s.kind = ROUTER_NOISY_TOPK;
+  MoeLossSpec ls;
+  ls.aux = 0.05f;
+  grad_check(s, 0, false, ls);
+}
+
+TEST(MoeTrainGrad, ExpertChoice) {
+  RouterSpec s;
+  s.kind = ROUTER_EXPERT_CHOICE;
+  MoeLossSpec ls;
+  ls.capacity_factor = 1.0f;
+  grad_check(s, 0, false, ls);
+}
+
+TEST(MoeTrainGrad, HashRouting) {
+  RouterSpec s;
+  s.kind = ROUTER_HASH;
+  grad_check(s, 2, false, MoeLossSpec());
+}
+
+// With a token-choice router the training forward computes what the inference layer computes.
+TEST(MoeTrain, ForwardEqualsInferenceLayer) {
+  for (bool sigmoid : {false, true}) {
+    RouterSpec s;
+    if (sigmoid) {
+      s.score = SCORE_SIGMOID;
+      s.has_correction_bias = true;
+      s.norm_topk = true;
+      s.scale = 1.5f;
+    }
+    Block b(s, 3, !sigmoid);
+    const int N = 7, D = b.c.hidden;
+    std::mt19937 gen(3);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    std::vector<float> x(N * D), y1(N * D), y2(N * D);
+    for (float& v : x) v = nd(gen);
+    std::vector<int32_t> ids(N, 0);
+    MoeActs a;
+    moe_acts_init(&a, b.c, N);
+    moe_train_forward(y1.data(), &a, b.c, b.w, nullptr, MoeLossSpec(), x.data(), ids.data(), N, N, 0,
+                      false);
+    FfnScratch fs;
+    ffn_scratch_init(&fs, b.c, N);
+    moe_forward(y2.data(), b.c, b.w, x.data(), N, &fs);
+    for (int i = 0; i < N * D; ++i) EXPECT_NEAR(y1[i], y2[i], 1e-5) << i;
+  }
+}
+
+}  // namespace
+}  // namespace moe
