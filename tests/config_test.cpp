@@ -165,3 +165,80 @@ TEST(Config, Qwen2SparseStepAndMlpOnly) {
 
 }  // namespace
 }  // namespace moe
+
+namespace moe {
+namespace {
+
+ModelConfig parse(const std::string& text) {
+  ModelConfig c;
+  config_parse(&c, text, "c");
+  return c;
+}
+
+// config_to_json picks the HF architecture that expresses a config exactly, else moe_cpp, and
+// reading what it wrote gives the same configuration back.
+TEST(Config, WriterRoundTripsAndPicksStandardArchitectures) {
+  ModelConfig base = parse(R"({"model_type": "qwen3_moe", "vocab_size": 64, "hidden_size": 32,
+    "num_hidden_layers": 3, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8,
+    "intermediate_size": 48, "moe_intermediate_size": 16, "num_experts": 8,
+    "num_experts_per_tok": 2, "norm_topk_prob": true, "mlp_only_layers": [0]})");
+  auto round = [](ModelConfig c) {
+    std::string text = config_to_json(&c);
+    ModelConfig back;
+    config_parse(&back, text, "written");
+    EXPECT_EQ(back.arch, c.arch);
+    EXPECT_EQ(back.is_moe, c.is_moe);
+    EXPECT_EQ(back.qk_norm, c.qk_norm);
+    EXPECT_EQ(back.qkv_bias, c.qkv_bias);
+    EXPECT_EQ(back.shared_ffn, c.shared_ffn);
+    EXPECT_EQ(back.shared_gate, c.shared_gate);
+    EXPECT_EQ(back.router.kind, c.router.kind);
+    EXPECT_EQ(back.router.score, c.router.score);
+    EXPECT_EQ(back.router.norm_topk, c.router.norm_topk);
+    EXPECT_EQ(back.router.has_correction_bias, c.router.has_correction_bias);
+    EXPECT_EQ(back.router.group, c.router.group);
+    EXPECT_EQ(back.router.scale, c.router.scale);
+    EXPECT_EQ(back.n_experts, c.n_experts);
+    EXPECT_EQ(back.expert_ffn, c.expert_ffn);
+    return back.arch;
+  };
+  EXPECT_EQ(round(base), ARCH_QWEN3_MOE);
+  ModelConfig c = base;
+  c.shared_ffn = 24;  // shared expert with qk norm: no standard architecture
+  EXPECT_EQ(round(c), ARCH_MOE_CPP);
+  c.shared_gate = true;
+  c.qk_norm = QKNORM_NONE;
+  c.qkv_bias = true;
+  EXPECT_EQ(round(c), ARCH_QWEN2_MOE);
+  c = base;
+  c.router.score = SCORE_SIGMOID;
+  c.router.has_correction_bias = true;
+  c.router.group = GROUP_TOP2_SUM;
+  c.router.n_group = 4;
+  c.router.topk_group = 2;
+  c.router.scale = 2.5f;
+  EXPECT_EQ(round(c), ARCH_MOE_CPP);
+  c = base;
+  c.router.kind = ROUTER_EXPERT_CHOICE;
+  EXPECT_EQ(round(c), ARCH_MOE_CPP);
+  c = base;
+  c.qk_norm = QKNORM_NONE;
+  c.is_moe.assign(3, 1);
+  EXPECT_EQ(round(c), ARCH_MIXTRAL);
+}
+
+TEST(Config, MoeCppRouterErrorsNameTheField) {
+  std::string e;
+  try {
+    parse(R"({"model_type": "moe_cpp", "vocab_size": 64, "hidden_size": 32, "num_hidden_layers": 1,
+      "num_attention_heads": 4, "moe_intermediate_size": 16, "num_experts": 8,
+      "num_experts_per_tok": 2, "router": {"kind": "telepathy"}})");
+  } catch (const MoeError& x) {
+    e = x.what();
+  }
+  EXPECT_NE(e.find("router.kind"), std::string::npos) << e;
+  EXPECT_NE(e.find("telepathy"), std::string::npos) << e;
+}
+
+}  // namespace
+}  // namespace moe

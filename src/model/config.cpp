@@ -13,7 +13,8 @@ using json = nlohmann::json;
 namespace {
 
 const char* kArchNames[ARCH_COUNT] = {"mixtral",     "qwen2_moe",   "qwen3_moe", "olmoe",
-                                      "deepseek_v2", "deepseek_v3", "gpt_oss"};
+                                      "deepseek_v2", "deepseek_v3", "gpt_oss",   "moe_cpp"};
+const char* kRouterKinds[] = {"token_choice", "noisy_topk", "expert_choice", "hash", "random"};
 
 // Typed access to a JSON object with errors that name the file and the field.
 struct JReader {
@@ -203,6 +204,17 @@ std::vector<int> read_eos(const json& j) {
 
 const char* arch_name(Arch a) { return kArchNames[a]; }
 
+const char* router_kind_name(RouterKind k) { return kRouterKinds[k]; }
+
+bool router_kind_parse(const std::string& s, RouterKind* out) {
+  for (int i = 0; i < 5; ++i)
+    if (s == kRouterKinds[i]) {
+      *out = static_cast<RouterKind>(i);
+      return true;
+    }
+  return false;
+}
+
 std::string arch_supported_list() {
   std::string s;
   for (int i = 0; i < ARCH_COUNT; ++i) {
@@ -293,6 +305,14 @@ void config_parse(ModelConfig* cfg, const std::string& text, const std::string& 
       c.qkv_bias = c.o_bias = attention_bias;
       c.sinks = true;
       break;
+    case ARCH_MOE_CPP: {
+      c.qkv_bias = j.boolean_or("qkv_bias", false);
+      std::string qn = j.str_or("qk_norm", "head");
+      if (qn == "head") c.qk_norm = QKNORM_HEAD;
+      else if (qn == "full") c.qk_norm = QKNORM_FULL;
+      else if (qn != "none") j.bad("qk_norm", "must be 'none', 'head' or 'full'");
+      break;
+    }
     default:
       c.o_bias = attention_bias;  // MLA: q_a_proj, kv_a_proj_with_mqa and o_proj
       break;
@@ -368,17 +388,22 @@ void config_parse(ModelConfig* cfg, const std::string& text, const std::string& 
   if (!kkey) fail("%s: field 'num_experts_per_tok' is missing", path.c_str());
   c.top_k = j.positive(kkey);
   if (c.n_experts > 0 && c.top_k > c.n_experts) j.bad(kkey, "must not exceed the number of experts");
-  bool uses_moe_width = a == ARCH_QWEN2_MOE || a == ARCH_QWEN3_MOE || ds;
+  bool uses_moe_width = a == ARCH_QWEN2_MOE || a == ARCH_QWEN3_MOE || a == ARCH_MOE_CPP || ds;
   c.expert_ffn = uses_moe_width ? j.positive("moe_intermediate_size") : j.positive("intermediate_size");
 
   c.is_moe.assign(c.n_layers, 1);
-  if (a == ARCH_QWEN2_MOE || a == ARCH_QWEN3_MOE) {
+  if (a == ARCH_QWEN2_MOE || a == ARCH_QWEN3_MOE || a == ARCH_MOE_CPP) {
     std::vector<int> only = j.int_list_or_empty("mlp_only_layers");
     int step = j.positive_or("decoder_sparse_step", 1);
     for (int i = 0; i < c.n_layers; ++i) {
       bool dense = false;
       for (int l : only) dense |= l == i;
       c.is_moe[i] = !dense && c.n_experts > 0 && (i + 1) % step == 0;
+    }
+    if (a == ARCH_MOE_CPP) {
+      int k = j.integer_or("first_k_dense_replace", 0);
+      if (k < 0) j.bad("first_k_dense_replace", "must be >= 0");
+      for (int i = 0; i < std::min(k, c.n_layers); ++i) c.is_moe[i] = 0;
     }
   } else if (ds) {
     int k = j.integer_or("first_k_dense_replace", 0);
@@ -422,12 +447,40 @@ void config_parse(ModelConfig* cfg, const std::string& text, const std::string& 
       c.act = ACT_SWIGLU_OAI;
       c.expert_bias = true;
       break;
+    case ARCH_MOE_CPP: {
+      if (!j.has("router")) j.bad("router", "is missing");
+      const json& ro = root.at("router");
+      if (!ro.is_object()) j.bad("router", "must be an object");
+      const std::string rpath = path + " (router)";
+      JReader jr{ro, rpath};
+      auto sub = [&](const char* k) { return strfmt("router.%s", k); };
+      std::string kind = jr.str_or("kind", "token_choice");
+      if (!router_kind_parse(kind, &r.kind))
+        fail("%s: field '%s': unknown router kind '%s'", path.c_str(), sub("kind").c_str(), kind.c_str());
+      std::string score = jr.str_or("score", "softmax");
+      if (score == "sigmoid") r.score = SCORE_SIGMOID;
+      else if (score != "softmax")
+        fail("%s: field '%s': must be 'softmax' or 'sigmoid'", path.c_str(), sub("score").c_str());
+      r.topk_then_softmax = jr.boolean_or("topk_then_softmax", false);
+      r.norm_topk = jr.boolean_or("norm_topk_prob", false);
+      r.has_correction_bias = jr.boolean_or("correction_bias", false);
+      r.scale = static_cast<float>(jr.num_or("routed_scaling_factor", 1.0));
+      if (r.score == SCORE_SIGMOID && r.norm_topk) r.norm_eps = 1e-20f;
+      int ng = jr.integer_or("n_group", 1);
+      if (ng > 1) {
+        r.group = r.score == SCORE_SIGMOID ? GROUP_TOP2_SUM : GROUP_MAX;
+      }
+      break;
+    }
     default:
       break;
   }
   if (r.group != GROUP_NONE) {
-    r.n_group = j.positive_or("n_group", 1);
-    r.topk_group = j.positive_or("topk_group", r.n_group);
+    const json& gsrc = a == ARCH_MOE_CPP ? root.at("router") : root;
+    const std::string gpath = a == ARCH_MOE_CPP ? path + " (router)" : path;
+    JReader jg{gsrc, gpath};
+    r.n_group = jg.positive_or("n_group", 1);
+    r.topk_group = jg.positive_or("topk_group", r.n_group);
     if (r.n_group > 64) j.bad("n_group", "must be at most 64");
     if (c.n_experts % r.n_group) j.bad("n_group", "must divide the number of experts");
     if (r.topk_group > r.n_group) j.bad("topk_group", "must not exceed n_group");
@@ -441,6 +494,10 @@ void config_parse(ModelConfig* cfg, const std::string& text, const std::string& 
     c.shared_ffn = j.integer_or("shared_expert_intermediate_size", 5632);
     if (c.shared_ffn < 0) j.bad("shared_expert_intermediate_size", "must be >= 0");
     c.shared_gate = c.shared_ffn > 0;
+  } else if (a == ARCH_MOE_CPP) {
+    c.shared_ffn = j.integer_or("shared_expert_intermediate_size", 0);
+    if (c.shared_ffn < 0) j.bad("shared_expert_intermediate_size", "must be >= 0");
+    c.shared_gate = c.shared_ffn > 0 && j.boolean_or("shared_expert_gate", false);
   } else if (ds) {
     int ns = j.integer_or("n_shared_experts", 0);
     if (ns < 0) j.bad("n_shared_experts", "must be >= 0");
@@ -467,6 +524,113 @@ void config_load(ModelConfig* cfg, const std::string& dir) {
       if (!eos.empty()) cfg->eos_ids = eos;
     }
   }
+}
+
+}  // namespace moe
+
+namespace moe {
+
+namespace {
+
+bool all_moe(const ModelConfig& c) {
+  for (char m : c.is_moe)
+    if (!m) return false;
+  return true;
+}
+
+// Layers that are dense, as Qwen's mlp_only_layers.
+json dense_layer_list(const ModelConfig& c) {
+  json l = json::array();
+  for (int i = 0; i < c.n_layers; ++i)
+    if (!c.is_moe[i]) l.push_back(i);
+  return l;
+}
+
+}  // namespace
+
+std::string config_to_json(ModelConfig* cfg) {
+  ModelConfig& c = *cfg;
+  const RouterSpec& r = c.router;
+  const bool plain_router = r.kind == ROUTER_TOKEN_CHOICE && r.score == SCORE_SOFTMAX &&
+                            !r.has_correction_bias && r.group == GROUP_NONE && r.scale == 1.0f &&
+                            !r.has_bias && !r.topk_then_softmax;
+  const bool plain_attn = !c.o_bias && !c.sinks && !c.mla && c.clip_qkv == 0.0f &&
+                          std::all_of(c.window.begin(), c.window.end(), [](int w) { return w == 0; });
+  Arch a = ARCH_MOE_CPP;
+  if (plain_router && plain_attn && c.act == ACT_SWIGLU) {
+    if (c.shared_ffn == 0 && c.qk_norm == QKNORM_HEAD && !c.qkv_bias) a = ARCH_QWEN3_MOE;
+    else if (c.shared_ffn > 0 && c.shared_gate && c.qk_norm == QKNORM_NONE && c.qkv_bias)
+      a = ARCH_QWEN2_MOE;
+    else if (c.shared_ffn == 0 && c.qk_norm == QKNORM_FULL && !c.qkv_bias && all_moe(c) &&
+             c.expert_ffn == c.dense_ffn)
+      a = ARCH_OLMOE;
+    else if (c.shared_ffn == 0 && c.qk_norm == QKNORM_NONE && !c.qkv_bias && all_moe(c) &&
+             r.norm_topk)
+      a = ARCH_MIXTRAL;
+  }
+  c.arch = a;
+  json j = json::object();
+  static const char* kClass[ARCH_COUNT] = {"MixtralForCausalLM", "Qwen2MoeForCausalLM",
+                                           "Qwen3MoeForCausalLM", "OlmoeForCausalLM",
+                                           "DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM",
+                                           "GptOssForCausalLM", "MoeCppForCausalLM"};
+  j["architectures"] = json::array({kClass[a]});
+  j["model_type"] = arch_name(a);
+  j["vocab_size"] = c.vocab;
+  j["hidden_size"] = c.hidden;
+  j["num_hidden_layers"] = c.n_layers;
+  j["num_attention_heads"] = c.n_heads;
+  j["num_key_value_heads"] = c.n_kv_heads;
+  j["head_dim"] = c.head_dim;
+  j["rms_norm_eps"] = c.rms_eps;
+  j["max_position_embeddings"] = c.max_pos;
+  j["rope_theta"] = c.rope.theta;
+  j["tie_word_embeddings"] = c.tie_embeddings;
+  j["hidden_act"] = "silu";
+  j["dtype"] = "float32";
+  if (c.bos_id >= 0) j["bos_token_id"] = c.bos_id;
+  if (!c.eos_ids.empty()) j["eos_token_id"] = c.eos_ids.size() == 1 ? json(c.eos_ids[0]) : json(c.eos_ids);
+  j["num_experts_per_tok"] = c.top_k;
+  switch (a) {
+    case ARCH_MIXTRAL:
+    case ARCH_OLMOE:
+      j[a == ARCH_MIXTRAL ? "num_local_experts" : "num_experts"] = c.n_experts;
+      j["intermediate_size"] = c.expert_ffn;
+      if (a == ARCH_OLMOE) j["norm_topk_prob"] = r.norm_topk;
+      break;
+    default:
+      j["num_experts"] = c.n_experts;
+      j["moe_intermediate_size"] = c.expert_ffn;
+      j["intermediate_size"] = c.dense_ffn > 0 ? c.dense_ffn : c.expert_ffn;
+      j["norm_topk_prob"] = r.norm_topk;
+      j["decoder_sparse_step"] = 1;
+      j["mlp_only_layers"] = dense_layer_list(c);
+      break;
+  }
+  if (a == ARCH_QWEN2_MOE) {
+    j["shared_expert_intermediate_size"] = c.shared_ffn;
+    j["qkv_bias"] = true;
+  }
+  if (a == ARCH_QWEN3_MOE || a == ARCH_OLMOE) j["attention_bias"] = false;
+  if (a == ARCH_MOE_CPP) {
+    j["qkv_bias"] = c.qkv_bias;
+    j["qk_norm"] = c.qk_norm == QKNORM_HEAD ? "head" : c.qk_norm == QKNORM_FULL ? "full" : "none";
+    j["shared_expert_intermediate_size"] = c.shared_ffn;
+    j["shared_expert_gate"] = c.shared_gate;
+    json ro = json::object();
+    ro["kind"] = router_kind_name(r.kind);
+    ro["score"] = r.score == SCORE_SIGMOID ? "sigmoid" : "softmax";
+    ro["topk_then_softmax"] = r.topk_then_softmax;
+    ro["norm_topk_prob"] = r.norm_topk;
+    ro["correction_bias"] = r.has_correction_bias;
+    ro["routed_scaling_factor"] = r.scale;
+    if (r.group != GROUP_NONE) {
+      ro["n_group"] = r.n_group;
+      ro["topk_group"] = r.topk_group;
+    }
+    j["router"] = ro;
+  }
+  return j.dump(2) + "\n";
 }
 
 }  // namespace moe

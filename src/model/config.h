@@ -20,6 +20,7 @@ enum Arch {
   ARCH_DEEPSEEK_V2,
   ARCH_DEEPSEEK_V3,
   ARCH_GPT_OSS,
+  ARCH_MOE_CPP,  // moe.cpp's own config for trained models no standard architecture expresses
   ARCH_COUNT
 };
 
@@ -139,5 +140,14 @@ struct ModelConfig {
 void config_load(ModelConfig* cfg, const std::string& dir);
 // Parses config.json text; `path` is used in messages.
 void config_parse(ModelConfig* cfg, const std::string& json_text, const std::string& path);
+
+// Names of the router kinds and score functions as written in moe_cpp configs and CLI flags.
+const char* router_kind_name(RouterKind k);
+bool router_kind_parse(const std::string& s, RouterKind* out);
+
+// config.json text for a model trained here: the standard Hugging Face architecture that
+// expresses it exactly (qwen3_moe, qwen2_moe, olmoe, mixtral) when there is one, else moe_cpp.
+// The chosen arch is written to cfg->arch.
+std::string config_to_json(ModelConfig* cfg);
 
 }  // namespace moe

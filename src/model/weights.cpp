@@ -194,7 +194,9 @@ void bind_moe(Binder& b, LayerWeights& lw, int layer) {
     bind_experts_gpt_oss(b, lw, p);
     return;
   }
-  lw.router = b.linear(p + "gate", E, D, false);
+  const RouterKind rk = c.router.kind;
+  if (rk != ROUTER_HASH && rk != ROUTER_RANDOM) lw.router = b.linear(p + "gate", E, D, false);
+  if (rk == ROUTER_NOISY_TOPK) lw.router_noise = b.linear(p + "gate.noise", E, D, false);
   if (c.router.has_correction_bias) lw.e_bias = b.f32(p + "gate.e_score_correction_bias", {E});
 
   lw.experts.resize(E);
@@ -220,7 +222,7 @@ void bind_moe(Binder& b, LayerWeights& lw, int layer) {
     }
   }
   if (c.shared_ffn > 0) {
-    bool qwen = c.arch == ARCH_QWEN2_MOE;
+    bool qwen = c.arch == ARCH_QWEN2_MOE || c.arch == ARCH_MOE_CPP;
     lw.shared = b.mlp(p + (qwen ? "shared_expert." : "shared_experts."), D, c.shared_ffn);
     if (c.shared_gate) lw.shared_gate = b.linear(p + "shared_expert_gate", 1, D, false);
   }

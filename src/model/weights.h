@@ -60,6 +60,7 @@ struct LayerWeights {
 
   // MoE FFN
   Linear router;                        // (E, D), bias (E) for gpt-oss
+  Linear router_noise;                  // (E, D) noisy top-k's noise projection
   const float* e_bias = nullptr;        // (E) selection-only correction bias
   std::vector<ExpertWeights> experts;   // [E]
   MlpWeights shared;                    // shared expert(s), out = 0 if none
