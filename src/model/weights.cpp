@@ -276,6 +276,10 @@ std::vector<TensorSpec> model_tensor_specs(const ModelConfig& cfg, bool fused_ex
 void model_load(Model* m, const std::string& dir) {
   config_load(&m->cfg, dir);
   st_open_dir(&m->archive, dir);
+  model_bind(m);
+}
+
+void model_bind(Model* m) {
   const ModelConfig& c = m->cfg;
   Binder b{m, nullptr, false, {}};
   bind_all(b);

@@ -83,6 +83,10 @@ struct Model {
 // Loads config.json, generation_config.json and the safetensors weights of a checkpoint folder.
 void model_load(Model* m, const std::string& dir);
 
+// Binds m->cfg against the tensors already in m->archive (a checkpoint, or an in-memory arena
+// whose StTensors point at F32 buffers). Validates as model_load does.
+void model_bind(Model* m);
+
 struct TensorSpec {
   std::string name;
   std::vector<int64_t> shape;

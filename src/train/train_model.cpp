@@ -1,0 +1,288 @@
+#include "train/train_model.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
+#include "moe/router.h"
+#include "ops/ops.h"
+
+namespace moe {
+
+namespace {
+
+float* wr(const float* p) { return const_cast<float*>(p); }  // gradient views are writable
+
+void add_into(float* dst, const float* src, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
+}
+
+void bind_arena(Model* m, const ModelConfig& cfg, const std::vector<TensorSpec>& specs,
+                const std::vector<int64_t>& offset, float* base) {
+  m->cfg = cfg;
+  m->archive = StArchive();
+  m->archive.origin = "training arena";
+  for (size_t i = 0; i < specs.size(); ++i) {
+    StTensor t;
+    t.name = specs[i].name;
+    t.dtype = DT_F32;
+    t.shape = specs[i].shape;
+    t.data = reinterpret_cast<const uint8_t*>(base + offset[i]);
+    t.nbytes = static_cast<size_t>(t.numel()) * 4;
+    m->archive.tensors[t.name] = t;
+  }
+  model_bind(m);
+}
+
+bool ends_with(const std::string& s, const char* suf) {
+  const size_t n = std::strlen(suf);
+  return s.size() >= n && s.compare(s.size() - n, n, suf) == 0;
+}
+
+}  // namespace
+
+void train_model_alloc(TrainModel* tm, const ModelConfig& cfg) {
+  tm->cfg = cfg;
+  tm->specs = model_tensor_specs(cfg, false);
+  tm->offset.clear();
+  tm->decay.clear();
+  tm->trainable.clear();
+  int64_t total = 0;
+  for (const TensorSpec& s : tm->specs) {
+    int64_t n = 1;
+    for (int64_t d : s.shape) n *= d;
+    tm->offset.push_back(total);
+    total += (n + 15) / 16 * 16;  // 64-byte aligned tensors
+    tm->decay.push_back(s.shape.size() >= 2 ? 1 : 0);
+    tm->trainable.push_back(ends_with(s.name, "e_score_correction_bias") ? 0 : 1);
+  }
+  tm->params.assign(total, 0.0f);
+  tm->grads.assign(total, 0.0f);
+  bind_arena(&tm->w, cfg, tm->specs, tm->offset, tm->params.data());
+  bind_arena(&tm->g, cfg, tm->specs, tm->offset, tm->grads.data());
+}
+
+int64_t train_model_find(const TrainModel& tm, const std::string& name) {
+  for (size_t i = 0; i < tm.specs.size(); ++i)
+    if (tm.specs[i].name == name) return static_cast<int64_t>(i);
+  return -1;
+}
+
+void train_model_init_weights(TrainModel* tm, uint64_t seed, float std) {
+  const float out_std = std / std::sqrt(2.0f * tm->cfg.n_layers);
+  for (size_t i = 0; i < tm->specs.size(); ++i) {
+    const TensorSpec& s = tm->specs[i];
+    float* p = tm->params.data() + tm->offset[i];
+    int64_t n = 1;
+    for (int64_t d : s.shape) n *= d;
+    if (s.shape.size() == 1) {
+      const bool norm = ends_with(s.name, "norm.weight");
+      std::fill(p, p + n, norm ? 1.0f : 0.0f);
+      continue;
+    }
+    const bool out_proj = ends_with(s.name, "o_proj.weight") || ends_with(s.name, "down_proj.weight");
+    const float sd = out_proj ? out_std : std;
+    const uint64_t key = seed * 0x9e3779b97f4a7c15ULL + i;
+    for (int64_t j = 0; j < n; ++j) p[j] = static_cast<float>(rng_normal(key, j)) * sd;
+  }
+}
+
+void train_acts_init(TrainActs* a, const TrainModel& tm, int B, int T) {
+  const ModelConfig& c = tm.cfg;
+  MOE_CHECK(B > 0 && T > 0);
+  const int64_t N = static_cast<int64_t>(B) * T, D = c.hidden, V = c.vocab, H = c.n_heads;
+  const int64_t KV = c.n_kv_heads, hd = c.head_dim, F = std::max(c.dense_ffn, 1);
+  a->B = B;
+  a->T = T;
+  a->layers.assign(c.n_layers, LayerActs());
+  for (int l = 0; l < c.n_layers; ++l) {
+    LayerActs& la = a->layers[l];
+    la.h_in.assign(N * D, 0.0f);
+    la.xn1.assign(N * D, 0.0f);
+    la.q_raw.assign(N * H * hd, 0.0f);
+    la.k_raw.assign(N * KV * hd, 0.0f);
+    la.q.assign(N * H * hd, 0.0f);
+    la.k.assign(N * KV * hd, 0.0f);
+    la.v.assign(N * KV * hd, 0.0f);
+    la.probs.assign(N * H * T, 0.0f);
+    la.att.assign(N * H * hd, 0.0f);
+    la.h_mid.assign(N * D, 0.0f);
+    la.xn2.assign(N * D, 0.0f);
+    if (c.is_moe[l]) {
+      moe_acts_init(&la.moe, c, static_cast<int>(N));
+    } else {
+      la.g.assign(N * F, 0.0f);
+      la.u.assign(N * F, 0.0f);
+      la.act.assign(N * F, 0.0f);
+    }
+  }
+  a->ids.assign(N, 0);
+  a->targets.assign(N, -1);
+  a->h.assign(N * D, 0.0f);
+  a->xn.assign(N * D, 0.0f);
+  a->logits.assign(N * V, 0.0f);
+  a->rope_cos.assign(T * hd / 2, 0.0f);
+  a->rope_sin.assign(T * hd / 2, 0.0f);
+  op_rope_table(a->rope_cos.data(), a->rope_sin.data(), c.rope, 0, T);
+  a->scores.assign(static_cast<int64_t>(omp_get_max_threads()) * T, 0.0f);
+  a->dlogits.assign(N * V, 0.0f);
+  a->dh.assign(N * D, 0.0f);
+  a->dx.assign(N * D, 0.0f);
+  a->dtmp.assign(N * D, 0.0f);
+  a->dq.assign(N * H * hd, 0.0f);
+  a->dk.assign(N * KV * hd, 0.0f);
+  a->dv.assign(N * KV * hd, 0.0f);
+  a->datt.assign(N * H * hd, 0.0f);
+  a->dg.assign(N * F, 0.0f);
+  a->du.assign(N * F, 0.0f);
+  a->dact.assign(N * F, 0.0f);
+}
+
+StepLosses train_forward(TrainModel* tm, TrainActs* a, uint64_t seed, bool train) {
+  const ModelConfig& c = tm->cfg;
+  const Model& m = tm->w;
+  const int B = a->B, T = a->T, N = B * T, D = c.hidden, V = c.vocab;
+  const int H = c.n_heads, KV = c.n_kv_heads, hd = c.head_dim, F = c.dense_ffn;
+  const int64_t ND = static_cast<int64_t>(N) * D;
+  StepLosses out;
+  std::vector<float>& h = a->h;
+  for (int t = 0; t < N; ++t) {
+    const int32_t id = a->ids[t];
+    if (id < 0 || id >= V) fail("token id %d is outside the vocabulary [0, %d)", id, V);
+    std::memcpy(h.data() + static_cast<int64_t>(t) * D, m.embed + static_cast<int64_t>(id) * D,
+                sizeof(float) * D);
+  }
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& lw = m.layers[l];
+    LayerActs& la = a->layers[l];
+    std::copy(h.begin(), h.begin() + ND, la.h_in.begin());
+    op_rmsnorm(la.xn1.data(), h.data(), lw.attn_norm, N, D, c.rms_eps);
+    op_linear(la.q_raw.data(), la.xn1.data(), lw.q.w, lw.q.b, N, H * hd, D);
+    op_linear(la.k_raw.data(), la.xn1.data(), lw.k.w, lw.k.b, N, KV * hd, D);
+    op_linear(la.v.data(), la.xn1.data(), lw.v.w, lw.v.b, N, KV * hd, D);
+    if (c.qk_norm == QKNORM_HEAD) {
+      op_rmsnorm(la.q.data(), la.q_raw.data(), lw.q_norm, N * H, hd, c.rms_eps);
+      op_rmsnorm(la.k.data(), la.k_raw.data(), lw.k_norm, N * KV, hd, c.rms_eps);
+    } else if (c.qk_norm == QKNORM_FULL) {
+      op_rmsnorm(la.q.data(), la.q_raw.data(), lw.q_norm, N, H * hd, c.rms_eps);
+      op_rmsnorm(la.k.data(), la.k_raw.data(), lw.k_norm, N, KV * hd, c.rms_eps);
+    } else {
+      la.q = la.q_raw;
+      la.k = la.k_raw;
+    }
+    for (int b = 0; b < B; ++b) {
+      const int64_t t0 = static_cast<int64_t>(b) * T;
+      op_rope(la.q.data() + t0 * H * hd, T, H, static_cast<int64_t>(H) * hd, hd, hd,
+              a->rope_cos.data(), a->rope_sin.data(), c.rope.layout);
+      op_rope(la.k.data() + t0 * KV * hd, T, KV, static_cast<int64_t>(KV) * hd, hd, hd,
+              a->rope_cos.data(), a->rope_sin.data(), c.rope.layout);
+      op_attention(la.att.data() + t0 * H * hd, la.q.data() + t0 * H * hd,
+                   la.k.data() + t0 * KV * hd, la.v.data() + t0 * KV * hd, T, 0, H, KV, hd, hd,
+                   c.attn_scale, 0, nullptr, a->scores.data(), la.probs.data() + t0 * H * T);
+    }
+    op_linear(a->dtmp.data(), la.att.data(), lw.o.w, lw.o.b, N, D, H * hd);
+    add_into(h.data(), a->dtmp.data(), ND);
+    std::copy(h.begin(), h.begin() + ND, la.h_mid.begin());
+    op_rmsnorm(la.xn2.data(), h.data(), lw.ffn_norm, N, D, c.rms_eps);
+    float* ffn = a->dtmp.data();
+    if (c.is_moe[l]) {
+      la.moe_losses = moe_train_forward(ffn, &la.moe, c, lw, lw.router_noise.w, tm->losses,
+                                        la.xn2.data(), a->ids.data(), N, T,
+                                        seed * 1000003ULL + static_cast<uint64_t>(l), train);
+      out.moe.aux += la.moe_losses.aux;
+      out.moe.z += la.moe_losses.z;
+      out.moe.seq_aux += la.moe_losses.seq_aux;
+      out.moe.device += la.moe_losses.device;
+    } else {
+      op_linear(la.g.data(), la.xn2.data(), lw.mlp.gate.w, nullptr, N, F, D);
+      op_linear(la.u.data(), la.xn2.data(), lw.mlp.up.w, nullptr, N, F, D);
+      op_swiglu(la.act.data(), la.g.data(), la.u.data(), static_cast<int64_t>(N) * F);
+      op_linear(ffn, la.act.data(), lw.mlp.down.w, nullptr, N, D, F);
+    }
+    add_into(h.data(), ffn, ND);
+  }
+  op_rmsnorm(a->xn.data(), h.data(), m.final_norm, N, D, c.rms_eps);
+  op_linear(a->logits.data(), a->xn.data(), m.lm_head, nullptr, N, V, D);
+  out.ce = op_cross_entropy(nullptr, a->logits.data(), a->targets.data(), N, V, 1.0f, &out.n_targets);
+  return out;
+}
+
+void train_backward(TrainModel* tm, TrainActs* a, float loss_scale) {
+  const ModelConfig& c = tm->cfg;
+  const Model& m = tm->w;
+  const Model& g = tm->g;
+  const int B = a->B, T = a->T, N = B * T, D = c.hidden, V = c.vocab;
+  const int H = c.n_heads, KV = c.n_kv_heads, hd = c.head_dim, F = c.dense_ffn;
+  const int64_t ND = static_cast<int64_t>(N) * D;
+  op_cross_entropy(a->dlogits.data(), a->logits.data(), a->targets.data(), N, V, loss_scale, nullptr);
+  float* dh = a->dh.data();
+  float* dx = a->dx.data();
+  float* dtmp = a->dtmp.data();
+  op_linear_backward(dx, wr(g.lm_head), nullptr, a->dlogits.data(), a->xn.data(), m.lm_head, N, V, D);
+  op_rmsnorm_backward(dh, wr(g.final_norm), dx, a->h.data(), m.final_norm, N, D, c.rms_eps);
+  for (int l = c.n_layers - 1; l >= 0; --l) {
+    const LayerWeights& lw = m.layers[l];
+    const LayerWeights& lg = g.layers[l];
+    LayerActs& la = a->layers[l];
+    // FFN: dtmp = d xn2
+    if (c.is_moe[l]) {
+      moe_train_backward(dtmp, &la.moe, c, lw, lw.router_noise.w, lg, wr(lg.router_noise.w),
+                         tm->losses, la.xn2.data(), dh, T, loss_scale);
+    } else {
+      const int64_t NF = static_cast<int64_t>(N) * F;
+      op_linear_backward(a->dact.data(), wr(lg.mlp.down.w), nullptr, dh, la.act.data(),
+                         lw.mlp.down.w, N, D, F);
+      op_swiglu_backward(a->dg.data(), a->du.data(), a->dact.data(), la.g.data(), la.u.data(), NF);
+      op_linear_backward(dtmp, wr(lg.mlp.gate.w), nullptr, a->dg.data(), la.xn2.data(),
+                         lw.mlp.gate.w, N, F, D);
+      op_linear_backward(dx, wr(lg.mlp.up.w), nullptr, a->du.data(), la.xn2.data(), lw.mlp.up.w, N,
+                         F, D);
+      add_into(dtmp, dx, ND);
+    }
+    op_rmsnorm_backward(dx, wr(lg.ffn_norm), dtmp, la.h_mid.data(), lw.ffn_norm, N, D, c.rms_eps);
+    add_into(dh, dx, ND);  // dh = d h_mid
+    // Attention.
+    op_linear_backward(a->datt.data(), wr(lg.o.w), wr(lg.o.b), dh, la.att.data(), lw.o.w, N, D,
+                       H * hd);
+    for (int b = 0; b < B; ++b) {
+      const int64_t t0 = static_cast<int64_t>(b) * T;
+      op_attention_backward(a->dq.data() + t0 * H * hd, a->dk.data() + t0 * KV * hd,
+                            a->dv.data() + t0 * KV * hd, a->datt.data() + t0 * H * hd,
+                            la.probs.data() + t0 * H * T, la.q.data() + t0 * H * hd,
+                            la.k.data() + t0 * KV * hd, la.v.data() + t0 * KV * hd, T, H, KV, hd,
+                            hd, c.attn_scale);
+      op_rope_backward(a->dq.data() + t0 * H * hd, T, H, static_cast<int64_t>(H) * hd, hd, hd,
+                       a->rope_cos.data(), a->rope_sin.data(), c.rope.layout);
+      op_rope_backward(a->dk.data() + t0 * KV * hd, T, KV, static_cast<int64_t>(KV) * hd, hd, hd,
+                       a->rope_cos.data(), a->rope_sin.data(), c.rope.layout);
+    }
+    // q/k norm: datt <- d q_raw; dk_raw kept in dk via a copy through dtmp-sized buffers.
+    const float* dq_raw = a->dq.data();
+    const float* dk_raw = a->dk.data();
+    if (c.qk_norm == QKNORM_HEAD || c.qk_norm == QKNORM_FULL) {
+      const bool head = c.qk_norm == QKNORM_HEAD;
+      op_rmsnorm_backward(a->datt.data(), wr(lg.q_norm), a->dq.data(), la.q_raw.data(), lw.q_norm,
+                          head ? N * H : N, head ? hd : H * hd, c.rms_eps);
+      op_rmsnorm_backward(a->dq.data(), wr(lg.k_norm), a->dk.data(), la.k_raw.data(), lw.k_norm,
+                          head ? N * KV : N, head ? hd : KV * hd, c.rms_eps);
+      dq_raw = a->datt.data();
+      dk_raw = a->dq.data();
+    }
+    op_linear_backward(dx, wr(lg.q.w), wr(lg.q.b), dq_raw, la.xn1.data(), lw.q.w, N, H * hd, D);
+    op_linear_backward(dtmp, wr(lg.k.w), wr(lg.k.b), dk_raw, la.xn1.data(), lw.k.w, N, KV * hd, D);
+    add_into(dx, dtmp, ND);
+    op_linear_backward(dtmp, wr(lg.v.w), wr(lg.v.b), a->dv.data(), la.xn1.data(), lw.v.w, N,
+                       KV * hd, D);
+    add_into(dx, dtmp, ND);
+    op_rmsnorm_backward(dtmp, wr(lg.attn_norm), dx, la.h_in.data(), lw.attn_norm, N, D, c.rms_eps);
+    add_into(dh, dtmp, ND);  // dh = d h_in
+  }
+  float* ge = wr(g.embed);
+  for (int t = 0; t < N; ++t)
+    add_into(ge + static_cast<int64_t>(a->ids[t]) * D, dh + static_cast<int64_t>(t) * D, D);
+}
+
+}  // namespace moe

@@ -1,0 +1,89 @@
+// A trainable decoder built from the engine's own layers: RMSNorm, GQA attention with RoPE and
+// optional q/k norm, and a dense or MoE FFN per layer. Parameters and gradients are two flat fp32
+// arenas with one layout; the tensors carry Hugging Face names (model_tensor_specs), so a
+// checkpoint is the arena written as safetensors, and the inference engine binds the same arena.
+//
+// Legend: B sequences, T tokens per sequence, N = B*T, D model width, V vocab, L layers, H heads,
+// KV kv heads, hd head dim, F dense FFN width.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/weights.h"
+#include "moe/moe_train.h"
+
+namespace moe {
+
+struct TrainModel {
+  ModelConfig cfg;
+  MoeLossSpec losses;
+  std::vector<TensorSpec> specs;  // tensors in arena order
+  std::vector<int64_t> offset;    // (n_tensors) start of each tensor in the arenas
+  std::vector<char> decay;        // (n_tensors) 1 = AdamW weight decay applies (matrices)
+  std::vector<char> trainable;    // (n_tensors) 0 = not updated by gradients (correction bias)
+  std::vector<float> params;      // (P)
+  std::vector<float> grads;       // (P)
+  Model w;                        // views into params
+  Model g;                        // the same views into grads
+};
+
+// Allocates the arenas for cfg and binds the views. Weights are zero until initialised.
+void train_model_alloc(TrainModel* tm, const ModelConfig& cfg);
+// Random initialisation: N(0, std) matrices (output projections scaled by 1/sqrt(2L)), norms 1,
+// biases and correction biases 0. Deterministic for a seed.
+void train_model_init_weights(TrainModel* tm, uint64_t seed, float std);
+int64_t train_model_find(const TrainModel& tm, const std::string& name);  // tensor index or -1
+
+struct LayerActs {
+  std::vector<float> h_in;    // (N, D) residual stream entering the layer
+  std::vector<float> xn1;     // (N, D) attention norm output
+  std::vector<float> q_raw;   // (N, H*hd) query projection before q norm
+  std::vector<float> k_raw;   // (N, KV*hd) key projection before k norm
+  std::vector<float> q;       // (N, H*hd) queries after norm and rope
+  std::vector<float> k;       // (N, KV*hd) keys after norm and rope
+  std::vector<float> v;       // (N, KV*hd)
+  std::vector<float> probs;   // (B, T, H, T) attention probabilities
+  std::vector<float> att;     // (N, H*hd) attention output
+  std::vector<float> h_mid;   // (N, D) residual stream after attention
+  std::vector<float> xn2;     // (N, D) FFN norm output
+  std::vector<float> g, u, act;  // (N, F) dense FFN
+  MoeActs moe;
+  MoeLosses moe_losses;
+};
+
+// Activations of one micro-batch, allocated once for B x T.
+struct TrainActs {
+  int B = 0, T = 0;
+  std::vector<LayerActs> layers;  // [L]
+  std::vector<int32_t> ids;       // (N) input tokens
+  std::vector<int32_t> targets;   // (N) next tokens, -1 = ignored
+  std::vector<float> h;           // (N, D) final residual stream
+  std::vector<float> xn;          // (N, D) final norm output
+  std::vector<float> logits;      // (N, V)
+  std::vector<float> rope_cos, rope_sin;  // (T, hd/2)
+  std::vector<float> scores;      // (n_threads, T) attention scratch
+  // backward scratch
+  std::vector<float> dlogits;     // (N, V)
+  std::vector<float> dh, dx, dtmp;   // (N, D)
+  std::vector<float> dq, dk, dv, datt;  // (N, H*hd) / (N, KV*hd)
+  std::vector<float> dg, du, dact;   // (N, F)
+};
+
+void train_acts_init(TrainActs* a, const TrainModel& tm, int B, int T);
+
+struct StepLosses {
+  double ce = 0.0;       // mean cross-entropy of the counted targets
+  int n_targets = 0;
+  MoeLosses moe;         // summed over layers
+  double total() const { return ce + moe.total(); }
+};
+
+// Forward of a micro-batch already in a->ids / a->targets. seed drives noisy/random routers.
+StepLosses train_forward(TrainModel* tm, TrainActs* a, uint64_t seed, bool train);
+// Backward of the last forward; gradients accumulate into tm->grads scaled by loss_scale
+// (1 / accumulation steps).
+void train_backward(TrainModel* tm, TrainActs* a, float loss_scale);
+
+}  // namespace moe
