@@ -286,3 +286,22 @@ void train_backward(TrainModel* tm, TrainActs* a, float loss_scale) {
 }
 
 }  // namespace moe
+
+namespace moe {
+
+void train_model_load_weights(TrainModel* tm, const StArchive& ar) {
+  for (size_t i = 0; i < tm->specs.size(); ++i) {
+    const TensorSpec& s = tm->specs[i];
+    const StTensor& t = ar.get(s.name);
+    const std::string& file = t.file ? *t.file : ar.origin;
+    if (t.shape != s.shape)
+      fail("%s: tensor '%s': shape does not match the model's configuration", file.c_str(),
+           s.name.c_str());
+    if (t.dtype != DT_F32 && t.dtype != DT_BF16 && t.dtype != DT_F16)
+      fail("%s: tensor '%s': dtype %s is not F32, BF16 or F16", file.c_str(), s.name.c_str(),
+           dtype_name(t.dtype));
+    dtype_to_f32(t.dtype, t.data, tm->params.data() + tm->offset[i], static_cast<size_t>(t.numel()));
+  }
+}
+
+}  // namespace moe

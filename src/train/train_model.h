@@ -87,3 +87,11 @@ StepLosses train_forward(TrainModel* tm, TrainActs* a, uint64_t seed, bool train
 void train_backward(TrainModel* tm, TrainActs* a, float loss_scale);
 
 }  // namespace moe
+
+namespace moe {
+
+// Copies every tensor of the arena from a checkpoint archive (names and shapes must match; F32,
+// BF16 or F16 accepted). Throws MoeError naming the file and tensor on any mismatch.
+void train_model_load_weights(TrainModel* tm, const StArchive& ar);
+
+}  // namespace moe
