@@ -19,8 +19,8 @@ namespace moe {
 
 // Coefficients of the balancing and stability losses, and the capacity policy.
 struct MoeLossSpec {
-  float aux = 0.0f;        // Switch aux loss alpha
-  float z = 0.0f;          // router z-loss beta
+  float aux = 0.01f;       // Switch aux loss alpha (Switch Transformer's 1e-2)
+  float z = 0.001f;        // router z-loss beta (ST-MoE's 1e-3)
   float seq_aux = 0.0f;    // DeepSeek sequence-wise aux loss alpha
   float device = 0.0f;     // device-level balance loss alpha
   int n_devices = 1;       // expert groups for the device-level loss

@@ -58,12 +58,19 @@ int main(int argc, char** argv) {
   add("generate", "generate a continuation of a prompt", moe::cmd_generate_register);
   add("inspect", "summarise a checkpoint's architecture, parameters and memory",
       moe::cmd_inspect_register);
+  add("train", "train an MoE (or dense) language model", moe::cmd_train_register);
+  {
+    CLI::App* tok = app.add_subcommand("tokenizer", "tokenizer tools");
+    tok->require_subcommand(1);
+    CLI::App* sub = tok->add_subcommand("train", "train a byte-level BPE tokenizer.json");
+    runs[sub] = moe::cmd_tokenizer_train_register(sub);
+  }
   if (argc > 1 && argv[1][0] != '-') {
     bool known = false;
     std::string names;
-    for (auto& kv : runs) {
-      known |= kv.first->get_name() == argv[1];
-      names += (names.empty() ? "" : ", ") + kv.first->get_name();
+    for (const CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
+      known |= sub->get_name() == argv[1];
+      names += (names.empty() ? "" : ", ") + sub->get_name();
     }
     if (!known) {
       std::fprintf(stderr, "moe: error: unknown command '%s' (commands: %s)\n", argv[1], names.c_str());

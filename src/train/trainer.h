@@ -1,0 +1,63 @@
+// The training loop: data, model, optimizer, schedule, validation, telemetry, checkpoints.
+//
+// Determinism: a step's batches depend only on (seed, step); router noise on (seed, step, micro);
+// with the same thread count every step is bit-for-bit reproducible, so a resumed run equals an
+// uninterrupted one. Checkpoints are written to a temporary folder and renamed into place.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+#include "model/config.h"
+#include "moe/moe_train.h"
+#include "train/optim.h"
+
+namespace moe {
+
+struct TrainArgs {
+  // data and run
+  std::string data;           // corpus (Brown folder, .txt file or folder) or a prepared folder
+  std::string out;            // output folder
+  std::string init;           // start from this checkpoint's weights (e.g. an upcycled model)
+  int steps = 200;
+  uint64_t seed = 1;
+  int vocab = 4096;           // tokenizer size when the data must be prepared
+  bool resume = false;
+  int threads = 0;
+  // model
+  int layers = 4, d_model = 256, heads = 4, kv_heads = 0, head_dim = 0;
+  int experts = 8, top_k = 2, expert_ffn = 0, shared_experts = 0, shared_ffn = 0;
+  bool shared_gate = false;
+  int dense_ffn = 0;          // FFN width of dense layers (default 4 * d_model... see cmd)
+  int moe_every = 1, first_dense = 0;
+  std::string qk_norm = "head";
+  bool tie_embeddings = false;
+  float init_std = 0.02f;
+  // routing and balancing
+  std::string router = "softmax_topk";
+  bool renorm = false;
+  float route_scale = 1.0f;
+  int n_group = 1, topk_group = 1;
+  MoeLossSpec losses;
+  float bias_rate = 1e-3f;
+  bool bias_center = false;
+  // optimisation
+  int batch = 16, seq = 128, accum = 1;
+  float lr = 3e-3f, min_lr_frac = 0.1f, clip = 1.0f;
+  int warmup = 20;
+  AdamWParams adam;
+  // reporting
+  int eval_every = 50, eval_windows = 64, save_every = 100;
+  bool quiet = false;
+};
+
+// Builds the model configuration the flags describe (vocab from the data). Throws MoeError naming
+// the flag for inconsistent values.
+ModelConfig train_model_config(const TrainArgs& a, int vocab, int32_t eos_id);
+
+// Runs training; returns the process exit code (0 done, 1 diverged, 130 interrupted and saved).
+// stop is polled between steps (set it from a signal handler).
+int train_run(const TrainArgs& a, const std::atomic<bool>* stop);
+
+}  // namespace moe
