@@ -239,7 +239,8 @@ int train_run(const TrainArgs& a, const std::atomic<bool>* stop) {
   double last_val = NAN;
   int exit_code = 0;
   while (step < a.steps) {
-    if (stop && stop->load()) {
+    const bool stop_now = (stop && stop->load()) || (a.stop_after > 0 && step - first_step >= a.stop_after);
+    if (stop_now) {
       checkpoint_save(tm, opt, step, seed, ckpt, tok_path);
       std::fprintf(stderr, "\ninterrupted: checkpoint saved at step %lld in %s (continue with --resume)\n",
                    static_cast<long long>(step), ckpt.c_str());

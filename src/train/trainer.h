@@ -50,6 +50,7 @@ struct TrainArgs {
   // reporting
   int eval_every = 50, eval_windows = 64, save_every = 100;
   bool quiet = false;
+  int stop_after = 0;         // act as if interrupted after this many steps (0 = never)
 };
 
 // Builds the model configuration the flags describe (vocab from the data). Throws MoeError naming

@@ -48,6 +48,7 @@ void write_stdout(const std::string& s) {
 int main(int argc, char** argv) {
   CLI::App app{"moe.cpp: run, train and inspect Mixture-of-Experts transformers", "moe"};
   app.require_subcommand(1);
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // last flag wins
   app.set_version_flag("--version", "moe 0.1.0");
   std::map<CLI::App*, moe::CommandRun> runs;
   auto add = [&](const char* name, const char* help, moe::CommandRun (*reg)(CLI::App*)) {
