@@ -1,5 +1,6 @@
 #include "train/dataset.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -108,8 +109,10 @@ void dataset_prepare(const std::string& corpus_path, const std::string& out_dir,
   const size_t nd = corpus.docs.size();
   const size_t k = p.val_fraction > 0 ? std::max<size_t>(2, static_cast<size_t>(1.0 / p.val_fraction + 0.5)) : 0;
   std::vector<char> is_val(nd, 0);
-  if (k > 0 && nd >= 2)
+  if (k > 0 && nd >= 2) {
     for (size_t i = k / 2; i < nd; i += k) is_val[i] = 1;
+    if (std::count(is_val.begin(), is_val.end(), 1) == 0) is_val[nd - 1] = 1;  // small corpora
+  }
   std::vector<std::string> clean(nd);
   std::vector<std::string_view> train_texts;
   for (size_t i = 0; i < nd; ++i) {
