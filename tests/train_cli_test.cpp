@@ -84,6 +84,16 @@ TEST(TrainCli, ResumeEqualsUninterruptedBitForBit) {
   EXPECT_EQ(slurp(a + "/checkpoint/optimizer.safetensors"), slurp(b + "/checkpoint/optimizer.safetensors"));
 }
 
+TEST(TrainCli, DivergenceStopsWithAClearMessage) {
+  std::string out = moe_test::make_temp_dir("nan");
+  auto r = moe_test::run_moe("train --data " + make_corpus() + " --out " + out + " --steps 20" + kSmall +
+                             " --lr 1e30 --warmup 0");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(r.err.find("loss is NaN") != std::string::npos || r.err.find("loss is inf") != std::string::npos)
+      << r.err;
+  EXPECT_FALSE(std::filesystem::exists(out + "/model.safetensors"));  // nothing half-trained saved
+}
+
 TEST(TrainCli, BadFlagsAreNamed) {
   std::string out = moe_test::make_temp_dir("bad");
   struct Case {
