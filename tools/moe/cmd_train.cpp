@@ -9,6 +9,7 @@
 #include "text/bpe_train.h"
 #include "train/corpus.h"
 #include "train/trainer.h"
+#include "train/upcycle.h"
 
 namespace moe {
 
@@ -110,6 +111,33 @@ CommandRun cmd_tokenizer_train_register(CLI::App* app) {
     write_file_atomic(o->out, j.data(), j.size());
     std::fprintf(stderr, "tokenizer: %zu tokens (%zu merges) from %zu documents -> %s\n",
                  m.tokens.size(), m.merges.size(), corpus.docs.size(), o->out.c_str());
+    return 0;
+  };
+}
+
+CommandRun cmd_upcycle_register(CLI::App* app) {
+  struct Opts {
+    std::string dense, out;
+    UpcycleParams p;
+    bool no_renorm = false;
+  };
+  auto o = std::make_shared<Opts>();
+  app->add_option("--dense", o->dense, "dense checkpoint (e.g. trained with --experts 1)")->required();
+  app->add_option("--out", o->out, "folder for the upcycled checkpoint")->required();
+  app->add_option("--experts", o->p.experts, "routed experts per layer")->capture_default_str();
+  app->add_option("--top-k", o->p.top_k, "experts per token")->capture_default_str();
+  app->add_option("--granularity", o->p.granularity, "cut the dense FFN into G slices (fine-grained experts)")->capture_default_str();
+  app->add_option("--shared", o->p.shared, "slices carved out as one shared expert")->capture_default_str();
+  app->add_option("--noise", o->p.noise, "relative Gaussian noise on the routed experts' weights")->capture_default_str();
+  app->add_flag("--no-renorm", o->no_renorm, "softmax top-k without renormalising the weights");
+  app->add_option("--router-std", o->p.router_std, "random router init (0 = zero router, exact at step 0)")->capture_default_str();
+  app->add_option("--seed", o->p.seed, "seed for noise and router init")->capture_default_str();
+  return [o]() {
+    o->p.renorm = !o->no_renorm;
+    upcycle(o->dense, o->out, o->p);
+    std::fprintf(stderr, "upcycled %s -> %s: %d experts (top-%d), granularity %d, %d shared slice(s)\n",
+                 o->dense.c_str(), o->out.c_str(), o->p.experts, o->p.top_k, o->p.granularity,
+                 o->p.shared);
     return 0;
   };
 }

@@ -60,6 +60,7 @@ int main(int argc, char** argv) {
   add("inspect", "summarise a checkpoint's architecture, parameters and memory",
       moe::cmd_inspect_register);
   add("train", "train an MoE (or dense) language model", moe::cmd_train_register);
+  add("upcycle", "turn a dense checkpoint into an MoE (sparse upcycling)", moe::cmd_upcycle_register);
   {
     CLI::App* tok = app.add_subcommand("tokenizer", "tokenizer tools");
     tok->require_subcommand(1);
