@@ -10,6 +10,6 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   g++ cmake ninja-build make pkg-config git ca-certificates \
   nlohmann-json3-dev libcli11-dev \
   libgtest-dev libgmock-dev libbenchmark-dev \
-  libopenblas-dev libpcre2-dev libutf8proc-dev \
+  libopenblas-dev libpcre2-dev libutf8proc-dev nodejs npm \
   python3 python3-numpy >/dev/null
 echo "install_deps: done"

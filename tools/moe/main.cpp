@@ -4,6 +4,8 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstdlib>
+#include <unistd.h>
 #include <map>
 
 #include "commands.h"
@@ -46,6 +48,13 @@ void write_stdout(const std::string& s) {
 }  // namespace moe
 
 int main(int argc, char** argv) {
+  // libgomp reads OMP_WAIT_POLICY once, when it loads. Its default (spinning) makes idle OpenMP
+  // threads compete with OpenBLAS's own threads for the cores; unless the user chose a policy,
+  // run again with a passive one. execv returns only on failure, and then we carry on as we are.
+  if (!std::getenv("OMP_WAIT_POLICY")) {
+    setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+    execv("/proc/self/exe", argv);
+  }
   CLI::App app{"moe.cpp: run, train and inspect Mixture-of-Experts transformers", "moe"};
   app.require_subcommand(1);
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // last flag wins
@@ -61,6 +70,8 @@ int main(int argc, char** argv) {
       moe::cmd_inspect_register);
   add("train", "train an MoE (or dense) language model", moe::cmd_train_register);
   add("upcycle", "turn a dense checkpoint into an MoE (sparse upcycling)", moe::cmd_upcycle_register);
+  add("tokenize", "encode text with a tokenizer.json", moe::cmd_tokenize_register);
+  add("detokenize", "decode token ids with a tokenizer.json", moe::cmd_detokenize_register);
   {
     CLI::App* tok = app.add_subcommand("tokenizer", "tokenizer tools");
     tok->require_subcommand(1);
