@@ -51,7 +51,9 @@ static std::string slurp(const std::string& path) {
 RunResult run_moe(const std::string& args) {
   std::string dir = make_temp_dir("run");
   std::string out = dir + "/out", err = dir + "/err";
-  std::string cmd = std::string(MOE_BIN) + " " + args + " >" + out + " 2>" + err + " </dev/null";
+  // stdin is empty unless the arguments redirect it themselves
+  std::string cmd = std::string(MOE_BIN) + " " + args + " >" + out + " 2>" + err +
+                    (args.find('<') == std::string::npos ? " </dev/null" : "");
   int st = std::system(cmd.c_str());
   RunResult r;
   r.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);

@@ -72,6 +72,7 @@ int main(int argc, char** argv) {
   add("upcycle", "turn a dense checkpoint into an MoE (sparse upcycling)", moe::cmd_upcycle_register);
   add("tokenize", "encode text with a tokenizer.json", moe::cmd_tokenize_register);
   add("detokenize", "decode token ids with a tokenizer.json", moe::cmd_detokenize_register);
+  add("chat", "interactive chat through the model's chat template", moe::cmd_chat_register);
   {
     CLI::App* tok = app.add_subcommand("tokenizer", "tokenizer tools");
     tok->require_subcommand(1);
