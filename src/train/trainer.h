@@ -20,7 +20,7 @@ struct TrainArgs {
   std::string data;           // corpus (Brown folder, .txt file or folder) or a prepared folder
   std::string out;            // output folder
   std::string init;           // start from this checkpoint's weights (e.g. an upcycled model)
-  int steps = 300;
+  int steps = 200;
   uint64_t seed = 1;
   int vocab = 4096;           // tokenizer size when the data must be prepared
   bool resume = false;
