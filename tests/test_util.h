@@ -1,6 +1,8 @@
 // Shared helpers for tests: fixture discovery, temp dirs, running the CLI.
 #pragma once
 
+#include <cstdint>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -19,6 +21,15 @@ struct RunResult {
   std::string out;  // stdout
   std::string err;  // stderr
 };
+// n normal samples N(0, scale^2), deterministic in seed.
+inline std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 g(seed);
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(g);
+  return v;
+}
+
 // Runs the moe CLI with the given argument string (shell-quoted by the caller).
 RunResult run_moe(const std::string& args);
 

@@ -137,6 +137,41 @@ void write_file_atomic_chunks(const std::string& path, const std::vector<WriteCh
   sync_parent_dir(path);
 }
 
+AtomicFile::~AtomicFile() {
+  if (fd >= 0) ::close(fd);
+  if (!tmp.empty()) ::unlink(tmp.c_str());
+}
+
+void atomic_file_open(AtomicFile* f, const std::string& path) {
+  MOE_CHECK(f->fd < 0 && f->tmp.empty());
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  int fd = open_retry(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) fail_errno(tmp, "cannot create", errno);
+  f->path = path;
+  f->tmp = tmp;
+  f->fd = fd;
+}
+
+void atomic_file_write(AtomicFile* f, const void* data, size_t n) {
+  MOE_CHECK(f->fd >= 0);
+  write_all(f->fd, f->tmp, data, n);
+}
+
+void atomic_file_commit(AtomicFile* f) {
+  MOE_CHECK(f->fd >= 0);
+  if (::fsync(f->fd) != 0) fail_errno(f->tmp, "cannot fsync", errno);
+  int rc = ::close(f->fd);
+  f->fd = -1;
+  if (rc != 0) fail_errno(f->tmp, "cannot close", errno);
+  if (::rename(f->tmp.c_str(), f->path.c_str()) != 0) {
+    int err = errno;
+    fail("%s: cannot rename %s into place: %s", f->path.c_str(), f->tmp.c_str(),
+         std::strerror(err));
+  }
+  f->tmp.clear();
+  sync_parent_dir(f->path);
+}
+
 bool file_exists(const std::string& path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0;

@@ -38,6 +38,21 @@ struct WriteChunk {
 // Like write_file_atomic, for a file made of several pieces written in order (no copy).
 void write_file_atomic_chunks(const std::string& path, const std::vector<WriteChunk>& chunks);
 
+// A file written piece by piece and put in place atomically: created as `path.tmp.<pid>`,
+// renamed onto `path` by atomic_file_commit (after fsync). If it is destroyed uncommitted (an
+// error on the way), the temp file is removed and `path` is left as it was.
+struct AtomicFile {
+  std::string path, tmp;
+  int fd = -1;
+  AtomicFile() = default;
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+  ~AtomicFile();
+};
+void atomic_file_open(AtomicFile* f, const std::string& path);
+void atomic_file_write(AtomicFile* f, const void* data, size_t n);
+void atomic_file_commit(AtomicFile* f);
+
 // True if `path` names an existing file or directory (stat succeeds).
 bool file_exists(const std::string& path);
 

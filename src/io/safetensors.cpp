@@ -283,7 +283,8 @@ void add_shard(StArchive* ar, Shard* s) {
            it->second.file->c_str());
     ar->tensors.emplace(t.name, std::move(t));
   }
-  if (ar->files.empty()) ar->metadata = std::move(s->metadata);
+  if (ar->files.empty()) ar->metadata = s->metadata;
+  ar->file_metadata.push_back(std::move(s->metadata));
   ar->files.push_back(std::move(s->file));
 }
 
@@ -356,6 +357,12 @@ const StTensor* StArchive::find(const std::string& name) const {
   return it == tensors.end() ? nullptr : &it->second;
 }
 
+const std::map<std::string, std::string>& StArchive::metadata_of(const StTensor& t) const {
+  for (size_t i = 0; i < files.size() && i < file_metadata.size(); ++i)
+    if (t.file == &files[i]->path) return file_metadata[i];
+  return metadata;
+}
+
 const StTensor& StArchive::get(const std::string& name) const {
   const StTensor* t = find(name);
   if (!t) fail("%s: tensor '%s' is missing", origin.c_str(), printable(name).c_str());
@@ -390,8 +397,20 @@ void st_open_dir(StArchive* ar, const std::string& dir) {
   *ar = std::move(a);
 }
 
-void st_write(const std::string& path, const std::vector<StWriteTensor>& tensors,
-              const std::map<std::string, std::string>& metadata) {
+namespace {
+
+struct HeaderEntry {
+  const std::string* name;
+  DType dtype;
+  const std::vector<int64_t>* shape;
+};
+
+// The header of a file holding `ts` in order (validated: names, dtypes, shapes, 64-bit sizes),
+// with its 8-byte length prefix, padded with spaces to a multiple of 8. nbytes receives each
+// tensor's byte size.
+std::string encode_header(const std::string& path, const std::vector<HeaderEntry>& ts,
+                          const std::map<std::string, std::string>& metadata,
+                          std::vector<uint64_t>* nbytes) {
   using ojson = nlohmann::ordered_json;
   const char* p = path.c_str();
   ojson h = ojson::object();
@@ -400,32 +419,29 @@ void st_write(const std::string& path, const std::vector<StWriteTensor>& tensors
     for (const auto& kv : metadata) m[kv.first] = kv.second;
     h["__metadata__"] = std::move(m);
   }
-  std::vector<WriteChunk> chunks(2);
   std::set<std::string> names;
   uint64_t off = 0;
-  for (const StWriteTensor& t : tensors) {
-    const std::string name = printable(t.name);
-    if (t.name == "__metadata__") fail("%s: tensor name '__metadata__' is reserved", p);
-    if (!names.insert(t.name).second) fail("%s: tensor '%s' is given twice", p, name.c_str());
+  nbytes->clear();
+  for (const HeaderEntry& t : ts) {
+    const std::string name = printable(*t.name);
+    if (*t.name == "__metadata__") fail("%s: tensor name '__metadata__' is reserved", p);
+    if (!names.insert(*t.name).second) fail("%s: tensor '%s' is given twice", p, name.c_str());
     if (static_cast<unsigned>(t.dtype) >= static_cast<unsigned>(DT_COUNT))
       fail("%s: tensor '%s': invalid dtype %d", p, name.c_str(), static_cast<int>(t.dtype));
-    for (size_t i = 0; i < t.shape.size(); ++i) {
-      if (t.shape[i] < 0)
+    for (size_t i = 0; i < t.shape->size(); ++i) {
+      if ((*t.shape)[i] < 0)
         fail("%s: tensor '%s': shape[%zu] is negative (%lld)", p, name.c_str(), i,
-             static_cast<long long>(t.shape[i]));
+             static_cast<long long>((*t.shape)[i]));
     }
-    uint64_t nbytes = shape_nbytes(path, t.name, t.shape, t.dtype);
-    if (nbytes > 0 && !t.data)
-      fail("%s: tensor '%s': data is null but shape %s x %s needs %llu bytes", p, name.c_str(),
-           shape_str(t.shape).c_str(), dtype_name(t.dtype), static_cast<ull>(nbytes));
+    uint64_t n = shape_nbytes(path, *t.name, *t.shape, t.dtype);
     uint64_t end;
-    if (__builtin_add_overflow(off, nbytes, &end) || end > kInt64Max)
+    if (__builtin_add_overflow(off, n, &end) || end > kInt64Max)
       fail("%s: tensor '%s': data section exceeds 64 bits", p, name.c_str());
-    h[t.name] = ojson{{"dtype", dtype_name(t.dtype)},
-                      {"shape", t.shape},
-                      {"data_offsets", ojson::array({off, end})}};
+    h[*t.name] = ojson{{"dtype", dtype_name(t.dtype)},
+                       {"shape", *t.shape},
+                       {"data_offsets", ojson::array({off, end})}};
     off = end;
-    if (nbytes > 0) chunks.push_back(WriteChunk{t.data, static_cast<size_t>(nbytes)});
+    nbytes->push_back(n);
   }
   std::string hs;
   try {
@@ -434,12 +450,58 @@ void st_write(const std::string& path, const std::vector<StWriteTensor>& tensors
     fail("%s: cannot encode the header: %s", p, json_error_text(e).c_str());
   }
   hs.append((8 - hs.size() % 8) % 8, ' ');
-  uint8_t len[8];
+  std::string out(8, '\0');
   for (int i = 0; i < 8; ++i)
-    len[i] = static_cast<uint8_t>(static_cast<uint64_t>(hs.size()) >> (8 * i));
-  chunks[0] = WriteChunk{len, 8};
-  chunks[1] = WriteChunk{hs.data(), hs.size()};
+    out[i] = static_cast<char>(static_cast<uint8_t>(static_cast<uint64_t>(hs.size()) >> (8 * i)));
+  return out + hs;
+}
+
+}  // namespace
+
+void st_write(const std::string& path, const std::vector<StWriteTensor>& tensors,
+              const std::map<std::string, std::string>& metadata) {
+  std::vector<HeaderEntry> entries;
+  for (const StWriteTensor& t : tensors) entries.push_back({&t.name, t.dtype, &t.shape});
+  std::vector<uint64_t> nbytes;
+  const std::string header = encode_header(path, entries, metadata, &nbytes);
+  std::vector<WriteChunk> chunks{WriteChunk{header.data(), header.size()}};
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const StWriteTensor& t = tensors[i];
+    if (nbytes[i] > 0 && !t.data)
+      fail("%s: tensor '%s': data is null but shape %s x %s needs %llu bytes", path.c_str(),
+           printable(t.name).c_str(), shape_str(t.shape).c_str(), dtype_name(t.dtype),
+           static_cast<ull>(nbytes[i]));
+    if (nbytes[i] > 0) chunks.push_back(WriteChunk{t.data, static_cast<size_t>(nbytes[i])});
+  }
   write_file_atomic_chunks(path, chunks);
+}
+
+void st_write_stream(const std::string& path, const std::vector<StStreamTensor>& tensors,
+                     const std::map<std::string, std::string>& metadata, const StFillFn& fill,
+                     size_t chunk_bytes) {
+  std::vector<HeaderEntry> entries;
+  for (const StStreamTensor& t : tensors) entries.push_back({&t.name, t.dtype, &t.shape});
+  std::vector<uint64_t> nbytes;
+  const std::string header = encode_header(path, entries, metadata, &nbytes);
+  AtomicFile f;
+  atomic_file_open(&f, path);
+  atomic_file_write(&f, header.data(), header.size());
+  std::vector<uint8_t> buf;  // (chunk rows, row bytes), reused across tensors
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    if (nbytes[i] == 0) continue;
+    const std::vector<int64_t>& shape = tensors[i].shape;
+    const uint64_t last = shape.empty() ? 1 : static_cast<uint64_t>(shape.back());  // > 0 here
+    const uint64_t rb = last * dtype_size(tensors[i].dtype);
+    const int64_t rows = static_cast<int64_t>(nbytes[i] / rb);
+    const int64_t per_chunk = std::max<int64_t>(1, static_cast<int64_t>(chunk_bytes / rb));
+    for (int64_t r0 = 0; r0 < rows; r0 += per_chunk) {
+      const int64_t n = std::min(per_chunk, rows - r0);
+      buf.resize(static_cast<size_t>(n * rb));
+      fill(i, r0, n, buf.data());
+      atomic_file_write(&f, buf.data(), buf.size());
+    }
+  }
+  atomic_file_commit(&f);
 }
 
 }  // namespace moe

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -36,9 +37,12 @@ struct StArchive {
   std::vector<std::unique_ptr<MappedFile>> files;
   std::map<std::string, StTensor> tensors;
   std::map<std::string, std::string> metadata;  // __metadata__ of the first file
+  std::vector<std::map<std::string, std::string>> file_metadata;  // [files] each file's
   std::string origin;                           // the path the archive was opened from
 
   const StTensor* find(const std::string& name) const;
+  // __metadata__ of the file that holds t (`metadata` for tensors not from a file).
+  const std::map<std::string, std::string>& metadata_of(const StTensor& t) const;
   // Throws "<origin>: tensor '<name>' is missing".
   const StTensor& get(const std::string& name) const;
 };
@@ -64,5 +68,25 @@ struct StWriteTensor {
 // order given; the header is padded with spaces to a multiple of 8 bytes.
 void st_write(const std::string& path, const std::vector<StWriteTensor>& tensors,
               const std::map<std::string, std::string>& metadata = {});
+
+// A tensor of a streamed write: its data comes from a fill callback.
+struct StStreamTensor {
+  std::string name;
+  DType dtype = DT_F32;
+  std::vector<int64_t> shape;
+};
+
+// Writes rows [row0, row0 + n_rows) of tensor i to dst. A row is the last axis (a 0-D or 1-D
+// tensor is one row): numel / shape.back() rows of shape.back() * dtype_size bytes each.
+using StFillFn = std::function<void(size_t i, int64_t row0, int64_t n_rows, uint8_t* dst)>;
+
+// Writes a safetensors file whose tensors are produced one after another, so a file larger than
+// memory can be written: the header is built from the specs first, then each tensor's rows are
+// requested from `fill` in chunks of at most chunk_bytes (at least one row) and written out.
+// Atomic like st_write: a temp file beside `path`, fsync, rename; any failure (including an
+// exception thrown by fill) removes the temp file and leaves `path` as it was.
+void st_write_stream(const std::string& path, const std::vector<StStreamTensor>& tensors,
+                     const std::map<std::string, std::string>& metadata, const StFillFn& fill,
+                     size_t chunk_bytes = size_t{64} << 20);
 
 }  // namespace moe

@@ -16,6 +16,70 @@ std::string shape_str(const std::vector<int64_t>& s) {
   return out + "]";
 }
 
+int64_t numel_of(const std::vector<int64_t>& s) {
+  int64_t n = 1;
+  for (int64_t d : s) n *= d;
+  return n;
+}
+
+const char* kQuantPrefix = "moe.quant.";
+const char* kFormatVersionKey = "moe.format_version";
+
+// A "moe.quant.<name>" value: "<q8_0|q4_0>:<d0>,<d1>,...[:t]".
+struct QuantMeta {
+  QType type = QT_F32;
+  std::vector<int64_t> shape;
+  bool transposed = false;
+};
+
+bool parse_quant_meta(const std::string& v, QuantMeta* q) {
+  const size_t c1 = v.find(':');
+  if (c1 == std::string::npos || !qtype_parse(v.substr(0, c1), &q->type) ||
+      !qtype_is_block(q->type))
+    return false;
+  const size_t c2 = v.find(':', c1 + 1);
+  const std::string dims =
+      v.substr(c1 + 1, c2 == std::string::npos ? std::string::npos : c2 - c1 - 1);
+  if (c2 != std::string::npos) {
+    if (v.substr(c2 + 1) != "t") return false;
+    q->transposed = true;
+  }
+  size_t i = 0;
+  while (i <= dims.size()) {
+    size_t j = dims.find(',', i);
+    if (j == std::string::npos) j = dims.size();
+    const std::string d = dims.substr(i, j - i);
+    if (d.empty() || d.size() > 15 || d.find_first_not_of("0123456789") != std::string::npos)
+      return false;
+    q->shape.push_back(std::stoll(d));
+    i = j + 1;
+  }
+  return !q->shape.empty() && (!q->transposed || q->shape.size() >= 2);
+}
+
+// How a bound tensor is stored. raw != QT_F32 when its rows can be used as stored: BF16, or a
+// block format (then the tensor is U8 [rows, row_bytes] and rows/cols describe the matrix).
+struct Stored {
+  const StTensor* t = nullptr;
+  QType raw = QT_F32;
+  bool transposed = false;
+  int64_t rows = 0, cols = 0, row_bytes = 0;
+};
+
+// An expert matrix: fp32 (f), or raw rows (type, data, row_bytes).
+struct Mat {
+  const float* f = nullptr;
+  QType type = QT_F32;
+  const uint8_t* data = nullptr;
+  int64_t row_bytes = 0;
+};
+
+// Points an ExpertWeights matrix at rows row0.. of m (cols wide), with the given row step.
+void place(const Mat& m, int64_t row0, int64_t cols, int64_t step, const float** f, QWeight* q) {
+  if (m.f) *f = m.f + row0 * cols;
+  else if (m.data) *q = QWeight{m.type, m.data + row0 * m.row_bytes, step * m.row_bytes};
+}
+
 // Binds tensors by name, checking shapes against the config and recording what was used.
 // In spec mode (specs != null) it reads nothing: it lists the tensors a checkpoint of this config
 // holds in the chosen expert layout, and every pointer it returns is null.
@@ -24,6 +88,7 @@ struct Binder {
   std::vector<TensorSpec>* specs = nullptr;
   bool spec_fused = false;
   std::set<std::string> used;
+  LoadOptions opt = {};
 
   const std::string& file_of(const StTensor& t) const {
     return t.file ? *t.file : m->archive.origin;
@@ -46,22 +111,81 @@ struct Binder {
     return false;
   }
 
-  const StTensor& tensor(const std::string& name, const std::vector<int64_t>& shape) {
+  void check_version(const std::map<std::string, std::string>& meta, const StTensor& t) const {
+    auto v = meta.find(kFormatVersionKey);
+    if (v == meta.end())
+      fail("%s: __metadata__ describes quantized tensors ('%s...') but has no '%s'",
+           file_of(t).c_str(), kQuantPrefix, kFormatVersionKey);
+    if (v->second != "1")
+      fail("%s: __metadata__ '%s' is '%s'; this build reads version 1", file_of(t).c_str(),
+           kFormatVersionKey, v->second.c_str());
+  }
+
+  // transposed_ok: the caller handles ':t' storage (gpt-oss's expert tensors only).
+  Stored tensor(const std::string& name, const std::vector<int64_t>& shape,
+                bool transposed_ok = false) {
     const StTensor* t = find(name);
     if (!t)
       fail("%s: tensor '%s' is missing (needed by %s)", weights_file().c_str(), name.c_str(),
            m->cfg.path.c_str());
-    if (t->shape != shape)
-      fail("%s: tensor '%s': shape %s does not match config.json, which implies %s",
-           file_of(*t).c_str(), name.c_str(), shape_str(t->shape).c_str(), shape_str(shape).c_str());
-    if (t->dtype != DT_F32 && t->dtype != DT_BF16 && t->dtype != DT_F16 && t->dtype != DT_F64)
-      fail("%s: tensor '%s': dtype %s is not a float type (F32, BF16, F16, F64)",
-           file_of(*t).c_str(), name.c_str(), dtype_name(t->dtype));
+    const char* f = file_of(*t).c_str();
+    const auto& meta = m->archive.metadata_of(*t);
+    const std::string key = kQuantPrefix + name;
+    auto it = meta.find(key);
+    Stored st;
+    st.t = t;
+    if (t->dtype == DT_U8 && it != meta.end()) {
+      check_version(meta, *t);
+      QuantMeta q;
+      if (!parse_quant_meta(it->second, &q))
+        fail("%s: __metadata__ '%s' = '%s': expected '<q8_0|q4_0>:<d0>,<d1>,...[:t]'", f,
+             key.c_str(), it->second.c_str());
+      if (q.transposed && !transposed_ok)
+        fail("%s: tensor '%s': transposed (':t') storage is only supported for gpt-oss's expert "
+             "tensors", f, name.c_str());
+      if (q.shape != shape)
+        fail("%s: tensor '%s': shape %s (from __metadata__) does not match config.json, which "
+             "implies %s", f, name.c_str(), shape_str(q.shape).c_str(), shape_str(shape).c_str());
+      const size_t n = shape.size();
+      st.cols = q.transposed ? shape[n - 2] : shape[n - 1];
+      st.rows = st.cols > 0 ? numel_of(shape) / st.cols : 0;
+      if (st.cols % kQBlock != 0)
+        fail("%s: tensor '%s': %s rows of %lld weights are not whole blocks of %d", f,
+             name.c_str(), qtype_name(q.type), static_cast<long long>(st.cols), kQBlock);
+      st.row_bytes = qtype_row_bytes(q.type, st.cols);
+      const std::vector<int64_t> want = {st.rows, st.row_bytes};
+      if (t->shape != want)
+        fail("%s: tensor '%s': stored shape %s does not match %s %s, which needs U8 %s", f,
+             name.c_str(), shape_str(t->shape).c_str(), qtype_name(q.type),
+             shape_str(shape).c_str(), shape_str(want).c_str());
+      st.raw = q.type;
+      st.transposed = q.transposed;
+    } else {
+      if (it != meta.end())
+        fail("%s: tensor '%s': __metadata__ has '%s' but the tensor's dtype is %s, not U8", f,
+             name.c_str(), key.c_str(), dtype_name(t->dtype));
+      if (t->dtype == DT_U8)
+        fail("%s: tensor '%s': dtype U8 is not a float type (F32, BF16, F16, F64) and "
+             "__metadata__ has no '%s' entry to describe it as quantized", f, name.c_str(),
+             key.c_str());
+      if (t->shape != shape)
+        fail("%s: tensor '%s': shape %s does not match config.json, which implies %s", f,
+             name.c_str(), shape_str(t->shape).c_str(), shape_str(shape).c_str());
+      if (t->dtype != DT_F32 && t->dtype != DT_BF16 && t->dtype != DT_F16 && t->dtype != DT_F64)
+        fail("%s: tensor '%s': dtype %s is not a float type (F32, BF16, F16, F64)", f,
+             name.c_str(), dtype_name(t->dtype));
+      if (t->dtype == DT_BF16) {
+        st.raw = QT_BF16;
+        st.cols = shape.empty() ? 1 : shape.back();
+        st.rows = st.cols > 0 ? numel_of(shape) / st.cols : 0;
+        st.row_bytes = 2 * st.cols;
+      }
+    }
     if (used.insert(name).second) {
-      m->n_params += t->numel();
+      m->n_params += numel_of(shape);
       m->weight_bytes += static_cast<int64_t>(t->nbytes);
     }
-    return *t;
+    return st;
   }
 
   float* alloc(size_t n) {
@@ -69,14 +193,26 @@ struct Binder {
     return m->owned.back().get();
   }
 
-  // fp32 view of a tensor: in place when possible, else converted once.
-  const float* f32(const std::string& name, const std::vector<int64_t>& shape) {
+  // fp32 copy of a raw tensor's rows (dequantized), in stored order.
+  float* dequantized(const Stored& st) {
+    float* dst = alloc(static_cast<size_t>(st.rows * st.cols));
+    for (int64_t r = 0; r < st.rows; ++r)
+      dequantize_row(st.raw, st.t->data + r * st.row_bytes, dst + r * st.cols, st.cols);
+    return dst;
+  }
+
+  // fp32 view of a tensor: in place when possible, else converted (or dequantized) once.
+  const float* f32(const std::string& name, const std::vector<int64_t>& shape,
+                   TensorRole role = TR_OTHER) {
     if (specs) {
-      specs->push_back({name, shape});
+      specs->push_back({name, shape, role, false});
       return nullptr;
     }
-    const StTensor& t = tensor(name, shape);
-    size_t n = static_cast<size_t>(t.numel());
+    const Stored st = tensor(name, shape);
+    if (opt.no_data) return nullptr;
+    if (qtype_is_block(st.raw)) return dequantized(st);
+    const StTensor& t = *st.t;
+    size_t n = static_cast<size_t>(numel_of(shape));
     if (t.dtype == DT_F32 && reinterpret_cast<uintptr_t>(t.data) % alignof(float) == 0)
       return reinterpret_cast<const float*>(t.data);
     float* dst = alloc(n);
@@ -88,11 +224,25 @@ struct Binder {
     return cond ? f32(name, shape) : nullptr;
   }
 
-  Linear linear(const std::string& prefix, int out, int in, bool bias) {
+  // A routed-expert matrix (.., out, in): raw when stored as BF16 / Q8_0 / Q4_0 (unless
+  // opt.dequantize), else an fp32 view.
+  Mat expert_mat(const std::string& name, const std::vector<int64_t>& shape) {
+    if (specs) {
+      specs->push_back({name, shape, TR_EXPERT, false});
+      return {};
+    }
+    const Stored st = tensor(name, shape);
+    if (opt.no_data) return {};
+    if (st.raw == QT_F32 || opt.dequantize) return Mat{f32(name, shape, TR_EXPERT)};
+    return Mat{nullptr, st.raw, st.t->data, st.row_bytes};
+  }
+
+  Linear linear(const std::string& prefix, int out, int in, bool bias,
+                TensorRole role = TR_LINEAR) {
     Linear l;
     l.out = out;
     l.in = in;
-    l.w = f32(prefix + ".weight", {out, in});
+    l.w = f32(prefix + ".weight", {out, in}, role);
     if (bias) l.b = f32(prefix + ".bias", {out});
     return l;
   }
@@ -139,45 +289,93 @@ void bind_attention(Binder& b, LayerWeights& lw, const std::string& p) {
 }
 
 // gpt-oss: gate_up_proj (E, D, 2F) with gate/up interleaved on the last axis, down_proj (E, F, D).
+// As stored by Hugging Face (F32/BF16) they are rearranged into fp32 (E, F, D) / (E, D, F) at
+// load. Quantized with ':t' they are stored as (E, 2F, D) rows (gate row f at 2f, up at 2f + 1)
+// and (E, D, F) rows, and used in place with a row step of 2 for gate and up.
 void bind_experts_gpt_oss(Binder& b, LayerWeights& lw, const std::string& p) {
   const ModelConfig& c = b.m->cfg;
   const int64_t E = c.n_experts, D = c.hidden, F = c.expert_ffn;
   if (b.has(p + "experts.gate_up_proj_blocks"))
     fail("%s: tensor '%sexperts.gate_up_proj_blocks': MXFP4-quantized experts are not supported; "
          "dequantize the checkpoint to bf16 first", b.weights_file().c_str(), p.c_str());
-  const float* gu = b.f32(p + "experts.gate_up_proj", {E, D, 2 * F});
+  if (b.specs) {
+    b.specs->push_back({p + "experts.gate_up_proj", {E, D, 2 * F}, TR_EXPERT, true});
+    b.specs->push_back({p + "experts.gate_up_proj_bias", {E, 2 * F}, TR_OTHER, false});
+    b.specs->push_back({p + "experts.down_proj", {E, F, D}, TR_EXPERT, true});
+    b.specs->push_back({p + "experts.down_proj_bias", {E, D}, TR_OTHER, false});
+    return;
+  }
+  const Stored gu = b.tensor(p + "experts.gate_up_proj", {E, D, 2 * F}, true);
   const float* gub = b.f32(p + "experts.gate_up_proj_bias", {E, 2 * F});
-  const float* dn = b.f32(p + "experts.down_proj", {E, F, D});
+  const Stored dn = b.tensor(p + "experts.down_proj", {E, F, D}, true);
   const float* dnb = b.f32(p + "experts.down_proj_bias", {E, D});
-  if (b.specs) return;
-  float* gate = b.alloc(E * F * D);   // (E, F, D)
-  float* up = b.alloc(E * F * D);     // (E, F, D)
-  float* down = b.alloc(E * D * F);   // (E, D, F)
-  float* gate_b = b.alloc(E * F);     // (E, F)
-  float* up_b = b.alloc(E * F);       // (E, F)
+  for (const Stored* st : {&gu, &dn}) {
+    if (qtype_is_block(st->raw) && !st->transposed)
+      fail("%s: tensor '%s': gpt-oss expert tensors must be quantized transposed (':t'), along "
+           "their input axis", b.file_of(*st->t).c_str(), st->t->name.c_str());
+  }
+  lw.experts.resize(E);
+  if (b.opt.no_data) return;
+  float* gate_b = b.alloc(E * F);  // (E, F)
+  float* up_b = b.alloc(E * F);    // (E, F)
   for (int64_t e = 0; e < E; ++e) {
-    for (int64_t d = 0; d < D; ++d) {
-      const float* row = gu + (e * D + d) * 2 * F;
-      for (int64_t f = 0; f < F; ++f) {
-        gate[(e * F + f) * D + d] = row[2 * f];
-        up[(e * F + f) * D + d] = row[2 * f + 1];
-      }
-    }
     for (int64_t f = 0; f < F; ++f) {
       gate_b[e * F + f] = gub[e * 2 * F + 2 * f];
       up_b[e * F + f] = gub[e * 2 * F + 2 * f + 1];
-      for (int64_t d = 0; d < D; ++d) down[(e * D + d) * F + f] = dn[(e * F + f) * D + d];
+    }
+    lw.experts[e].gate_b = gate_b + e * F;
+    lw.experts[e].up_b = up_b + e * F;
+    lw.experts[e].down_b = dnb + e * D;
+  }
+
+  if (gu.transposed && !b.opt.dequantize) {
+    const Mat m{nullptr, gu.raw, gu.t->data, gu.row_bytes};
+    for (int64_t e = 0; e < E; ++e) {
+      place(m, e * 2 * F, D, 2, &lw.experts[e].gate, &lw.experts[e].gate_q);
+      place(m, e * 2 * F + 1, D, 2, &lw.experts[e].up, &lw.experts[e].up_q);
+    }
+  } else {
+    float* gate = b.alloc(E * F * D);  // (E, F, D)
+    float* up = b.alloc(E * F * D);    // (E, F, D)
+    if (gu.transposed) {
+      for (int64_t r = 0; r < E * 2 * F; ++r) {  // stored row r = (e, 2f + {0: gate, 1: up})
+        float* dst = (r % 2 ? up : gate) + (r / 2) * D;
+        dequantize_row(gu.raw, gu.t->data + r * gu.row_bytes, dst, D);
+      }
+    } else {
+      const float* src = b.f32(p + "experts.gate_up_proj", {E, D, 2 * F});
+      for (int64_t e = 0; e < E; ++e) {
+        for (int64_t d = 0; d < D; ++d) {
+          const float* row = src + (e * D + d) * 2 * F;
+          for (int64_t f = 0; f < F; ++f) {
+            gate[(e * F + f) * D + d] = row[2 * f];
+            up[(e * F + f) * D + d] = row[2 * f + 1];
+          }
+        }
+      }
+    }
+    for (int64_t e = 0; e < E; ++e) {
+      lw.experts[e].gate = gate + e * F * D;
+      lw.experts[e].up = up + e * F * D;
     }
   }
-  lw.experts.resize(E);
-  for (int64_t e = 0; e < E; ++e) {
-    ExpertWeights& x = lw.experts[e];
-    x.gate = gate + e * F * D;
-    x.up = up + e * F * D;
-    x.down = down + e * D * F;
-    x.gate_b = gate_b + e * F;
-    x.up_b = up_b + e * F;
-    x.down_b = dnb + e * D;
+
+  if (dn.transposed && !b.opt.dequantize) {
+    const Mat m{nullptr, dn.raw, dn.t->data, dn.row_bytes};
+    for (int64_t e = 0; e < E; ++e)
+      place(m, e * D, F, 1, &lw.experts[e].down, &lw.experts[e].down_q);
+  } else {
+    float* down = b.alloc(E * D * F);  // (E, D, F)
+    if (dn.transposed) {
+      for (int64_t r = 0; r < E * D; ++r)
+        dequantize_row(dn.raw, dn.t->data + r * dn.row_bytes, down + r * F, F);
+    } else {
+      const float* src = b.f32(p + "experts.down_proj", {E, F, D});
+      for (int64_t e = 0; e < E; ++e)
+        for (int64_t f = 0; f < F; ++f)
+          for (int64_t d = 0; d < D; ++d) down[(e * D + d) * F + f] = src[(e * F + f) * D + d];
+    }
+    for (int64_t e = 0; e < E; ++e) lw.experts[e].down = down + e * D * F;
   }
 }
 
@@ -190,24 +388,27 @@ void bind_moe(Binder& b, LayerWeights& lw, int layer) {
   if (c.arch == ARCH_MIXTRAL && b.has(L + "block_sparse_moe.gate.weight")) p = L + "block_sparse_moe.";
 
   if (c.arch == ARCH_GPT_OSS) {
-    lw.router = b.linear(p + "router", E, D, true);
+    lw.router = b.linear(p + "router", E, D, true, TR_OTHER);
     bind_experts_gpt_oss(b, lw, p);
     return;
   }
   const RouterKind rk = c.router.kind;
-  if (rk != ROUTER_HASH && rk != ROUTER_RANDOM) lw.router = b.linear(p + "gate", E, D, false);
-  if (rk == ROUTER_NOISY_TOPK) lw.router_noise = b.linear(p + "gate.noise", E, D, false);
+  if (rk != ROUTER_HASH && rk != ROUTER_RANDOM)
+    lw.router = b.linear(p + "gate", E, D, false, TR_OTHER);
+  if (rk == ROUTER_NOISY_TOPK)
+    lw.router_noise = b.linear(p + "gate.noise", E, D, false, TR_OTHER);
   if (c.router.has_correction_bias) lw.e_bias = b.f32(p + "gate.e_score_correction_bias", {E});
 
   lw.experts.resize(E);
   if (b.has(p + "experts.gate_up_proj")) {
     m->fused_experts = true;
-    const float* gu = b.f32(p + "experts.gate_up_proj", {E, 2 * F, D});
-    const float* dn = b.f32(p + "experts.down_proj", {E, D, F});
-    for (int64_t e = 0; gu && e < E; ++e) {
-      lw.experts[e].gate = gu + e * 2 * F * D;
-      lw.experts[e].up = gu + e * 2 * F * D + F * D;
-      lw.experts[e].down = dn + e * D * F;
+    const Mat gu = b.expert_mat(p + "experts.gate_up_proj", {E, 2 * F, D});
+    const Mat dn = b.expert_mat(p + "experts.down_proj", {E, D, F});
+    for (int64_t e = 0; e < E; ++e) {
+      ExpertWeights& x = lw.experts[e];
+      place(gu, e * 2 * F, D, 1, &x.gate, &x.gate_q);
+      place(gu, e * 2 * F + F, D, 1, &x.up, &x.up_q);
+      place(dn, e * D, F, 1, &x.down, &x.down_q);
     }
   } else {
     const bool mixtral = c.arch == ARCH_MIXTRAL;
@@ -216,15 +417,16 @@ void bind_moe(Binder& b, LayerWeights& lw, int layer) {
     const char* d = mixtral ? "w2" : "down_proj";
     for (int64_t e = 0; e < E; ++e) {
       std::string pe = p + "experts." + std::to_string(e) + ".";
-      lw.experts[e].gate = b.f32(pe + g + ".weight", {F, D});
-      lw.experts[e].up = b.f32(pe + u + ".weight", {F, D});
-      lw.experts[e].down = b.f32(pe + d + ".weight", {D, F});
+      ExpertWeights& x = lw.experts[e];
+      place(b.expert_mat(pe + g + ".weight", {F, D}), 0, D, 1, &x.gate, &x.gate_q);
+      place(b.expert_mat(pe + u + ".weight", {F, D}), 0, D, 1, &x.up, &x.up_q);
+      place(b.expert_mat(pe + d + ".weight", {D, F}), 0, F, 1, &x.down, &x.down_q);
     }
   }
   if (c.shared_ffn > 0) {
     bool qwen = c.arch == ARCH_QWEN2_MOE || c.arch == ARCH_MOE_CPP;
     lw.shared = b.mlp(p + (qwen ? "shared_expert." : "shared_experts."), D, c.shared_ffn);
-    if (c.shared_gate) lw.shared_gate = b.linear(p + "shared_expert_gate", 1, D, false);
+    if (c.shared_gate) lw.shared_gate = b.linear(p + "shared_expert_gate", 1, D, false, TR_OTHER);
   }
 }
 
@@ -273,16 +475,28 @@ std::vector<TensorSpec> model_tensor_specs(const ModelConfig& cfg, bool fused_ex
   return specs;
 }
 
-void model_load(Model* m, const std::string& dir) {
+void model_load(Model* m, const std::string& dir, const LoadOptions& opt) {
   config_load(&m->cfg, dir);
   st_open_dir(&m->archive, dir);
-  model_bind(m);
+  model_bind(m, opt);
 }
 
-void model_bind(Model* m) {
+void model_bind(Model* m, const LoadOptions& opt) {
   const ModelConfig& c = m->cfg;
-  Binder b{m, nullptr, false, {}};
+  Binder b{m, nullptr, false, {}, opt};
   bind_all(b);
+
+  // Every quantization entry must describe a tensor of its own file.
+  const StArchive& ar = m->archive;
+  for (size_t i = 0; i < ar.files.size() && i < ar.file_metadata.size(); ++i) {
+    for (const auto& kv : ar.file_metadata[i]) {
+      if (kv.first.rfind(kQuantPrefix, 0) != 0) continue;
+      const StTensor* t = ar.find(kv.first.substr(std::strlen(kQuantPrefix)));
+      if (!t || t->file != &ar.files[i]->path)
+        fail("%s: __metadata__ '%s' names no tensor of this file", ar.files[i]->path.c_str(),
+             kv.first.c_str());
+    }
+  }
 
   for (const auto& kv : m->archive.tensors) {
     if (b.used.count(kv.first) || ignorable_extra(c, kv.first)) continue;

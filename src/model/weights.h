@@ -5,6 +5,26 @@
 // converted once at load into buffers owned by the Model. Every tensor of the checkpoint must be
 // consumed: a missing or unexpected tensor, or a shape that disagrees with config.json, is an error
 // naming the file and the tensor.
+//
+// Routed-expert matrices stored as BF16, Q8_0 or Q4_0 are not converted: they stay in the memory
+// map and ExpertWeights points at the raw rows (QWeight); moe_forward runs them directly.
+// Any other quantized tensor is dequantized to fp32 once at load (it saves disk, not memory).
+//
+// Quantized checkpoints (format version 1; written by `moe quantize` and `moe init`):
+// - A Q8_0 / Q4_0 tensor keeps its Hugging Face name and is stored with dtype U8 and shape
+//   [rows, row_bytes]: each row is one run of the reduction axis, quantized in 32-weight blocks
+//   (quant/quant.h), row_bytes = cols / 32 * 34 (Q8_0) or * 18 (Q4_0); cols % 32 == 0.
+// - The file's __metadata__ holds "moe.format_version": "1" and, per quantized tensor,
+//   "moe.quant.<tensor name>": "<type>:<d0>,<d1>,...[:t]", type q8_0 or q4_0 and d0.. the
+//   tensor's logical (Hugging Face) shape, e.g. "q4_0:4096,14336" for a [4096, 14336] weight.
+//   Without ":t" rows run along the last logical axis: rows = d0 * ... * d(n-2), cols = d(n-1).
+//   With ":t" (transposed) the last two logical axes are swapped in storage, so rows run along
+//   the second-to-last axis: rows = d0 * ... * d(n-3) * d(n-1), cols = d(n-2). Only gpt-oss's
+//   expert tensors, which Hugging Face stores as (E, in, out), are written that way.
+// - BF16 tensors are plain safetensors BF16 (no metadata needed). "moe.quant_type" and
+//   "moe.quant_scope" (experts | all) record how a checkpoint was written, for information only.
+// The loader checks the version, the metadata syntax, the logical shape against config.json and
+// the stored shape against the logical one, and names the file and tensor on any mismatch.
 #pragma once
 
 #include <memory>
@@ -13,6 +33,7 @@
 
 #include "io/safetensors.h"
 #include "model/config.h"
+#include "quant/quant.h"
 
 namespace moe {
 
@@ -23,7 +44,17 @@ struct Linear {
   int out = 0, in = 0;
 };
 
+// A weight matrix (rows, cols) kept raw in the mapped checkpoint: row r holds cols elements of
+// `type` (BF16, Q8_0 or Q4_0) at data + r * stride. type QT_F32 means "not raw".
+struct QWeight {
+  QType type = QT_F32;
+  const uint8_t* data = nullptr;
+  int64_t stride = 0;  // bytes from one row to the next
+};
+
 // One routed expert. gate, up: (F, D); down: (D, F). Biases (gpt-oss) may be null.
+// A matrix is either fp32 (gate/up/down set) or raw (the pointer is null and gate_q/up_q/down_q
+// describe it).
 struct ExpertWeights {
   const float* gate = nullptr;
   const float* up = nullptr;
@@ -31,6 +62,7 @@ struct ExpertWeights {
   const float* gate_b = nullptr;  // (F)
   const float* up_b = nullptr;    // (F)
   const float* down_b = nullptr;  // (D)
+  QWeight gate_q = {}, up_q = {}, down_q = {};
 };
 
 // A dense SwiGLU MLP: down(silu(gate x) * up x).
@@ -80,16 +112,31 @@ struct Model {
   int64_t weight_bytes = 0;                     // bytes of those parameters as stored
 };
 
+struct LoadOptions {
+  bool dequantize = false;  // convert raw expert matrices (BF16, Q8_0, Q4_0) to fp32 at load
+  bool no_data = false;     // validate names, shapes and dtypes only; bind no pointers and
+                            // convert nothing (for tools that stream the tensors themselves)
+};
+
 // Loads config.json, generation_config.json and the safetensors weights of a checkpoint folder.
-void model_load(Model* m, const std::string& dir);
+void model_load(Model* m, const std::string& dir, const LoadOptions& opt = {});
 
 // Binds m->cfg against the tensors already in m->archive (a checkpoint, or an in-memory arena
 // whose StTensors point at F32 buffers). Validates as model_load does.
-void model_bind(Model* m);
+void model_bind(Model* m, const LoadOptions& opt = {});
+
+// What a tensor is, for choosing how to store it.
+enum TensorRole {
+  TR_OTHER,   // embeddings, lm_head, norms, biases, routers, sinks: kept as they are
+  TR_LINEAR,  // attention, dense-MLP and shared-expert weight matrices (out, in)
+  TR_EXPERT,  // routed-expert weight matrices
+};
 
 struct TensorSpec {
   std::string name;
   std::vector<int64_t> shape;
+  TensorRole role = TR_OTHER;
+  bool in_major = false;  // stored (.., in, out): the reduction axis is shape[-2] (gpt-oss experts)
 };
 
 // Every tensor a Hugging Face checkpoint of this config holds, in load order: per-expert 2-D

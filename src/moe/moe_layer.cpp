@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "ops/ops.h"
+#include "quant/quant.h"
 
 namespace moe {
 
@@ -104,6 +105,13 @@ void ffn_scratch_init(FfnScratch* s, const ModelConfig& c, int T_max) {
   s->ys.assign(T_max * K * D, 0.0f);
   s->tmp.assign(T_max * D, 0.0f);
   s->gate1.assign(T_max, 0.0f);
+  const int64_t Fe = std::max(c.expert_ffn, 1), W = std::max(D, Fe);
+  const auto q8_bytes = [](int64_t n) { return (n + kQBlock - 1) / kQBlock * kQ8Bytes; };
+  s->deq_rows = static_cast<int>(std::min<int64_t>(W, std::max<int64_t>(32, (1 << 20) / W)));
+  s->xq.assign(T_max * K * q8_bytes(D), 0);
+  s->hq.assign(T_max * K * q8_bytes(Fe), 0);
+  s->wdeq.assign(s->deq_rows * W, 0.0f);
+  s->dot_experts.assign(E, 0);
 }
 
 void mlp_forward(float* out, const MlpWeights& w, const float* x, int T, float* g, float* u) {
@@ -128,6 +136,121 @@ void expert_act(const ModelConfig& c, float* g, const float* u, int64_t n) {
     float gv = std::min(g[i], lim);
     float uv = std::min(lim, std::max(-lim, u[i]));
     g[i] = (uv + 1.0f) * (gv * op_sigmoid(alpha * gv));
+  }
+}
+
+// sum_i a[i] * b[i] for the fp32 matrices of an expert that also has raw ones.
+float dot_f32(const float* a, const float* b, int n) {
+  float acc[8] = {};
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * b[i + j];
+  for (; i < n; ++i) acc[i % 8] += a[i] * b[i];
+  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+// Row r of an expert matrix that is fp32 (w, cols wide) or raw (q) dotted with one input row
+// given as fp32 (x) and, for block types, as Q8_0 (xq).
+inline float row_dot(const QKernels& k, const float* w, const QWeight& q, int64_t r, const float* x,
+                     const uint8_t* xq, int cols) {
+  if (w) return dot_f32(w + r * cols, x, cols);
+  return qdot(k, q.type, q.data + r * q.stride, x, xq, cols);
+}
+
+bool is_raw(const ExpertWeights& ew) { return !ew.gate || !ew.up || !ew.down; }
+
+// y (n, N) = x (n, K) W^T + b for a raw W, by dequantizing deq_rows rows at a time for sgemm.
+void raw_gemm(float* y, const float* x, const QWeight& q, const float* b, int n, int N, int K,
+              FfnScratch* s) {
+  float* wd = s->wdeq.data();  // (deq_rows, K)
+  for (int r0 = 0; r0 < N; r0 += s->deq_rows) {
+    const int nr = std::min(s->deq_rows, N - r0);
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < nr; ++r)
+      dequantize_row(q.type, q.data + static_cast<int64_t>(r0 + r) * q.stride,
+                     wd + static_cast<int64_t>(r) * K, K);
+    op_gemm(true, n, nr, K, x, K, wd, K, y + r0, N);
+  }
+  if (!b) return;
+  for (int i = 0; i < n; ++i) {
+    float* row = y + static_cast<int64_t>(i) * N;
+    for (int r = 0; r < N; ++r) row[r] += b[r];
+  }
+}
+
+// y (n, N) = x (n, K) W^T + b for one expert matrix of any storage.
+void expert_matmul(float* y, const float* x, const float* w, const QWeight& q, const float* b,
+                   int n, int N, int K, FfnScratch* s) {
+  if (w) op_linear(y, x, w, b, n, N, K);
+  else raw_gemm(y, x, q, b, n, N, K, s);
+}
+
+// The experts listed in s->dot_experts (short segments with raw matrices), row by row through
+// the dot kernels, in one parallel region: quantize inputs, gate/up rows, activation (and
+// quantization of its output), down rows. Each stage splits (expert, block of output rows).
+void experts_dot(const ModelConfig& c, const LayerWeights& lw, FfnScratch* s, int n_dot) {
+  const int D = c.hidden, F = c.expert_ffn;
+  constexpr int kRows = 16;  // output rows per work item
+  const int64_t xrb = (D + kQBlock - 1) / kQBlock * kQ8Bytes;  // Q8_0 bytes of an input row
+  const int64_t hrb = (F + kQBlock - 1) / kQBlock * kQ8Bytes;  // Q8_0 bytes of an activation row
+  const int64_t nbF = (F + kRows - 1) / kRows, nbD = (D + kRows - 1) / kRows;
+  const QKernels& k = qkernels();
+  const int32_t* off = s->counts.data();
+  const int32_t* dot = s->dot_experts.data();
+  const float* xs = s->xs.data();  // (TK, D)
+  uint8_t* xq = s->xq.data();      // (TK, xrb)
+  uint8_t* hq = s->hq.data();      // (TK, hrb)
+  float* g = s->g.data();          // (TK, F)
+  float* u = s->u.data();          // (TK, F)
+  float* ys = s->ys.data();        // (TK, D)
+#pragma omp parallel
+  {
+#pragma omp for schedule(static)
+    for (int i = 0; i < n_dot; ++i) {
+      const ExpertWeights& ew = lw.experts[dot[i]];
+      if (!qtype_is_block(ew.gate_q.type) && !qtype_is_block(ew.up_q.type)) continue;
+      for (int p = off[dot[i]]; p < off[dot[i] + 1]; ++p)
+        quantize_row_q8_0(xs + static_cast<int64_t>(p) * D, xq + p * xrb, D);
+    }
+#pragma omp for schedule(static)
+    for (int64_t w = 0; w < n_dot * nbF; ++w) {
+      const int e = dot[w / nbF];
+      const ExpertWeights& ew = lw.experts[e];
+      const int r0 = static_cast<int>(w % nbF) * kRows, r1 = std::min(F, r0 + kRows);
+      for (int p = off[e]; p < off[e + 1]; ++p) {
+        const float* x = xs + static_cast<int64_t>(p) * D;
+        float* gp = g + static_cast<int64_t>(p) * F;
+        float* up = u + static_cast<int64_t>(p) * F;
+        for (int r = r0; r < r1; ++r) {
+          gp[r] = row_dot(k, ew.gate, ew.gate_q, r, x, xq + p * xrb, D) +
+                  (ew.gate_b ? ew.gate_b[r] : 0.0f);
+          up[r] = row_dot(k, ew.up, ew.up_q, r, x, xq + p * xrb, D) +
+                  (ew.up_b ? ew.up_b[r] : 0.0f);
+        }
+      }
+    }
+#pragma omp for schedule(static)
+    for (int i = 0; i < n_dot; ++i) {
+      const ExpertWeights& ew = lw.experts[dot[i]];
+      for (int p = off[dot[i]]; p < off[dot[i] + 1]; ++p) {
+        float* gp = g + static_cast<int64_t>(p) * F;
+        expert_act(c, gp, u + static_cast<int64_t>(p) * F, F);
+        if (qtype_is_block(ew.down_q.type)) quantize_row_q8_0(gp, hq + p * hrb, F);
+      }
+    }
+#pragma omp for schedule(static)
+    for (int64_t w = 0; w < n_dot * nbD; ++w) {
+      const int e = dot[w / nbD];
+      const ExpertWeights& ew = lw.experts[e];
+      const int r0 = static_cast<int>(w % nbD) * kRows, r1 = std::min(D, r0 + kRows);
+      for (int p = off[e]; p < off[e + 1]; ++p) {
+        const float* h = g + static_cast<int64_t>(p) * F;
+        float* y = ys + static_cast<int64_t>(p) * D;
+        for (int r = r0; r < r1; ++r)
+          y[r] = row_dot(k, ew.down, ew.down_q, r, h, hq + p * hrb, F) +
+                 (ew.down_b ? ew.down_b[r] : 0.0f);
+      }
+    }
   }
 }
 
@@ -164,18 +287,28 @@ void moe_forward(float* out, const ModelConfig& c, const LayerWeights& lw, const
     std::memcpy(s->xs.data() + p * D, src, sizeof(float) * D);
   }
 
-  // 4. Run each expert on its segment only.
+  // 4. Run each expert on its segment only: short segments of raw experts through the dot
+  // kernels, all together; the others one by one (fp32 BLAS, or dequantized blocks and sgemm).
+  const auto use_dot = [&](int e) {
+    const int n = off[e + 1] - off[e];
+    return n > 0 && n <= s->quant_dot_max_tokens && is_raw(lw.experts[e]);
+  };
+  int n_dot = 0;
+  for (int e = 0; e < E; ++e)
+    if (use_dot(e)) s->dot_experts[n_dot++] = e;
+  if (n_dot > 0) experts_dot(c, lw, s, n_dot);
   for (int e = 0; e < E; ++e) {
     const int n = off[e + 1] - off[e];
-    if (n == 0) continue;
+    if (n == 0 || use_dot(e)) continue;
     const ExpertWeights& ew = lw.experts[e];
     const float* xe = s->xs.data() + static_cast<int64_t>(off[e]) * D;
     float* g = s->g.data() + static_cast<int64_t>(off[e]) * F;
     float* u = s->u.data() + static_cast<int64_t>(off[e]) * F;
-    op_linear(g, xe, ew.gate, ew.gate_b, n, F, D);
-    op_linear(u, xe, ew.up, ew.up_b, n, F, D);
+    expert_matmul(g, xe, ew.gate, ew.gate_q, ew.gate_b, n, F, D, s);
+    expert_matmul(u, xe, ew.up, ew.up_q, ew.up_b, n, F, D, s);
     expert_act(c, g, u, static_cast<int64_t>(n) * F);
-    op_linear(s->ys.data() + static_cast<int64_t>(off[e]) * D, g, ew.down, ew.down_b, n, D, F);
+    expert_matmul(s->ys.data() + static_cast<int64_t>(off[e]) * D, g, ew.down, ew.down_q,
+                  ew.down_b, n, D, F, s);
   }
 
   // 5. Combine: out[t] = sum_k w[t,k] * y[t,k].

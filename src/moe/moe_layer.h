@@ -5,6 +5,14 @@
 // combine each token's K outputs with its routing weights (in k order, so results do not depend
 // on threading).
 //
+// Experts kept raw (BF16, Q8_0, Q4_0; model/weights.h) run without conversion at load. Short
+// segments (decode) go through the dot kernels of quant/quant.h, all such experts in one OpenMP
+// region split by (expert, block of output rows); the inputs of block-quantized matrices are
+// quantized to Q8_0 once per segment, which is the only numerical difference from running the
+// dequantized weights in fp32. Long segments (prefill) dequantize blocks of weight rows into a
+// buffer allocated once and use sgemm. Every output element is computed by one thread in a fixed
+// order, so results do not depend on the thread count.
+//
 // Legend: T tokens, D model width, F expert width, E experts, K experts per token.
 #pragma once
 
@@ -41,6 +49,16 @@ struct FfnScratch {
   std::vector<float> ys;        // (T_max * K, D) expert outputs, sorted by expert
   std::vector<float> tmp;       // (T_max, D)
   std::vector<float> gate1;     // (T_max) shared-expert gate
+
+  // Raw experts (BF16 / Q8_0 / Q4_0, see ExpertWeights). A segment of at most
+  // quant_dot_max_tokens tokens runs row by row through the dot kernels (Q8_0 activations for the
+  // block types); a longer one dequantizes deq_rows weight rows at a time into wdeq for sgemm.
+  int quant_dot_max_tokens = 16;
+  int deq_rows = 0;
+  std::vector<uint8_t> xq;          // (T_max * K, q8 bytes of D) gathered inputs as Q8_0
+  std::vector<uint8_t> hq;          // (T_max * K, q8 bytes of F) expert activations as Q8_0
+  std::vector<float> wdeq;          // (deq_rows, max(D, F)) dequantized weight rows
+  std::vector<int32_t> dot_experts; // (E) experts of this call that use the dot kernels
 };
 
 void ffn_scratch_init(FfnScratch* s, const ModelConfig& c, int T_max);

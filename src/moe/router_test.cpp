@@ -5,17 +5,12 @@
 
 #include <cmath>
 #include <random>
+#include "test_util.h"
 
 namespace moe {
 namespace {
 
-std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(g);
-  return v;
-}
+using moe_test::randn;
 
 struct Coefs {
   float aux = 0, z = 0, seq = 0, dev = 0;

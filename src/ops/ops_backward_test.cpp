@@ -9,19 +9,14 @@
 #include <vector>
 
 #include "ops/ops.h"
+#include "test_util.h"
 
 namespace moe {
 namespace {
 
 using VecD = std::vector<double>;
 
-std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(g);
-  return v;
-}
+using moe_test::randn;
 VecD to_d(const std::vector<float>& v) { return VecD(v.begin(), v.end()); }
 
 // d loss / d x by central differences in double.

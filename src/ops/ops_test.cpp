@@ -7,17 +7,12 @@
 #include <cmath>
 #include <random>
 #include <vector>
+#include "test_util.h"
 
 namespace moe {
 namespace {
 
-std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(g);
-  return v;
-}
+using moe_test::randn;
 
 TEST(Ops, LinearMatchesReference) {
   const int T = 5, N = 7, K = 13;

@@ -15,6 +15,8 @@ using CommandRun = std::function<int()>;
 CommandRun cmd_logits_register(CLI::App* app);
 CommandRun cmd_generate_register(CLI::App* app);
 CommandRun cmd_inspect_register(CLI::App* app);
+CommandRun cmd_quantize_register(CLI::App* app);
+CommandRun cmd_init_register(CLI::App* app);
 CommandRun cmd_train_register(CLI::App* app);
 CommandRun cmd_tokenizer_train_register(CLI::App* app);
 CommandRun cmd_upcycle_register(CLI::App* app);

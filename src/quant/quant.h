@@ -1,0 +1,98 @@
+// Weight storage formats for experts: BF16 and the GGUF/ggml block formats Q8_0 and Q4_0
+// (bit-compatible with ggml's block_q8_0 / block_q4_0), with reference row conversions and the
+// dot-product kernels of the decode path.
+//
+// Q8_0: blocks of 32 weights, 34 bytes each: the fp16 scale d (little-endian), then 32 int8 q.
+//   value = d * q. Quantization (as ggml's quantize_row_q8_0_ref): amax = max |x| over the block,
+//   d = amax / 127, id = 1/d (0 when d == 0), q = roundf(x * id), i.e. round half away from zero.
+//   id is taken from the fp32 d; the stored d is d rounded to fp16 (nearest even).
+// Q4_0: blocks of 32 weights, 18 bytes each: fp16 d, then 16 bytes; byte j (0..15) holds element j
+//   in its low nibble and element j + 16 in its high nibble. value = d * (q - 8).
+//   Quantization (as ggml's quantize_row_q4_0_ref): max = the element of largest magnitude, the
+//   first one on ties, with its sign; d = max / -8, id = 1/d (0 when d == 0),
+//   q = min(15, trunc(x * id + 8.5)). x * id lies in [-8, 8], so this is round-half-up of
+//   x * id + 8; the element `max` itself maps to q = 0 and only the opposite extreme is clipped
+//   (8 -> 15). An all-zero block stores d = 0 / -8 = -0.0 (fp16 0x8000) and q = 8, as ggml does.
+//   Non-finite inputs give unspecified (but in-range) q.
+// BF16: 2 bytes per weight, the upper half of the fp32 bit pattern (round to nearest even).
+//
+// Dot kernels take weights in one of these formats and activations either as Q8_0 (for Q8_0 and
+// Q4_0 weights; quantize the activation row once with quantize_row_q8_0) or as fp32 (BF16).
+// Per block they sum the 32 integer products exactly in int32 and add d_w * d_a * sum to an fp32
+// accumulator; SIMD versions differ from the scalar reference only in the order of those fp32
+// additions. Each kernel has a scalar reference and, on x86-64, AVX2+FMA+F16C, AVX-512 (F, BW, VL,
+// DQ: 512-bit BF16 dots and dequantization) and AVX-512-VNNI (vpdpbusd block dots) versions,
+// compiled with per-function target attributes and chosen at run time, so the library runs on any
+// x86-64 (and builds elsewhere with the scalar kernels only).
+// MOE_QUANT_TARGET=scalar|avx2|avx512|avx512_vnni caps the choice (for measurements).
+//
+// Legend: n elements in a row (a multiple of 32 for the block formats).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace moe {
+
+enum QType {
+  QT_F32,  // plain fp32 (not a raw format: the engine holds fp32 views)
+  QT_BF16,
+  QT_Q8_0,
+  QT_Q4_0,
+  QT_COUNT
+};
+
+constexpr int kQBlock = 32;   // weights per Q8_0 / Q4_0 block
+constexpr int kQ8Bytes = 34;  // bytes per Q8_0 block
+constexpr int kQ4Bytes = 18;  // bytes per Q4_0 block
+
+const char* qtype_name(QType t);  // "f32", "bf16", "q8_0", "q4_0"
+bool qtype_parse(const std::string& s, QType* out);
+bool qtype_is_block(QType t);  // Q8_0 or Q4_0
+// Bytes of one row of n elements; for block types n must be a multiple of 32.
+int64_t qtype_row_bytes(QType t, int64_t n);
+
+// Reference row conversions. y receives qtype_row_bytes(t, n) bytes; pointers may be unaligned.
+void quantize_row_q8_0(const float* x, void* y, int64_t n);
+void quantize_row_q4_0(const float* x, void* y, int64_t n);
+void quantize_row_bf16(const float* x, void* y, int64_t n);
+void quantize_row(QType t, const float* x, void* y, int64_t n);  // QT_F32 copies
+void dequantize_row_q8_0(const void* x, float* y, int64_t n);
+void dequantize_row_q4_0(const void* x, float* y, int64_t n);
+void dequantize_row_bf16(const void* x, float* y, int64_t n);
+// Dispatched (SIMD where available); bit-identical to the reference functions above.
+void dequantize_row(QType t, const void* x, float* y, int64_t n);
+
+// One set of kernels for one instruction-set target.
+struct QKernels {
+  const char* name;
+  // sum_i w[i] * a[i] over n elements; w: Q8_0 / Q4_0 row, a: Q8_0 row.
+  float (*dot_q8_0_q8_0)(const void* w, const void* a, int64_t n);
+  float (*dot_q4_0_q8_0)(const void* w, const void* a, int64_t n);
+  // sum_i w[i] * x[i]; w: BF16 row, x: fp32 row; any n.
+  float (*dot_bf16_f32)(const void* w, const float* x, int64_t n);
+  // Exact dequantization of a row (same results as the reference functions).
+  void (*dequant_q8_0)(const void* x, float* y, int64_t n);
+  void (*dequant_q4_0)(const void* x, float* y, int64_t n);
+  void (*dequant_bf16)(const void* x, float* y, int64_t n);
+};
+
+enum QTarget { QTARGET_SCALAR, QTARGET_AVX2, QTARGET_AVX512, QTARGET_AVX512_VNNI, QTARGET_COUNT };
+
+const char* qtarget_name(QTarget t);
+// The kernels of a target, or null if they are not compiled in or this CPU lacks the features.
+const QKernels* qkernels_for(QTarget t);
+// The best supported target's kernels (capped by MOE_QUANT_TARGET), chosen once.
+const QKernels& qkernels();
+
+// Dot of a raw weight row (BF16, Q8_0 or Q4_0) with an activation row given both as fp32 (used
+// for BF16) and as Q8_0 (used for the block types; may be null for BF16).
+inline float qdot(const QKernels& k, QType t, const void* w, const float* x, const void* xq,
+                  int64_t n) {
+  if (t == QT_Q4_0) return k.dot_q4_0_q8_0(w, xq, n);
+  if (t == QT_Q8_0) return k.dot_q8_0_q8_0(w, xq, n);
+  return k.dot_bf16_f32(w, x, n);
+}
+
+}  // namespace moe

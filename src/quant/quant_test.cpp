@@ -1,0 +1,294 @@
+// Block formats: exact byte layouts of hand-made blocks, fp16 scale round trips, quantization
+// error bounds, and every compiled-and-supported SIMD kernel against the scalar reference.
+#include "quant/quant.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "core/dtype.h"
+#include "test_util.h"
+
+namespace moe {
+namespace {
+
+using moe_test::randn;
+
+std::vector<uint8_t> quantize(QType t, const std::vector<float>& x) {
+  std::vector<uint8_t> out(qtype_row_bytes(t, static_cast<int64_t>(x.size())));
+  quantize_row(t, x.data(), out.data(), static_cast<int64_t>(x.size()));
+  return out;
+}
+
+float scale_of(const uint8_t* block) {
+  return f16_to_f32(static_cast<uint16_t>(block[0] | (block[1] << 8)));
+}
+
+std::vector<QTarget> supported_simd_targets() {
+  std::vector<QTarget> out;
+  for (int t = QTARGET_SCALAR + 1; t < QTARGET_COUNT; ++t)
+    if (qkernels_for(static_cast<QTarget>(t))) out.push_back(static_cast<QTarget>(t));
+  return out;
+}
+
+TEST(Quant, RowBytes) {
+  EXPECT_EQ(qtype_row_bytes(QT_Q8_0, 64), 68);
+  EXPECT_EQ(qtype_row_bytes(QT_Q4_0, 4096), 128 * 18);
+  EXPECT_EQ(qtype_row_bytes(QT_BF16, 7), 14);
+  EXPECT_EQ(qtype_row_bytes(QT_F32, 7), 28);
+  QType t;
+  EXPECT_TRUE(qtype_parse("q4_0", &t));
+  EXPECT_EQ(t, QT_Q4_0);
+  EXPECT_FALSE(qtype_parse("q4_1", &t));
+}
+
+// Every finite fp16 value survives fp16 -> fp32 -> fp16, and scales are stored little-endian.
+TEST(Quant, Fp16ScaleRoundTrip) {
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    if ((h & 0x7c00) == 0x7c00) continue;  // inf / NaN
+    ASSERT_EQ(f32_to_f16(f16_to_f32(static_cast<uint16_t>(h))), h) << std::hex << h;
+  }
+  // A block whose scale is the smallest normal fp16 (6.1035e-5): amax = 127 * 2^-14.
+  std::vector<float> x(32, 0.0f);
+  x[3] = 127.0f * std::ldexp(1.0f, -14);
+  std::vector<uint8_t> q = quantize(QT_Q8_0, x);
+  EXPECT_EQ(q[0], 0x00);
+  EXPECT_EQ(q[1], 0x04);
+  EXPECT_EQ(static_cast<int8_t>(q[2 + 3]), 127);
+  // Scales round to nearest even in fp16: 1 + 2^-11 (a tie) goes to 1.0, 1 + 3 * 2^-11 to 1 + 2^-9.
+  x.assign(32, 0.0f);
+  x[0] = 127.0f * (1.0f + std::ldexp(1.0f, -11));
+  EXPECT_EQ(scale_of(quantize(QT_Q8_0, x).data()), 1.0f);
+  x[0] = 127.0f * (1.0f + 3 * std::ldexp(1.0f, -11));
+  EXPECT_EQ(scale_of(quantize(QT_Q8_0, x).data()), 1.0f + std::ldexp(1.0f, -9));
+}
+
+// Hand-made Q8_0 block: amax 127 gives d = 1 (fp16 0x3c00), q = round half away from zero.
+TEST(Quant, Q8_0KnownBytes) {
+  std::vector<float> x(32);
+  for (int j = 0; j < 32; ++j) x[j] = static_cast<float>(j - 16);
+  x[0] = 127.0f;
+  x[1] = -127.0f;
+  x[2] = 0.5f;    // -> 1
+  x[3] = -0.5f;   // -> -1
+  x[4] = 2.5f;    // -> 3
+  x[5] = -1.49f;  // -> -1
+  std::vector<uint8_t> q = quantize(QT_Q8_0, x);
+  ASSERT_EQ(q.size(), 34u);
+  std::vector<uint8_t> want = {0x00, 0x3c, 127, static_cast<uint8_t>(-127), 1, 0xff, 3, 0xff};
+  for (int j = 6; j < 32; ++j) want.push_back(static_cast<uint8_t>(static_cast<int8_t>(j - 16)));
+  EXPECT_EQ(q, want);
+  std::vector<float> back(32);
+  dequantize_row_q8_0(q.data(), back.data(), 32);
+  EXPECT_EQ(back[0], 127.0f);
+  EXPECT_EQ(back[4], 3.0f);
+  EXPECT_EQ(back[31], 15.0f);
+}
+
+// Hand-made Q4_0 blocks: element j in the low nibble of byte j, element j+16 in the high nibble.
+TEST(Quant, Q4_0KnownBytes) {
+  // max = -8 (first of the two largest magnitudes) -> d = 1, q = trunc(x + 8.5) clipped to 15.
+  std::vector<float> x(32, 0.0f);
+  x[0] = -8.0f;   // q 0
+  x[1] = 7.0f;    // q 15
+  x[2] = 0.5f;    // trunc(9.0) = 9
+  x[3] = -0.5f;   // trunc(8.0) = 8
+  x[4] = 1.49f;   // trunc(9.99) = 9
+  x[16] = 8.0f;   // same magnitude as x[0] but later: clipped 16 -> 15
+  x[17] = -3.0f;  // 5
+  x[31] = 2.0f;   // 10
+  std::vector<uint8_t> q = quantize(QT_Q4_0, x);
+  ASSERT_EQ(q.size(), 18u);
+  std::vector<uint8_t> want(18, 0x88);  // zeros map to q = 8 in both nibbles
+  want[0] = 0x00;
+  want[1] = 0x3c;      // d = -8 / -8 = 1
+  want[2 + 0] = 0xf0;  // lo q(x0)=0, hi q(x16)=15
+  want[2 + 1] = 0x5f;  // lo 15, hi q(x17)=5
+  want[2 + 2] = 0x89;
+  want[2 + 3] = 0x88;
+  want[2 + 4] = 0x89;
+  want[2 + 15] = 0xa8;  // hi q(x31)=10
+  EXPECT_EQ(q, want);
+  std::vector<float> back(32);
+  dequantize_row_q4_0(q.data(), back.data(), 32);
+  EXPECT_EQ(back[0], -8.0f);
+  EXPECT_EQ(back[16], 7.0f);  // the clipped extreme
+  EXPECT_EQ(back[17], -3.0f);
+
+  // A positive max gives a negative scale: max 4 -> d = -0.5 (fp16 0xb800).
+  x.assign(32, 0.0f);
+  x[5] = 4.0f;   // x*id = -8 -> q 0
+  x[6] = -4.0f;  // +8 -> 16.5 -> clipped 15
+  x[7] = 1.0f;   // -2 -> 6
+  q = quantize(QT_Q4_0, x);
+  EXPECT_EQ(q[0], 0x00);
+  EXPECT_EQ(q[1], 0xb8);
+  EXPECT_EQ(q[2 + 5], 0x80);
+  EXPECT_EQ(q[2 + 6], 0x8f);
+  EXPECT_EQ(q[2 + 7], 0x86);
+}
+
+TEST(Quant, ZeroBlocks) {
+  std::vector<float> x(64, 0.0f);
+  std::vector<uint8_t> q8 = quantize(QT_Q8_0, x), q4 = quantize(QT_Q4_0, x);
+  for (uint8_t b : q8) EXPECT_EQ(b, 0);
+  for (int b = 0; b < 2; ++b) {
+    EXPECT_EQ(q4[18 * b], 0x00);  // d = 0 / -8 = -0.0, fp16 0x8000, as ggml writes it
+    EXPECT_EQ(q4[18 * b + 1], 0x80);
+    for (int j = 2; j < 18; ++j) EXPECT_EQ(q4[18 * b + j], 0x88);
+  }
+  std::vector<float> back(64, 1.0f);
+  dequantize_row(QT_Q4_0, q4.data(), back.data(), 64);
+  for (float v : back) EXPECT_EQ(v, 0.0f);
+}
+
+// |x - dequant(quant(x))| per block: Q8_0 <= d/2 + 127 d 2^-11 (rounding of q, then of d to fp16);
+// Q4_0 <= |d| (the clipped extreme; others |d|/2) + 8 |d| 2^-11; BF16 relative 2^-8 (8 bits).
+TEST(Quant, RoundTripErrorBounds) {
+  const int64_t n = 32 * 64;
+  std::vector<float> x = randn(n, 7, 0.05f);
+  x[100] = 3.0f;  // an outlier in one block
+  std::vector<float> back(n);
+  std::vector<uint8_t> q8 = quantize(QT_Q8_0, x);
+  dequantize_row(QT_Q8_0, q8.data(), back.data(), n);
+  for (int64_t b = 0; b < n / 32; ++b) {
+    float amax = 0.0f;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[b * 32 + j]));
+    const float d = amax / 127.0f;
+    EXPECT_NEAR(scale_of(&q8[b * 34]), d, d * std::ldexp(1.0f, -11));
+    for (int j = 0; j < 32; ++j)
+      ASSERT_LE(std::fabs(x[b * 32 + j] - back[b * 32 + j]),
+                d * (0.5f + 127.0f * std::ldexp(1.0f, -11)) * 1.0001f);
+  }
+  std::vector<uint8_t> q4 = quantize(QT_Q4_0, x);
+  dequantize_row(QT_Q4_0, q4.data(), back.data(), n);
+  for (int64_t b = 0; b < n / 32; ++b) {
+    const float d = std::fabs(scale_of(&q4[b * 18]));
+    for (int j = 0; j < 32; ++j)
+      ASSERT_LE(std::fabs(x[b * 32 + j] - back[b * 32 + j]),
+                d * (1.0f + 8.0f * std::ldexp(1.0f, -11)) * 1.0001f);
+  }
+  std::vector<uint8_t> bf = quantize(QT_BF16, x);
+  dequantize_row(QT_BF16, bf.data(), back.data(), n);
+  for (int64_t i = 0; i < n; ++i)
+    ASSERT_LE(std::fabs(x[i] - back[i]), std::fabs(x[i]) * std::ldexp(1.0f, -8));
+  // Activations never use -128, which keeps the SIMD int16 pair sums exact.
+  for (int64_t b = 0; b < n / 32; ++b)
+    for (int j = 0; j < 32; ++j) ASSERT_NE(q8[b * 34 + 2 + j], 0x80);
+}
+
+// Sum over blocks of |d_w d_a| * sum |q_w q_a|: the scale of the fp32 rounding in a dot product.
+double q_abs_sum(QType wt, const uint8_t* w, const uint8_t* a, int64_t n) {
+  std::vector<float> wf(n), af(n);
+  dequantize_row(wt, w, wf.data(), n);
+  dequantize_row(QT_Q8_0, a, af.data(), n);
+  double s = 0.0;
+  for (int64_t i = 0; i < n; ++i) s += std::fabs(static_cast<double>(wf[i]) * af[i]);
+  return s;
+}
+
+TEST(Quant, SimdKernelsMatchScalar) {
+  const QKernels* ref = qkernels_for(QTARGET_SCALAR);
+  ASSERT_NE(ref, nullptr);
+  std::vector<QTarget> targets = supported_simd_targets();
+  for (QTarget t : targets) std::printf("[ quant    ] testing target %s\n", qtarget_name(t));
+  if (targets.empty()) GTEST_SKIP() << "no SIMD target compiled in and supported here";
+  const int blocks[] = {1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 31, 33, 64, 129};
+  uint32_t seed = 1;
+  for (int nb : blocks) {
+    const int64_t n = 32 * nb;
+    std::vector<float> w = randn(n, seed++, 0.02f), x = randn(n, seed++, 1.0f);
+    w[0] = 0.3f;  // a block with an outlier
+    std::vector<uint8_t> w8 = quantize(QT_Q8_0, w), w4 = quantize(QT_Q4_0, w);
+    std::vector<uint8_t> wb = quantize(QT_BF16, w), xq = quantize(QT_Q8_0, x);
+    const float r8 = ref->dot_q8_0_q8_0(w8.data(), xq.data(), n);
+    const float r4 = ref->dot_q4_0_q8_0(w4.data(), xq.data(), n);
+    const float rb = ref->dot_bf16_f32(wb.data(), x.data(), n);
+    const double tol8 = 2.4e-7 * (nb + 2) * q_abs_sum(QT_Q8_0, w8.data(), xq.data(), n);
+    const double tol4 = 2.4e-7 * (nb + 2) * q_abs_sum(QT_Q4_0, w4.data(), xq.data(), n);
+    std::vector<float> wbf(n);
+    dequantize_row_bf16(wb.data(), wbf.data(), n);
+    double absb = 0.0;
+    for (int64_t i = 0; i < n; ++i) absb += std::fabs(static_cast<double>(wbf[i]) * x[i]);
+    const double tolb = 1.2e-7 * (n + 2) * absb;
+    std::vector<float> d_ref(n), d_simd(n);
+    for (QTarget t : targets) {
+      const QKernels* k = qkernels_for(t);
+      SCOPED_TRACE(std::string(k->name) + " n=" + std::to_string(n));
+      EXPECT_NEAR(k->dot_q8_0_q8_0(w8.data(), xq.data(), n), r8, tol8);
+      EXPECT_NEAR(k->dot_q4_0_q8_0(w4.data(), xq.data(), n), r4, tol4);
+      EXPECT_NEAR(k->dot_bf16_f32(wb.data(), x.data(), n), rb, tolb);
+      // Dequantization is exact in every version.
+      const std::pair<QType, const std::vector<uint8_t>*> rows[] = {
+          {QT_Q8_0, &w8}, {QT_Q4_0, &w4}, {QT_BF16, &wb}};
+      for (const auto& [qt, row] : rows) {
+        std::fill(d_simd.begin(), d_simd.end(), -1.0f);
+        if (qt == QT_Q8_0) {
+          ref->dequant_q8_0(row->data(), d_ref.data(), n);
+          k->dequant_q8_0(row->data(), d_simd.data(), n);
+        } else if (qt == QT_Q4_0) {
+          ref->dequant_q4_0(row->data(), d_ref.data(), n);
+          k->dequant_q4_0(row->data(), d_simd.data(), n);
+        } else {
+          ref->dequant_bf16(row->data(), d_ref.data(), n);
+          k->dequant_bf16(row->data(), d_simd.data(), n);
+        }
+        EXPECT_EQ(std::memcmp(d_ref.data(), d_simd.data(), sizeof(float) * n), 0) << qtype_name(qt);
+      }
+    }
+  }
+  // BF16 rows of any length, from unaligned addresses.
+  for (int64_t n = 1; n <= 80; ++n) {
+    std::vector<float> w = randn(n, seed++, 0.5f), x = randn(n + 1, seed++);
+    std::vector<uint8_t> wb(2 * n + 1);
+    quantize_row_bf16(w.data(), wb.data() + 1, n);
+    const float r = ref->dot_bf16_f32(wb.data() + 1, x.data() + 1, n);
+    std::vector<float> d_ref(n), d_simd(n);
+    ref->dequant_bf16(wb.data() + 1, d_ref.data(), n);
+    double absb = 0.0;
+    for (int64_t i = 0; i < n; ++i) absb += std::fabs(static_cast<double>(d_ref[i]) * x[i + 1]);
+    for (QTarget t : targets) {
+      const QKernels* k = qkernels_for(t);
+      EXPECT_NEAR(k->dot_bf16_f32(wb.data() + 1, x.data() + 1, n), r, 1.2e-7 * (n + 2) * absb)
+          << k->name << " n=" << n;
+      k->dequant_bf16(wb.data() + 1, d_simd.data(), n);
+      EXPECT_EQ(d_ref, d_simd) << k->name << " n=" << n;
+    }
+  }
+}
+
+// The scalar dot products equal the exact sums of the dequantized values up to fp32 rounding.
+TEST(Quant, ScalarDotMatchesDequantizedDot) {
+  const QKernels* ref = qkernels_for(QTARGET_SCALAR);
+  const int64_t n = 32 * 40;
+  std::vector<float> w = randn(n, 11, 0.02f), x = randn(n, 12);
+  std::vector<uint8_t> xq = quantize(QT_Q8_0, x);
+  for (QType t : {QT_Q8_0, QT_Q4_0}) {
+    std::vector<uint8_t> wq = quantize(t, w);
+    std::vector<float> wf(n), xf(n);
+    dequantize_row(t, wq.data(), wf.data(), n);
+    dequantize_row(QT_Q8_0, xq.data(), xf.data(), n);
+    double exact = 0.0;
+    for (int64_t i = 0; i < n; ++i) exact += static_cast<double>(wf[i]) * xf[i];
+    const float got = t == QT_Q8_0 ? ref->dot_q8_0_q8_0(wq.data(), xq.data(), n)
+                                   : ref->dot_q4_0_q8_0(wq.data(), xq.data(), n);
+    EXPECT_NEAR(got, exact, 1e-5 * q_abs_sum(t, wq.data(), xq.data(), n)) << qtype_name(t);
+  }
+}
+
+TEST(Quant, DispatchPicksASupportedTarget) {
+  const QKernels& k = qkernels();
+  bool found = false;
+  for (int t = 0; t < QTARGET_COUNT; ++t) {
+    const QKernels* p = qkernels_for(static_cast<QTarget>(t));
+    found |= p && std::strcmp(p->name, k.name) == 0;
+  }
+  EXPECT_TRUE(found) << k.name;
+  std::printf("[ quant    ] dispatching to %s\n", k.name);
+}
+
+}  // namespace
+}  // namespace moe
