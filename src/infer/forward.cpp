@@ -3,9 +3,11 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "core/error.h"
+#include "moe/router.h"
 #include "ops/ops.h"
 
 namespace moe {
@@ -137,6 +139,18 @@ void attention_mla(const Model& m, InferState* s, int l, int T) {
   op_linear(s->proj.data(), s->att.data(), lw.o.w, lw.o.b, T, D, H * dv);
 }
 
+void perturb_embeddings(InferState* s, int T, int D) {
+  for (int t = 0; t < T; ++t) {
+    float* h = s->h.data() + static_cast<int64_t>(t) * D;
+    double ss = 0.0;
+    for (int i = 0; i < D; ++i) ss += static_cast<double>(h[i]) * h[i];
+    const float scale = s->embed_noise * static_cast<float>(std::sqrt(ss / D));
+    const uint64_t base = static_cast<uint64_t>(s->pos + t) * static_cast<uint64_t>(D);
+    for (int i = 0; i < D; ++i)
+      h[i] += scale * static_cast<float>(rng_normal(s->noise_seed, base + i));
+  }
+}
+
 }  // namespace
 
 void infer_forward(const Model& m, InferState* s, const int32_t* ids, int T, bool all_logits) {
@@ -151,7 +165,12 @@ void infer_forward(const Model& m, InferState* s, const int32_t* ids, int T, boo
     std::memcpy(s->h.data() + static_cast<int64_t>(t) * D, m.embed + static_cast<int64_t>(ids[t]) * D,
                 sizeof(float) * D);
   }
+  if (s->embed_noise > 0.0f) perturb_embeddings(s, T, D);
   op_rope_table(s->rope_cos.data(), s->rope_sin.data(), c.rope, s->pos, T);
+  if (s->capture) {
+    s->capture->idx.resize(c.n_layers);
+    s->capture->w.resize(c.n_layers);
+  }
   const int64_t TD = static_cast<int64_t>(T) * D;
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& lw = m.layers[l];
@@ -160,8 +179,14 @@ void infer_forward(const Model& m, InferState* s, const int32_t* ids, int T, boo
     else attention_gqa(m, s, l, T);
     for (int64_t i = 0; i < TD; ++i) s->h[i] += s->proj[i];
     op_rmsnorm(s->xn.data(), s->h.data(), lw.ffn_norm, T, D, c.rms_eps);
-    if (c.is_moe[l]) moe_forward(s->proj.data(), c, lw, s->xn.data(), T, &s->ffn);
-    else mlp_forward(s->proj.data(), lw.mlp, s->xn.data(), T, s->ffn.g.data(), s->ffn.u.data());
+    if (c.is_moe[l]) {
+      moe_forward(s->proj.data(), c, lw, s->xn.data(), T, &s->ffn);
+      if (s->capture) {
+        const int64_t TK = static_cast<int64_t>(T) * c.top_k;
+        s->capture->idx[l].assign(s->ffn.idx.begin(), s->ffn.idx.begin() + TK);
+        s->capture->w[l].assign(s->ffn.w.begin(), s->ffn.w.begin() + TK);
+      }
+    } else mlp_forward(s->proj.data(), lw.mlp, s->xn.data(), T, s->ffn.g.data(), s->ffn.u.data());
     for (int64_t i = 0; i < TD; ++i) s->h[i] += s->proj[i];
   }
   const int first = all_logits ? 0 : T - 1;

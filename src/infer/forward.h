@@ -22,6 +22,13 @@ struct LayerCache {
   std::vector<float> v;    // GQA: (C, KV, hd)      MLA: (C, R) rotated rope key
 };
 
+// Routing decisions of the last infer_forward call, for analysis (moe inspect). idx[l] and w[l]
+// hold (T, K) experts and combine weights of MoE layer l (empty for dense layers).
+struct RouteCapture {
+  std::vector<std::vector<int32_t>> idx;  // [L] (T, K)
+  std::vector<std::vector<float>> w;      // [L] (T, K)
+};
+
 // Every buffer of the forward pass, allocated once by infer_state_init.
 struct InferState {
   int T_max = 0;   // most tokens per forward call
@@ -45,6 +52,11 @@ struct InferState {
   std::vector<float> scores;   // (n_threads, C)
   std::vector<float> logits;   // (T_max, V)
   FfnScratch ffn;
+  // Analysis hooks, off by default: capture routing decisions, and perturb the input embeddings
+  // by embed_noise * rms(row) * N(0, 1) draws keyed on (noise_seed, position, channel).
+  RouteCapture* capture = nullptr;
+  float embed_noise = 0.0f;
+  uint64_t noise_seed = 0;
 };
 
 void infer_state_init(InferState* s, const Model& m, int T_max, int ctx);
