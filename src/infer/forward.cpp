@@ -180,7 +180,8 @@ void infer_forward(const Model& m, InferState* s, const int32_t* ids, int T, boo
     for (int64_t i = 0; i < TD; ++i) s->h[i] += s->proj[i];
     op_rmsnorm(s->xn.data(), s->h.data(), lw.ffn_norm, T, D, c.rms_eps);
     if (c.is_moe[l]) {
-      moe_forward(s->proj.data(), c, lw, s->xn.data(), T, &s->ffn);
+      moe_forward(s->proj.data(), c, lw, s->xn.data(), T, &s->ffn, ids, s->pos,
+                  router_layer_seed(0, l));
       if (s->capture) {
         const int64_t TK = static_cast<int64_t>(T) * c.top_k;
         s->capture->idx[l].assign(s->ffn.idx.begin(), s->ffn.idx.begin() + TK);

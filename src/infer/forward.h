@@ -2,8 +2,10 @@
 //
 // One function serves prefill and decode: it runs T new tokens at positions pos..pos+T-1 against
 // the cache and appends them to it, so incremental decode computes the same logits as one
-// full-sequence forward. GQA layers cache K (after norm and rope) and V; MLA layers cache only the
-// normalised compressed latent and the rotated rope key, and attend in the weight-absorbed form.
+// full-sequence forward (except with an expert-choice router, which chooses among the tokens of
+// one call: see moe/moe_layer.h). GQA layers cache K (after norm and rope) and V; MLA layers cache
+// only the normalised compressed latent and the rotated rope key, and attend in the
+// weight-absorbed form.
 //
 // Legend: T tokens in a call, C context capacity, D model width, V vocab, H heads, KV kv heads,
 // hd head dim, Lc MLA latent width, R rope dims, F widest FFN.
@@ -23,7 +25,9 @@ struct LayerCache {
 };
 
 // Routing decisions of the last infer_forward call, for analysis (moe inspect). idx[l] and w[l]
-// hold (T, K) experts and combine weights of MoE layer l (empty for dense layers).
+// hold (T, K) experts and combine weights of MoE layer l (empty for dense layers). An expert-choice
+// router gives a token a variable number of experts: its K highest-weight ones, padded with
+// expert -1 and weight 0 (FfnScratch in moe/moe_layer.h).
 struct RouteCapture {
   std::vector<std::vector<int32_t>> idx;  // [L] (T, K)
   std::vector<std::vector<float>> w;      // [L] (T, K)

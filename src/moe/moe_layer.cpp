@@ -90,6 +90,9 @@ void moe_route(const RouterSpec& r, const float* logits, const float* e_bias, in
 void ffn_scratch_init(FfnScratch* s, const ModelConfig& c, int T_max) {
   const int64_t D = c.hidden, E = std::max(c.n_experts, 1), K = std::max(c.top_k, 1);
   const int64_t F = std::max({c.dense_ffn, c.expert_ffn, c.shared_ffn, 1});
+  const RouterKind kind = c.router.kind;
+  const bool expert_choice = kind == ROUTER_EXPERT_CHOICE && c.n_experts > 0;
+  const int64_t A = expert_choice ? std::max(T_max * K, E) : T_max * K;  // A_max
   s->T_max = T_max;
   s->logits.assign(T_max * E, 0.0f);
   s->idx.assign(T_max * K, 0);
@@ -97,21 +100,26 @@ void ffn_scratch_init(FfnScratch* s, const ModelConfig& c, int T_max) {
   s->counts.assign(E + 1, 0);
   s->cursor.assign(E, 0);
   s->route_work.assign(2 * E + kMaxGroups, 0.0f);
-  s->order.assign(T_max * K, 0);
-  s->slot.assign(T_max * K, 0);
-  s->xs.assign(T_max * K * D, 0.0f);
-  s->g.assign(T_max * K * F, 0.0f);
-  s->u.assign(T_max * K * F, 0.0f);
-  s->ys.assign(T_max * K * D, 0.0f);
+  s->order.assign(A, 0);
+  s->slot.assign(A, 0);
+  s->xs.assign(A * D, 0.0f);
+  s->g.assign(A * F, 0.0f);
+  s->u.assign(A * F, 0.0f);
+  s->ys.assign(A * D, 0.0f);
   s->tmp.assign(T_max * D, 0.0f);
   s->gate1.assign(T_max, 0.0f);
   const int64_t Fe = std::max(c.expert_ffn, 1), W = std::max(D, Fe);
   const auto q8_bytes = [](int64_t n) { return (n + kQBlock - 1) / kQBlock * kQ8Bytes; };
   s->deq_rows = static_cast<int>(std::min<int64_t>(W, std::max<int64_t>(32, (1 << 20) / W)));
-  s->xq.assign(T_max * K * q8_bytes(D), 0);
-  s->hq.assign(T_max * K * q8_bytes(Fe), 0);
+  s->xq.assign(A * q8_bytes(D), 0);
+  s->hq.assign(A * q8_bytes(Fe), 0);
   s->wdeq.assign(s->deq_rows * W, 0.0f);
   s->dot_experts.assign(E, 0);
+  s->use_router = kind != ROUTER_TOKEN_CHOICE && c.n_experts > 0 && c.top_k > 0;
+  if (s->use_router) routing_init(&s->routing, T_max, c.n_experts, c.top_k);
+  else s->routing = Routing();
+  s->tok_off.assign(expert_choice ? T_max + 1 : 0, 0);
+  s->tok_asg.assign(expert_choice ? A : 0, 0);
 }
 
 void mlp_forward(float* out, const MlpWeights& w, const float* x, int T, float* g, float* u) {
@@ -254,36 +262,119 @@ void experts_dot(const ModelConfig& c, const LayerWeights& lw, FfnScratch* s, in
   }
 }
 
+// The assignments of one call: A (token, expert, weight) triples. tok == null: a fixed K per
+// token, assignment a = t*K + k belongs to token a / K (s->idx, s->w layout).
+struct Assignments {
+  int64_t A = 0;
+  const int32_t* tok = nullptr;
+  const int32_t* expert = nullptr;
+  const float* w = nullptr;
+};
+
+// Expert choice's (T, K) summary in s->idx / s->w: each token's K highest-weight experts (ties:
+// the lower expert, which comes first in assignment order), padded with -1 / 0.
+void summarize_expert_choice(const Routing& r, int T, int K, FfnScratch* s) {
+  for (int t = 0; t < T; ++t) {
+    int32_t* it = s->idx.data() + static_cast<int64_t>(t) * K;
+    float* wt = s->w.data() + static_cast<int64_t>(t) * K;
+    std::fill(it, it + K, -1);
+    std::fill(wt, wt + K, 0.0f);
+    int n = 0;
+    for (int j = s->tok_off[t]; j < s->tok_off[t + 1]; ++j) {
+      const int32_t a = s->tok_asg[j];
+      int q = n < K ? n++ : K;
+      while (q > 0 && wt[q - 1] < r.w[a]) {
+        if (q < K) {
+          it[q] = it[q - 1];
+          wt[q] = wt[q - 1];
+        }
+        --q;
+      }
+      if (q < K) {
+        it[q] = r.expert[a];
+        wt[q] = r.w[a];
+      }
+    }
+  }
+}
+
+// Routes with router_forward (train = false, dropless) for the routers other than token choice.
+Assignments route_with_router(const ModelConfig& c, const LayerWeights& lw, const float* x, int T,
+                              FfnScratch* s, const int32_t* ids, int pos, uint64_t seed) {
+  const RouterSpec& spec = c.router;
+  const int D = c.hidden, E = c.n_experts, K = c.top_k;
+  MOE_CHECK(s->use_router);
+  if (spec.kind == ROUTER_HASH && !ids)
+    fail("hash routing needs the token ids: moe_forward was called without them");
+  const bool learned = spec.kind != ROUTER_HASH && spec.kind != ROUTER_RANDOM;
+  if (learned) op_linear(s->logits.data(), x, lw.router.w, lw.router.b, T, E, D);
+  Routing& r = s->routing;
+  router_forward(&r, spec, learned ? s->logits.data() : nullptr, lw.e_bias, nullptr, ids, T, 0.0f,
+                 seed, false, pos);
+  Assignments as;
+  as.A = r.A;
+  if (spec.kind != ROUTER_EXPERT_CHOICE) {  // fixed K: assignment t*K+k, as token choice's
+    MOE_CHECK(r.A == T * K);
+    std::copy(r.expert.begin(), r.expert.begin() + r.A, s->idx.begin());
+    std::copy(r.w.begin(), r.w.begin() + r.A, s->w.begin());
+    as.expert = s->idx.data();
+    as.w = s->w.data();
+    return as;
+  }
+  // Each token's assignments, in assignment order.
+  int32_t* off = s->tok_off.data();
+  std::fill(off, off + T + 1, 0);
+  for (int a = 0; a < r.A; ++a) ++off[r.tok[a] + 1];
+  for (int t = 0; t < T; ++t) off[t + 1] += off[t];
+  for (int a = 0; a < r.A; ++a) s->tok_asg[off[r.tok[a]]++] = a;  // off[t] ends at off[t + 1]
+  for (int t = T; t > 0; --t) off[t] = off[t - 1];
+  off[0] = 0;
+  summarize_expert_choice(r, T, K, s);
+  as.tok = r.tok.data();
+  as.expert = r.expert.data();
+  as.w = r.w.data();
+  return as;
+}
+
 }  // namespace
 
 void moe_forward(float* out, const ModelConfig& c, const LayerWeights& lw, const float* x, int T,
-                 FfnScratch* s) {
+                 FfnScratch* s, const int32_t* ids, int pos, uint64_t seed) {
   MOE_CHECK(T <= s->T_max);
   const int D = c.hidden, E = c.n_experts, K = c.top_k, F = c.expert_ffn;
-  const int64_t TK = static_cast<int64_t>(T) * K;
 
   // 1. Route.
-  op_linear(s->logits.data(), x, lw.router.w, lw.router.b, T, E, D);
-  moe_route(c.router, s->logits.data(), lw.e_bias, T, E, K, s->idx.data(), s->w.data(),
-            s->route_work.data());
+  Assignments as;
+  if (c.router.kind == ROUTER_TOKEN_CHOICE) {
+    op_linear(s->logits.data(), x, lw.router.w, lw.router.b, T, E, D);
+    moe_route(c.router, s->logits.data(), lw.e_bias, T, E, K, s->idx.data(), s->w.data(),
+              s->route_work.data());
+    as.A = static_cast<int64_t>(T) * K;
+    as.expert = s->idx.data();
+    as.w = s->w.data();
+  } else {
+    as = route_with_router(c, lw, x, T, s, ids, pos, seed);
+  }
+  const int64_t A = as.A;
 
   // 2. Count per expert, prefix-sum, and place each assignment in its expert's segment.
   int32_t* off = s->counts.data();
   std::fill(off, off + E + 1, 0);
-  for (int64_t a = 0; a < TK; ++a) ++off[s->idx[a] + 1];
+  for (int64_t a = 0; a < A; ++a) ++off[as.expert[a] + 1];
   for (int e = 0; e < E; ++e) off[e + 1] += off[e];
-  // Stable placement: the assignments of one expert keep token order.
+  // Stable placement: the assignments of one expert keep assignment order.
   int32_t* fill = s->cursor.data();
   std::copy(off, off + E, fill);
-  for (int64_t a = 0; a < TK; ++a) {
-    int32_t p = fill[s->idx[a]]++;
+  for (int64_t a = 0; a < A; ++a) {
+    int32_t p = fill[as.expert[a]]++;
     s->order[p] = static_cast<int32_t>(a);
     s->slot[a] = p;
   }
 
   // 3. Gather inputs into expert order.
-  for (int64_t p = 0; p < TK; ++p) {
-    const float* src = x + static_cast<int64_t>(s->order[p] / K) * D;
+  for (int64_t p = 0; p < A; ++p) {
+    const int64_t a = s->order[p];
+    const float* src = x + (as.tok ? as.tok[a] : a / K) * static_cast<int64_t>(D);
     std::memcpy(s->xs.data() + p * D, src, sizeof(float) * D);
   }
 
@@ -311,13 +402,16 @@ void moe_forward(float* out, const ModelConfig& c, const LayerWeights& lw, const
                   ew.down_b, n, D, F, s);
   }
 
-  // 5. Combine: out[t] = sum_k w[t,k] * y[t,k].
+  // 5. Combine: out[t] = sum of w[a] * y[a] over the token's assignments, in assignment order
+  // (k order for a fixed K).
   for (int t = 0; t < T; ++t) {
     float* o = out + static_cast<int64_t>(t) * D;
     std::fill(o, o + D, 0.0f);
-    for (int k = 0; k < K; ++k) {
-      const int64_t a = static_cast<int64_t>(t) * K + k;
-      const float wk = s->w[a];
+    const int64_t j0 = as.tok ? s->tok_off[t] : static_cast<int64_t>(t) * K;
+    const int64_t j1 = as.tok ? s->tok_off[t + 1] : static_cast<int64_t>(t + 1) * K;
+    for (int64_t j = j0; j < j1; ++j) {
+      const int64_t a = as.tok ? s->tok_asg[j] : j;
+      const float wk = as.w[a];
       const float* y = s->ys.data() + static_cast<int64_t>(s->slot[a]) * D;
       for (int i = 0; i < D; ++i) o[i] += wk * y[i];
     }

@@ -1,9 +1,25 @@
 // The feed-forward block: dense SwiGLU MLP and the sparse MoE layer.
 //
-// The MoE layer is computed sparsely: route each token to K experts, sort the (token, expert)
-// assignments by expert into contiguous segments, run each expert only on its segment, then
-// combine each token's K outputs with its routing weights (in k order, so results do not depend
+// The MoE layer is computed sparsely: route the tokens, sort the (token, expert) assignments by
+// expert into contiguous segments, run each expert only on its segment, then combine each token's
+// expert outputs with its routing weights (by token, in assignment order, so results do not depend
 // on threading).
+//
+// Routing follows config.router.kind. Token choice (the Hugging Face families) runs moe_route
+// below. The training-time routers run router_forward of moe/router.h with train = false and no
+// capacity (dropless), so a moe_cpp model computes what the training forward computes in eval
+// mode (train_forward(..., train = false) of one sequence, capacity factor 0):
+//  - noisy top-k: no noise; the top K of the clean logits, softmax over the K selected. The noise
+//    projection is loaded with the model and unused.
+//  - hash: experts are a fixed function of the token id (moe_forward needs the ids).
+//  - random: uniform draws keyed on (router_layer_seed(0, layer), position), as the training
+//    evaluation of a sequence starting at position 0; a decoded token draws what it would in a
+//    full-sequence call. Sequences other than the first of a training batch draw differently.
+//  - expert choice: each expert takes its top-C tokens among the T tokens of ONE moe_forward call
+//    (C = ceil(T*K/E), at most floor(T*K/E), at least 1; router.h), so a token gets a variable
+//    number of experts (0 to E) and its output depends on the other tokens of the call: it is
+//    non-causal, and decoding (T = 1: every expert takes the one token) differs from a
+//    full-sequence forward. It equals the training forward only for the same set of tokens.
 //
 // Experts kept raw (BF16, Q8_0, Q4_0; model/weights.h) run without conversion at load. Short
 // segments (decode) go through the dot kernels of quant/quant.h, all such experts in one OpenMP
@@ -21,6 +37,7 @@
 
 #include "model/config.h"
 #include "model/weights.h"
+#include "moe/router.h"
 
 namespace moe {
 
@@ -32,21 +49,25 @@ constexpr int kMaxGroups = 64;  // largest n_group a router may use
 void moe_route(const RouterSpec& r, const float* logits, const float* e_bias, int T, int E, int K,
                int32_t* idx, float* w, float* work);
 
-// Buffers for one FFN call of up to T_max tokens, allocated once.
+// Buffers for one FFN call of up to T_max tokens, allocated once. A_max = T_max * K assignments,
+// or max(T_max * K, E) for expert choice.
 struct FfnScratch {
   int T_max = 0;
   std::vector<float> logits;    // (T_max, E)
+  // After moe_forward: the (T, K) experts and combine weights of each token. For expert choice
+  // (a variable number of experts per token), each token's K highest-weight experts (ties: lower
+  // expert), padded with expert -1 and weight 0 when it has fewer than K.
   std::vector<int32_t> idx;     // (T_max, K)
   std::vector<float> w;         // (T_max, K)
   std::vector<int32_t> counts;  // (E + 1) segment offsets after the prefix sum
   std::vector<int32_t> cursor;  // (E) fill position per expert
   std::vector<float> route_work;  // (2E + kMaxGroups)
-  std::vector<int32_t> order;   // (T_max * K) assignment t*K+k at each sorted slot
-  std::vector<int32_t> slot;    // (T_max * K) sorted slot of assignment t*K+k
-  std::vector<float> xs;        // (T_max * K, D) gathered inputs, sorted by expert
-  std::vector<float> g;         // (T_max * max(K, 1), Fmax) gate activations
-  std::vector<float> u;         // (T_max * max(K, 1), Fmax) up activations
-  std::vector<float> ys;        // (T_max * K, D) expert outputs, sorted by expert
+  std::vector<int32_t> order;   // (A_max) assignment at each sorted slot
+  std::vector<int32_t> slot;    // (A_max) sorted slot of each assignment
+  std::vector<float> xs;        // (A_max, D) gathered inputs, sorted by expert
+  std::vector<float> g;         // (max(A_max, T_max), Fmax) gate activations
+  std::vector<float> u;         // (max(A_max, T_max), Fmax) up activations
+  std::vector<float> ys;        // (A_max, D) expert outputs, sorted by expert
   std::vector<float> tmp;       // (T_max, D)
   std::vector<float> gate1;     // (T_max) shared-expert gate
 
@@ -55,10 +76,17 @@ struct FfnScratch {
   // block types); a longer one dequantizes deq_rows weight rows at a time into wdeq for sgemm.
   int quant_dot_max_tokens = 16;
   int deq_rows = 0;
-  std::vector<uint8_t> xq;          // (T_max * K, q8 bytes of D) gathered inputs as Q8_0
-  std::vector<uint8_t> hq;          // (T_max * K, q8 bytes of F) expert activations as Q8_0
+  std::vector<uint8_t> xq;          // (A_max, q8 bytes of D) gathered inputs as Q8_0
+  std::vector<uint8_t> hq;          // (A_max, q8 bytes of F) expert activations as Q8_0
   std::vector<float> wdeq;          // (deq_rows, max(D, F)) dequantized weight rows
   std::vector<int32_t> dot_experts; // (E) experts of this call that use the dot kernels
+
+  // Routers other than token choice (allocated only for them): router_forward's state, and for
+  // expert choice each token's assignments in assignment order (tok_asg[tok_off[t]..tok_off[t+1]]).
+  bool use_router = false;
+  Routing routing;
+  std::vector<int32_t> tok_off;     // (T_max + 1)
+  std::vector<int32_t> tok_asg;     // (A_max)
 };
 
 void ffn_scratch_init(FfnScratch* s, const ModelConfig& c, int T_max);
@@ -67,7 +95,10 @@ void ffn_scratch_init(FfnScratch* s, const ModelConfig& c, int T_max);
 void mlp_forward(float* out, const MlpWeights& w, const float* x, int T, float* g, float* u);
 
 // out (T, D) = MoE(x) for x (T, D): routed experts plus shared expert(s) if configured.
+// ids (T): the tokens' ids, needed by hash routing (MoeError if null then), else may be null.
+// pos: position of the first token (random routing's draws); seed: the layer's router seed
+// (router_layer_seed(0, layer) at inference; random routing). Leaves the routing in s->idx, s->w.
 void moe_forward(float* out, const ModelConfig& c, const LayerWeights& lw, const float* x, int T,
-                 FfnScratch* s);
+                 FfnScratch* s, const int32_t* ids, int pos, uint64_t seed);
 
 }  // namespace moe

@@ -217,7 +217,7 @@ std::vector<int> check_moe(const TinyMoe& m, int T) {
   for (float& v : x) v = d(g);
   FfnScratch s;
   ffn_scratch_init(&s, m.c, T);
-  moe_forward(out.data(), m.c, m.lw, x.data(), T, &s);
+  moe_forward(out.data(), m.c, m.lw, x.data(), T, &s, nullptr, 0, 0);
   std::vector<double> ref = ref_moe(m, x, T);
   for (size_t i = 0; i < out.size(); ++i) EXPECT_NEAR(out[i], ref[i], 1e-4) << i;
   // Each expert ran only on its own tokens: segment sizes add up to T*K.

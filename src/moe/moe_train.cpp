@@ -12,7 +12,8 @@ void moe_acts_init(MoeActs* a, const ModelConfig& c, int N_max) {
   const int64_t D = c.hidden, E = c.n_experts, K = c.top_k, F = c.expert_ffn;
   const int64_t S = c.shared_ffn;
   routing_init(&a->routing, N_max, static_cast<int>(E), static_cast<int>(K));
-  const int64_t A = static_cast<int64_t>(N_max) * K;  // expert choice never exceeds N*K
+  // Expert choice never exceeds N*K, nor E when N*K < E (one token per expert at least).
+  const int64_t A = std::max(static_cast<int64_t>(N_max) * K, E);
   const int64_t W = std::max(A, static_cast<int64_t>(N_max)), FW = std::max(F, S);
   a->logits.assign(N_max * E, 0.0f);
   a->nlogits.assign(N_max * E, 0.0f);

@@ -203,8 +203,47 @@ TEST(MoeTrain, ForwardEqualsInferenceLayer) {
                       false);
     FfnScratch fs;
     ffn_scratch_init(&fs, b.c, N);
-    moe_forward(y2.data(), b.c, b.w, x.data(), N, &fs);
+    moe_forward(y2.data(), b.c, b.w, x.data(), N, &fs, ids.data(), 0, 0);
     for (int i = 0; i < N * D; ++i) EXPECT_NEAR(y1[i], y2[i], 1e-5) << i;
+  }
+}
+
+// Every router kind: the inference layer computes the training forward of eval mode (no noise,
+// dropless), with the same seed and token ids; fixed-K routers leave their (T, K) routing in idx/w.
+TEST(MoeTrain, ForwardEqualsInferenceLayerForEveryRouterKind) {
+  for (RouterKind kind : {ROUTER_NOISY_TOPK, ROUTER_EXPERT_CHOICE, ROUTER_HASH, ROUTER_RANDOM}) {
+    for (int N : {7, 1}) {
+      RouterSpec s;
+      s.kind = kind;
+      s.scale = 1.25f;
+      Block b(s, 3, true);
+      const int D = b.c.hidden, K = b.c.top_k;
+      std::mt19937 gen(4);
+      std::normal_distribution<float> nd(0.0f, 1.0f);
+      std::vector<float> x(N * D), y1(N * D), y2(N * D, NAN);
+      for (float& v : x) v = nd(gen);
+      std::vector<int32_t> ids = {3, 8, 3, 1, 0, 8, 5};
+      ids.resize(N);
+      MoeActs a;
+      moe_acts_init(&a, b.c, N);
+      moe_train_forward(y1.data(), &a, b.c, b.w, b.p.data() + b.noise, MoeLossSpec(), x.data(),
+                        ids.data(), N, N, 17, false);
+      FfnScratch fs;
+      ffn_scratch_init(&fs, b.c, N);
+      moe_forward(y2.data(), b.c, b.w, x.data(), N, &fs, ids.data(), 0, 17);
+      for (int i = 0; i < N * D; ++i)
+        EXPECT_NEAR(y1[i], y2[i], 1e-5) << kind << " N " << N << " " << i;
+      const Routing& r = a.routing;
+      if (kind == ROUTER_EXPERT_CHOICE) {
+        EXPECT_EQ(fs.counts[b.c.n_experts], r.A);
+        if (N == 1) EXPECT_EQ(r.A, b.c.n_experts);  // every expert takes the one token
+        continue;
+      }
+      EXPECT_EQ(std::vector<int32_t>(fs.idx.begin(), fs.idx.begin() + N * K),
+                std::vector<int32_t>(r.expert.begin(), r.expert.begin() + N * K));
+      EXPECT_EQ(std::vector<float>(fs.w.begin(), fs.w.begin() + N * K),
+                std::vector<float>(r.w.begin(), r.w.begin() + N * K));
+    }
   }
 }
 

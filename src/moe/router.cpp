@@ -136,7 +136,7 @@ void routing_init(Routing* r, int N_max, int E, int K) {
   MOE_CHECK(N_max > 0 && E > 0 && K > 0 && K <= E);
   r->E = E;
   r->K = K;
-  const size_t A_max = static_cast<size_t>(N_max) * K;
+  const size_t A_max = std::max(static_cast<size_t>(N_max) * K, static_cast<size_t>(E));
   r->tok.assign(A_max, 0);
   r->expert.assign(A_max, 0);
   r->w.assign(A_max, 0.0f);
@@ -153,17 +153,19 @@ void routing_init(Routing* r, int N_max, int E, int K) {
 
 void router_forward(Routing* r, const RouterSpec& spec, const float* logits, const float* e_bias,
                     const float* noise_logits, const int32_t* ids, int N, float capacity_factor,
-                    uint64_t seed, bool train) {
+                    uint64_t seed, bool train, int64_t t0) {
   const int E = r->E, K = r->K;
   MOE_CHECK(static_cast<size_t>(N) * K <= r->tok.size());
+  MOE_CHECK(spec.kind != ROUTER_NOISY_TOPK || noise_logits || !train);
+  MOE_CHECK(spec.kind != ROUTER_HASH || ids);
   r->N = N;
   r->dropped = 0;
   r->capacity = 0;
   if (spec.kind == ROUTER_EXPERT_CHOICE) {
     const double cf = std::max(1.0, static_cast<double>(capacity_factor));
     int C = static_cast<int>(std::ceil(static_cast<double>(N) * K / E * cf));
-    C = std::max(1, std::min(C, N));
-    while (static_cast<size_t>(E) * C > r->tok.size()) --C;  // never beyond the buffers
+    C = std::max(1, std::min({C, N, static_cast<int>(static_cast<int64_t>(N) * K / E)}));
+    MOE_CHECK(static_cast<size_t>(E) * C <= r->tok.size());
     r->capacity = C;
     for (int t = 0; t < N; ++t) {
       float* s = r->score.data() + static_cast<int64_t>(t) * E;
@@ -207,13 +209,18 @@ void router_forward(Routing* r, const RouterSpec& spec, const float* logits, con
           std::copy(score, score + E, probs);
           float* h = r->noisy.data() + static_cast<int64_t>(t) * E;
           float* dh = r->noise.data() + static_cast<int64_t>(t) * E;
-          const float* nl = noise_logits + static_cast<int64_t>(t) * E;
-          for (int e = 0; e < E; ++e) {
-            const float n =
-                train ? static_cast<float>(rng_normal(seed, static_cast<uint64_t>(t) * E + e)) : 0.0f;
-            const float sp = nl[e] > 20.0f ? nl[e] : std::log1p(std::exp(nl[e]));  // softplus
-            h[e] = lg[e] + n * sp;
-            dh[e] = n * op_sigmoid(nl[e]);  // dH / d noise_logit
+          if (!train) {  // no noise: the clean logits (the noise logits may be absent)
+            std::copy(lg, lg + E, h);
+            std::fill(dh, dh + E, 0.0f);
+          } else {
+            const float* nl = noise_logits + static_cast<int64_t>(t) * E;
+            for (int e = 0; e < E; ++e) {
+              const float n =
+                  static_cast<float>(rng_normal(seed, static_cast<uint64_t>(t0 + t) * E + e));
+              const float sp = nl[e] > 20.0f ? nl[e] : std::log1p(std::exp(nl[e]));  // softplus
+              h[e] = lg[e] + n * sp;
+              dh[e] = n * op_sigmoid(nl[e]);  // dH / d noise_logit
+            }
           }
           topk_indices(h, E, K, idx);
           for (int k = 0; k < K; ++k) w[k] = h[idx[k]];
@@ -225,9 +232,10 @@ void router_forward(Routing* r, const RouterSpec& spec, const float* logits, con
         case ROUTER_RANDOM: {
           std::fill(score, score + E, 1.0f / E);
           std::fill(probs, probs + E, 1.0f / E);
-          const uint64_t key = spec.kind == ROUTER_HASH
-                                   ? splitmix64(static_cast<uint64_t>(ids[t]) ^ 0x5851f42d4c957f2dULL)
-                                   : splitmix64(seed ^ splitmix64(static_cast<uint64_t>(t)));
+          const uint64_t key =
+              spec.kind == ROUTER_HASH
+                  ? splitmix64(static_cast<uint64_t>(ids[t]) ^ 0x5851f42d4c957f2dULL)
+                  : splitmix64(seed ^ splitmix64(static_cast<uint64_t>(t0 + t)));
           distinct_draws(key, E, K, idx);
           for (int k = 0; k < K; ++k) w[k] = spec.scale / K;
           break;

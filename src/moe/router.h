@@ -17,7 +17,9 @@
 //  - Capacity C = ceil(N*K/E * capacity_factor) (Megatron); over capacity, an expert keeps its
 //    highest-weight assignments (ties: lower token index); the others are dropped and the token's
 //    residual carries on. capacity_factor 0 = dropless.
-//  - Expert choice: C = ceil(N*K/E * max(capacity_factor, 1)), so tokens get K experts on average.
+//  - Expert choice: C = ceil(N*K/E * max(capacity_factor, 1)), capped at floor(N*K/E) so that the
+//    E*C assignments never exceed N*K (tokens get at most K experts on average), and at least 1
+//    (with N*K < E, e.g. one decoded token, every expert takes the best token it has).
 #pragma once
 
 #include <cstdint>
@@ -46,14 +48,27 @@ struct Routing {
   std::vector<int32_t> iwork;       // (A + 2E + 64 + N) scratch
 };
 
+// Buffers for up to N_max tokens: max(N_max*K, E) assignments (expert choice takes at least one
+// token per expert).
 void routing_init(Routing* r, int N_max, int E, int K);
 
 // Routes N tokens. logits (N, E) = x Wr^T (+ b); e_bias (E) or null: selection-only bias;
-// noise_logits (N, E) = x W_noise^T for noisy top-k, else null; ids (N) token ids for hash routing.
-// seed makes the noisy and random draws reproducible; train = false turns the noise off.
+// noise_logits (N, E) = x W_noise^T for noisy top-k (may be null when train is false, as no noise
+// is drawn then), else null; ids (N) token ids for hash routing.
+// seed makes the noisy and random draws reproducible; train = false turns the noise off (noisy
+// top-k then takes the top K of the clean logits). The per-token draws (noise, random routing) of
+// token t are keyed on (seed, t0 + t): t0 is the index of the first token, 0 in training (where t
+// runs over the flattened batch), the cache position at inference, so that decoding one token at a
+// time draws what one full-sequence call does.
 void router_forward(Routing* r, const RouterSpec& spec, const float* logits, const float* e_bias,
                     const float* noise_logits, const int32_t* ids, int N, float capacity_factor,
-                    uint64_t seed, bool train);
+                    uint64_t seed, bool train, int64_t t0 = 0);
+
+// The router seed of one layer for a forward seed: the training forward's noisy and random draws
+// use it, and inference uses router_layer_seed(0, layer), as the training evaluation does.
+inline uint64_t router_layer_seed(uint64_t seed, int layer) {
+  return seed * 1000003ULL + static_cast<uint64_t>(layer);
+}
 
 // Backward of the combine weights: dw (A) = dLoss/dw per assignment. Writes dlogits (N, E) and,
 // for noisy top-k, dnoise_logits (N, E) (overwrite). Hash and random routing have no gradient.

@@ -191,7 +191,7 @@ StepLosses train_forward(TrainModel* tm, TrainActs* a, uint64_t seed, bool train
     if (c.is_moe[l]) {
       la.moe_losses = moe_train_forward(ffn, &la.moe, c, lw, lw.router_noise.w, tm->losses,
                                         la.xn2.data(), a->ids.data(), N, T,
-                                        seed * 1000003ULL + static_cast<uint64_t>(l), train);
+                                        router_layer_seed(seed, l), train);
       out.moe.aux += la.moe_losses.aux;
       out.moe.z += la.moe_losses.z;
       out.moe.seq_aux += la.moe_losses.seq_aux;
