@@ -14,6 +14,13 @@ namespace fs = std::filesystem;
 
 namespace moe_test {
 
+std::string slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
 std::vector<std::string> fixture_names() {
   std::vector<std::string> out;
   std::error_code ec;
@@ -39,13 +46,6 @@ void copy_dir(const std::string& from, const std::string& to) {
   fs::create_directories(to);
   for (const auto& e : fs::directory_iterator(from))
     fs::copy(e.path(), fs::path(to) / e.path().filename(), fs::copy_options::overwrite_existing);
-}
-
-static std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
 }
 
 RunResult run_moe(const std::string& args) {

@@ -30,6 +30,9 @@ inline std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f) {
   return v;
 }
 
+// The whole file, or "" if it cannot be read.
+std::string slurp(const std::string& path);
+
 // Runs the moe CLI with the given argument string (shell-quoted by the caller).
 RunResult run_moe(const std::string& args);
 

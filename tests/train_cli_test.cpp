@@ -30,12 +30,7 @@ std::string make_corpus() {
   return dir;
 }
 
-std::string slurp(const std::string& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using moe_test::slurp;
 
 const std::string kSmall =
     " --vocab 300 --layers 2 --d-model 32 --heads 2 --experts 4 --top-k 2 --expert-ffn 32"

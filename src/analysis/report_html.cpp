@@ -88,6 +88,7 @@ LayerSummary layer_summary(int layer, const std::vector<double>& load, double dr
   LayerSummary s;
   s.layer = layer;
   s.load = load_stats(load, threshold);
+  s.loads = load;
   s.dropped_rate = dropped_rate;
   for (int e : s.load.hot)
     s.alerts.push_back(
@@ -279,7 +280,7 @@ void validate(const ReportData& d) {
     if (h.n_experts < 0 || h.load.size() != h.steps.size() * static_cast<size_t>(h.n_experts))
       fail("report: heat map of layer %d holds %zu loads for %zu steps x %d experts", h.layer,
            h.load.size(), h.steps.size(), h.n_experts);
-  for (const auto* v : {&d.pos_lift, &d.genre_lift})
+  for (const auto* v : {&d.pos_lift, &d.genre_lift, &d.token_lift})
     for (const LiftMatrix& m : *v) {
       const size_t n = m.labels.size() * static_cast<size_t>(std::max(m.n_experts, 0));
       if (m.n_experts < 0 || m.lift.size() != n ||
@@ -403,6 +404,44 @@ std::string meter(double v) {
   return "<span class=\"meter\"><i style=\"width:" + report::px(w) + "%\"></i></span>";
 }
 
+// A small bar chart of one layer's expert loads: the mean as a dashed line, experts over the alert
+// threshold in red, idle experts as a red tick.
+std::string load_bars(const LayerSummary& s, double threshold) {
+  const int E = static_cast<int>(s.loads.size());
+  if (E == 0 || !(s.load.mean > 0)) return "<span class=\"dim\">—</span>";
+  const double W = 240, H = 40;
+  const double mx = std::max(*std::max_element(s.loads.begin(), s.loads.end()), s.load.mean);
+  const double bw = W / E;
+  std::string o = "<svg class=\"bars\" width=\"" + report::px(W) + "\" height=\"" + report::px(H) +
+                  "\" viewBox=\"0 0 " + report::px(W) + " " + report::px(H) +
+                  "\" role=\"img\" aria-label=\"" +
+                  esc(strfmt("Tokens per expert, layer %d", s.layer)) + "\">";
+  for (int e = 0; e < E; ++e) {
+    const double v = s.loads[e], h = std::max(v / mx * (H - 2), v > 0 ? 1.0 : 0.0);
+    const bool hot = v > threshold * s.load.mean;
+    const char* fill = hot ? "#d62728" : "#4e79a7";
+    if (v <= 0)
+      o += "<rect x=\"" + report::px(e * bw) + "\" y=\"" + report::px(H - 2) + "\" width=\"" +
+           report::px(std::max(bw - 0.5, 0.5)) + "\" height=\"2\" fill=\"#d62728\">";
+    else
+      o += "<rect x=\"" + report::px(e * bw) + "\" y=\"" + report::px(H - h) + "\" width=\"" +
+           report::px(std::max(bw - 0.5, 0.5)) + "\" height=\"" + report::px(h) + "\" fill=\"" +
+           fill + "\">";
+    o += "<title>" + esc(strfmt("E%d: ", e) + fmt_num(v, 6) + " (" +
+                         fmt_num(v / s.load.mean, 3) + "× mean)") +
+         "</title></rect>";
+  }
+  const double ym = H - s.load.mean / mx * (H - 2);
+  o += "<line x1=\"0\" x2=\"" + report::px(W) + "\" y1=\"" + report::px(ym) + "\" y2=\"" +
+       report::px(ym) + "\" stroke=\"#333\" stroke-dasharray=\"3 2\" stroke-width=\"1\"/></svg>";
+  return o;
+}
+
+std::string consistency_cell(double v) {
+  if (!(v >= 0)) return "<span class=\"dim\">—</span>";
+  return fmt_num(v, 3) + meter(v);
+}
+
 std::string balance_section(const ReportData& d) {
   std::string o = section_open(
       "balance", "Load balance by layer",
@@ -415,9 +454,17 @@ std::string balance_section(const ReportData& d) {
   if (d.summary.empty()) {
     o += empty_note("No per-layer summary was computed.");
   } else {
-    o += "<table class=\"summary\"><thead><tr><th>Layer</th><th>Assignments</th><th>Gini</th>"
-         "<th>Entropy (norm.)</th><th>CV</th><th>Max / mean</th><th>Dropped</th><th>Alerts</th>"
-         "</tr></thead><tbody>\n";
+    bool any_perturb = false, any_ckpt = false;
+    for (const LayerSummary& s : d.summary) {
+      any_perturb |= s.consistency_perturb >= 0;
+      any_ckpt |= s.consistency_ckpt >= 0;
+    }
+    o += "<table class=\"summary\"><thead><tr><th>Layer</th><th>Load per expert</th>"
+         "<th>Assignments</th><th>Gini</th><th>Entropy (norm.)</th><th>CV</th><th>Max / mean</th>"
+         "<th>Dropped</th>";
+    if (any_perturb) o += "<th title=\"mean Jaccard overlap of top-k sets\">Consistency (perturbed)</th>";
+    if (any_ckpt) o += "<th title=\"mean Jaccard overlap of top-k sets\">Consistency (other ckpt)</th>";
+    o += "<th>Alerts</th></tr></thead><tbody>\n";
     for (const LayerSummary& s : d.summary) {
       const LoadStats& L = s.load;
       const char* mm = L.max_mean >= d.alert_threshold          ? "hot"
@@ -430,11 +477,14 @@ std::string balance_section(const ReportData& d) {
       std::string alerts;
       for (const std::string& a : s.alerts) alerts += "<span class=\"pill\">" + esc(a) + "</span>";
       if (alerts.empty()) alerts = "<span class=\"pill ok\">ok</span>";
-      o += strfmt("<tr><td><b>%d</b></td>", s.layer) + "<td>" + fmt_num(L.total, 6) + "</td><td>" +
-           fmt_num(L.gini, 3) + meter(L.gini) + "</td><td>" + fmt_num(L.entropy_norm, 3) +
-           meter(L.entropy_norm) + "</td><td>" + fmt_num(L.cv, 3) + "</td><td><span class=\"" + mm +
-           "\">" + fmt_num(L.max_mean, 3) + "×</span></td><td>" + dropped + "</td><td>" + alerts +
-           "</td></tr>\n";
+      o += strfmt("<tr><td><b>%d</b></td>", s.layer) + "<td>" + load_bars(s, d.alert_threshold) +
+           "</td><td>" + fmt_num(L.total, 6) + "</td><td>" + fmt_num(L.gini, 3) + meter(L.gini) +
+           "</td><td>" + fmt_num(L.entropy_norm, 3) + meter(L.entropy_norm) + "</td><td>" +
+           fmt_num(L.cv, 3) + "</td><td><span class=\"" + mm + "\">" + fmt_num(L.max_mean, 3) +
+           "×</span></td><td>" + dropped + "</td>";
+      if (any_perturb) o += "<td>" + consistency_cell(s.consistency_perturb) + "</td>";
+      if (any_ckpt) o += "<td>" + consistency_cell(s.consistency_ckpt) + "</td>";
+      o += "<td>" + alerts + "</td></tr>\n";
     }
     o += "</tbody></table>\n";
   }
@@ -579,6 +629,7 @@ std::string report_html(const ReportData& d) {
                   {"load", "Load over training"},
                   {"pos", "Part of speech"},
                   {"genre", "Genre"},
+                  {"tokens", "Tokens"},
                   {"sample", "Sample"}});
   o += "<main class=\"wrap\">\n<div id=\"overview\">" + alerts_box(d) + "</div>\n";
   o += loss_section(d);
@@ -586,6 +637,7 @@ std::string report_html(const ReportData& d) {
   o += heat_section(d);
   o += lift_section("pos", "Expert specialisation: part of speech", "POS tag", d.pos_lift);
   o += lift_section("genre", "Expert specialisation: genre", "genre", d.genre_lift);
+  o += lift_section("tokens", "Expert specialisation: frequent tokens", "token", d.token_lift);
   o += sample_section(d, E);
   o += "</main>\n<footer>Generated by moe.cpp · self-contained: no scripts, no network.</footer>\n"
        "</body>\n</html>\n";

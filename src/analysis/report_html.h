@@ -1,9 +1,10 @@
 // The routing report: one self-contained HTML file (inline CSS and SVG, no scripts, no network,
 // no external fonts; a Content-Security-Policy forbids any fetch) drawn from a plain ReportData.
 //
-// Sections: overview (facts and alerts), loss curves, per-layer load summary, load heat maps
-// (expert x training step, coloured by load relative to the mean), max/mean over training,
-// expert x label lift matrices (POS tags, genres), and a sample text coloured by each token's
+// Sections: overview (facts and alerts), loss curves, per-layer load summary (with a load
+// histogram and routing consistency), load heat maps (expert x training step, coloured by load
+// relative to the mean), max/mean over training, expert x label lift matrices (POS tags, genres,
+// frequent tokens), and a sample text coloured by each token's
 // top-1 expert per layer. Every text goes through html_escape; every chart is inline SVG with
 // <title> tooltips. A section without data says so instead of drawing an empty chart.
 #pragma once
@@ -36,7 +37,12 @@ struct LoadHeatmap {
 struct LayerSummary {
   int layer = 0;
   LoadStats load;
+  std::vector<double> loads;   // (E) the loads themselves, drawn as a histogram
   double dropped_rate = -1.0;  // < 0 or NaN = not measured
+  // Routing consistency (mean Jaccard overlap of the top-k sets, routing_consistency), < 0 = not
+  // measured: under a small perturbation of the input, and against a second checkpoint.
+  double consistency_perturb = -1.0;
+  double consistency_ckpt = -1.0;
   std::vector<std::string> alerts;
 };
 
@@ -68,7 +74,7 @@ struct ReportData {
   std::vector<LoadHeatmap> heat;
   std::vector<LayerSummary> summary;
   std::string summary_note;  // what the summaries cover, e.g. "last 10 training steps"
-  std::vector<LiftMatrix> pos_lift, genre_lift;
+  std::vector<LiftMatrix> pos_lift, genre_lift, token_lift;
   SampleRouting sample;
 };
 

@@ -118,12 +118,16 @@ TEST(ReportHtml, WellFormedWithDataInEveryPlot) {
               count(h, std::string("</") + t + ">"))
         << t;
   const std::vector<std::string> plots = svgs(h);
-  // Loss, max/mean, 2 heat maps, 2 lift matrices, 3 legend bars.
-  ASSERT_EQ(plots.size(), 9u);
+  // Loss, max/mean, 2 heat maps, 2 lift matrices, 3 legend bars, 2 per-layer load histograms.
+  ASSERT_EQ(plots.size(), 11u);
   for (const std::string& s : plots)
     EXPECT_GT(count(s, "<rect") + count(s, "<path") + count(s, "<circle"), 0) << s.substr(0, 200);
-  int lines = 0, heat = 0, lift = 0;
+  int lines = 0, heat = 0, lift = 0, bars = 0;
   for (const std::string& s : plots) {
+    if (s.find("class=\"bars\"") != std::string::npos) {
+      EXPECT_EQ(count(s, "<rect"), 4);  // one bar per expert
+      ++bars;
+    }
     if (s.find("class=\"chart\"") != std::string::npos) {
       EXPECT_GT(count(s, "<path class=\"line\""), 0);
       ++lines;
@@ -140,6 +144,7 @@ TEST(ReportHtml, WellFormedWithDataInEveryPlot) {
   EXPECT_EQ(lines, 2);
   EXPECT_EQ(heat, 2);
   EXPECT_EQ(lift, 2);
+  EXPECT_EQ(bars, 2);
   EXPECT_EQ(count(h, "<circle"), 3 + 1);  // 3 validation markers + the legend's
   EXPECT_EQ(count(h, "class=\"tok\""), 8);
   EXPECT_EQ(count(h, "<tr>"), 1 + 2);               // header + 2 layers

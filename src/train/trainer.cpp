@@ -330,6 +330,8 @@ int train_run(const TrainArgs& a, const std::atomic<bool>* stop) {
                    do_eval ? strfmt(" | val %.4f\n", last_val).c_str() : "   ");
       std::fflush(stderr);
     }
+    if (a.snapshot_every > 0 && step % a.snapshot_every == 0 && step < a.steps)
+      export_model(tm, a.out + strfmt("/snapshots/step-%lld", static_cast<long long>(step)), tok_path);
     if (a.save_every > 0 && step % a.save_every == 0 && step < a.steps)
       checkpoint_save(tm, opt, step, seed, ckpt, tok_path);
   }

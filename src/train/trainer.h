@@ -51,6 +51,7 @@ struct TrainArgs {
   AdamWParams adam;
   // reporting
   int eval_every = 50, eval_windows = 64, save_every = 100;
+  int snapshot_every = 0;     // export the model to OUT/snapshots/step-N every N steps (0 = never)
   bool quiet = false;
   int stop_after = 0;         // act as if interrupted after this many steps (0 = never)
 };

@@ -1,8 +1,14 @@
-// `moe inspect`: architecture summary, parameter counts and memory needs of a checkpoint.
+// `moe inspect`: architecture summary, parameter counts and memory needs of a checkpoint; with
+// --data, how its routers treat real tokens (load balance, drops, consistency, specialisation);
+// with --report, all of it plus the training telemetry as one self-contained HTML file.
+#include <filesystem>
+
 #include <nlohmann/json.hpp>
 
+#include "analysis/inspect_routing.h"
 #include "commands.h"
 #include "core/error.h"
+#include "io/mapped_file.h"
 #include "model/weights.h"
 
 namespace moe {
@@ -48,19 +54,118 @@ std::string human(double v) {
   return strfmt("%.0f", v);
 }
 
+std::string arch_facts(const Model& m) {
+  const ModelConfig& c = m.cfg;
+  return strfmt("%s, %d layers (%d MoE), %d experts, top-%d", arch_name(c.arch), c.n_layers,
+                c.n_moe_layers(), c.n_experts, c.top_k);
+}
+
+template <class Opts>
+int inspect_data(const Opts& o, const Model& m) {
+  namespace fs = std::filesystem;
+  if (o.io.capacity_factor < 0) fail("--capacity-factor must be >= 0");
+  if (!(o.io.perturb >= 0)) fail("--perturb must be >= 0");
+  if (!(o.io.threshold > 0)) fail("--alert must be positive");
+  ReportData report;
+  nlohmann::ordered_json J;
+  J["model"] = o.model;
+  if (!o.data.empty()) {
+    Tokenizer tok;
+    tokenizer_load(&tok, o.tokenizer.empty() ? o.model + "/tokenizer.json" : o.tokenizer);
+    InspectData d;
+    inspect_data_load(&d, o.data, tok, o.tokens);
+    std::unique_ptr<Model> other;
+    if (!o.compare.empty()) {
+      other = std::make_unique<Model>();
+      model_load(other.get(), o.compare);
+    }
+    InspectResult r = inspect_routing(m, tok, d, other.get(), o.io);
+    if (!o.compare.empty()) r.json["compare"] = o.compare;
+    for (auto& [k, v] : r.json.items()) J[k] = v;
+    report = std::move(r.report);
+    if (!o.json) write_stdout(r.text);
+  }
+  std::string metrics = o.metrics;
+  if (metrics.empty() && fs::exists(o.model + "/metrics.jsonl")) metrics = o.model + "/metrics.jsonl";
+  if (!o.report.empty()) {
+    if (!metrics.empty()) {
+      for (const std::string& w : report_load_metrics(&report, metrics, false))
+        report.notes.push_back(w);
+      if (o.data.empty()) {
+        report.summary = summary_from_heat(report.heat, 10, o.io.threshold);
+        report.summary_note = "the last 10 training steps of " + metrics;
+      }
+    }
+    report.title = "MoE routing report: " + fs::path(o.model).lexically_normal().string();
+    report.facts = {{"model", o.model}, {"architecture", arch_facts(m)}};
+    if (!o.data.empty()) report.facts.push_back({"data", J["data"].get<std::string>()});
+    if (!o.compare.empty()) report.facts.push_back({"compared with", o.compare});
+    if (!metrics.empty()) report.facts.push_back({"telemetry", metrics});
+    report_write(o.report, report);
+    std::fprintf(stderr, "report: %s\n", o.report.c_str());
+  }
+  std::string json_out = o.json_out;
+  if (json_out.empty() && !o.report.empty() && !o.data.empty()) {
+    json_out = o.report;
+    const size_t dot = json_out.rfind(".html");
+    json_out = (dot != std::string::npos && dot + 5 == json_out.size() ? json_out.substr(0, dot)
+                                                                       : json_out) +
+               ".json";
+  }
+  const std::string js = J.dump(2) + "\n";
+  if (!json_out.empty()) {
+    write_file_atomic(json_out, js.data(), js.size());
+    std::fprintf(stderr, "numbers: %s\n", json_out.c_str());
+  }
+  if (o.json) write_stdout(js);
+  return 0;
+}
+
 }  // namespace
 
 CommandRun cmd_inspect_register(CLI::App* app) {
   struct Opts {
     std::string model;
     bool json = false;
+    std::string data, report, json_out, compare, metrics, tokenizer;
+    int64_t tokens = 16384;
+    InspectOptions io;
   };
   auto o = std::make_shared<Opts>();
   app->add_option("--model", o->model, "checkpoint folder (config.json + safetensors)")->required();
-  app->add_flag("--json", o->json, "print the summary as JSON");
+  app->add_flag("--json", o->json, "print the summary as JSON (with --data: the full numbers)");
+  app->add_option("--data", o->data,
+                  "route these tokens: a prepared data folder (its validation shard, with Brown "
+                  "genre and part-of-speech labels) or a text file");
+  app->add_option("--labels", o->data,
+                  "same as --data: a prepared data folder whose shards carry the labels");
+  app->add_option("--report", o->report,
+                  "write the HTML report here (loss curves and load over training come from "
+                  "--metrics)");
+  app->add_option("--json-out", o->json_out,
+                  "write the full numbers as JSON here (default with --report: REPORT with .json)");
+  app->add_option("--compare", o->compare,
+                  "a second checkpoint of the same architecture (e.g. an earlier snapshot): "
+                  "routing consistency between the two");
+  app->add_option("--metrics", o->metrics,
+                  "training telemetry for the report (default: MODEL/metrics.jsonl if present)");
+  app->add_option("--tokenizer", o->tokenizer, "tokenizer.json (default: MODEL/tokenizer.json)");
+  app->add_option("--tokens", o->tokens, "most tokens to route")->capture_default_str();
+  app->add_option("--window", o->io.window, "tokens per window (each from an empty cache)")
+      ->capture_default_str();
+  app->add_option("--capacity-factor", o->io.capacity_factor,
+                  "capacity factor for the dropped-token rates (0 = dropless)")
+      ->capture_default_str();
+  app->add_option("--alert", o->io.threshold, "flag experts above this multiple of the mean load")
+      ->capture_default_str();
+  app->add_option("--perturb", o->io.perturb,
+                  "relative embedding noise for the consistency check (0 = skip)")
+      ->capture_default_str();
+  app->add_option("--seed", o->io.seed, "seed of the perturbation")->capture_default_str();
   return [o]() {
     Model m;
     model_load(&m, o->model);
+    if (!o->data.empty() || !o->report.empty()) return inspect_data(*o, m);
     const ModelConfig& c = m.cfg;
     const int64_t D = c.hidden, F = c.expert_ffn;
     int64_t per_expert = 3 * F * D + (c.expert_bias ? 2 * F + D : 0);

@@ -76,6 +76,10 @@ CommandRun cmd_train_register(CLI::App* app) {
   app->add_option("--eval-every", a->eval_every, "steps between validation passes")->capture_default_str();
   app->add_option("--eval-windows", a->eval_windows, "validation sequences")->capture_default_str();
   app->add_option("--save-every", a->save_every, "steps between checkpoints")->capture_default_str();
+  app->add_option("--snapshot-every", a->snapshot_every,
+                  "export the model to OUT/snapshots/step-N every N steps (0 = never), e.g. for "
+                  "moe inspect --compare")
+      ->capture_default_str();
   app->add_flag("--quiet", a->quiet, "no progress line");
   app->add_option("--stop-after", a->stop_after, "behave as if interrupted after this many steps (tests resume)")->capture_default_str();
   return [a]() {
