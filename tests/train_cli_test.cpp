@@ -105,3 +105,25 @@ TEST(TrainCli, BadFlagsAreNamed) {
 
 }  // namespace
 }  // namespace moe
+
+namespace moe {
+namespace {
+
+// --experts 1 is a dense model whatever --top-k says: its FFN is --expert-ffn wide, and the saved
+// checkpoint has no MoE layer.
+TEST(TrainCli, OneExpertIsDense) {
+  std::string out = moe_test::make_temp_dir("train_dense");
+  auto r = moe_test::run_moe("train --data " + make_corpus() + " --out " + out +
+                             " --steps 2" + kSmall + " --experts 1 --top-k 2 --expert-ffn 48");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = moe_test::run_moe("inspect --json --model " + out);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["moe_layers"], "none");
+  EXPECT_EQ(j["dense_layers"], "0-1");
+  const auto cfg = nlohmann::json::parse(slurp(out + "/config.json"));
+  EXPECT_EQ(cfg["intermediate_size"], 48);
+}
+
+}  // namespace
+}  // namespace moe

@@ -28,7 +28,9 @@ ModelConfig train_model_config(const TrainArgs& a, int vocab, int32_t eos_id) {
   pos("--heads", a.heads);
   pos("--experts", a.experts);
   pos("--top-k", a.top_k);
-  if (a.top_k > a.experts) fail("--top-k %d exceeds --experts %d", a.top_k, a.experts);
+  // --experts 1 is a dense model: --top-k means nothing there and is ignored.
+  const int top_k = a.experts == 1 ? 1 : a.top_k;
+  if (top_k > a.experts) fail("--top-k %d exceeds --experts %d", top_k, a.experts);
   if (a.shared_experts < 0) fail("--shared-experts must be >= 0");
   const int kv = a.kv_heads > 0 ? a.kv_heads : a.heads;
   if (a.heads % kv) fail("--kv-heads %d must divide --heads %d", kv, a.heads);
@@ -39,7 +41,7 @@ ModelConfig train_model_config(const TrainArgs& a, int vocab, int32_t eos_id) {
   const int shared = a.shared_experts > 0 ? (a.shared_ffn > 0 ? a.shared_ffn : F) * a.shared_experts : 0;
   const bool dense_model = a.experts == 1;
   if (dense_model && a.shared_experts) fail("--shared-experts needs --experts > 1");
-  const int dense_ffn = a.dense_ffn > 0 ? a.dense_ffn : dense_model ? F : F * a.top_k + shared;
+  const int dense_ffn = a.dense_ffn > 0 ? a.dense_ffn : dense_model ? F : F * top_k + shared;
   if (a.moe_every <= 0) fail("--moe-every must be positive");
   nlohmann::ordered_json j;
   j["model_type"] = "moe_cpp";
@@ -52,7 +54,7 @@ ModelConfig train_model_config(const TrainArgs& a, int vocab, int32_t eos_id) {
   j["intermediate_size"] = dense_ffn;
   j["moe_intermediate_size"] = F;
   j["num_experts"] = a.experts;
-  j["num_experts_per_tok"] = a.top_k;
+  j["num_experts_per_tok"] = top_k;
   j["decoder_sparse_step"] = a.moe_every;
   j["first_k_dense_replace"] = a.first_dense;
   nlohmann::json dense_layers = nlohmann::json::array();

@@ -36,7 +36,7 @@ CommandRun cmd_train_register(CLI::App* app) {
   app->add_option("--heads", a->heads, "attention heads")->capture_default_str();
   app->add_option("--kv-heads", a->kv_heads, "key/value heads (0 = --heads)")->capture_default_str();
   app->add_option("--head-dim", a->head_dim, "head width (0 = d-model / heads)")->capture_default_str();
-  app->add_option("--experts", a->experts, "routed experts per MoE layer (1 = dense model)")->capture_default_str();
+  app->add_option("--experts", a->experts, "routed experts per MoE layer (1 = dense model: FFN width --expert-ffn, --top-k ignored)")->capture_default_str();
   app->add_option("--top-k", a->top_k, "experts per token")->capture_default_str();
   app->add_option("--expert-ffn", a->expert_ffn, "expert FFN width (0 = 2 x d-model); many narrow experts = fine-grained")->capture_default_str();
   app->add_option("--shared-experts", a->shared_experts, "shared experts per MoE layer")->capture_default_str();
