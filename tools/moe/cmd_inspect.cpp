@@ -1,6 +1,7 @@
 // `moe inspect`: architecture summary, parameter counts and memory needs of a checkpoint; with
 // --data, how its routers treat real tokens (load balance, drops, consistency, specialisation);
 // with --report, all of it plus the training telemetry as one self-contained HTML file.
+#include <cmath>
 #include <filesystem>
 
 #include <nlohmann/json.hpp>
@@ -54,6 +55,15 @@ std::string human(double v) {
   return strfmt("%.0f", v);
 }
 
+// Parameters a token uses: all but the routed experts it is not sent to.
+int64_t active_params(const Model& m) {
+  const ModelConfig& c = m.cfg;
+  const int64_t D = c.hidden, F = c.expert_ffn;
+  const int64_t per_expert = 3 * F * D + (c.expert_bias ? 2 * F + D : 0);
+  return m.n_params -
+         static_cast<int64_t>(c.n_moe_layers()) * (c.n_experts - c.top_k) * per_expert;
+}
+
 std::string arch_facts(const Model& m) {
   const ModelConfig& c = m.cfg;
   return strfmt("%s, %d layers (%d MoE), %d experts, top-%d", arch_name(c.arch), c.n_layers,
@@ -69,6 +79,8 @@ int inspect_data(const Opts& o, const Model& m) {
   ReportData report;
   nlohmann::ordered_json J;
   J["model"] = o.model;
+  J["params_total"] = m.n_params;
+  J["params_active_per_token"] = active_params(m);
   if (!o.data.empty()) {
     Tokenizer tok;
     tokenizer_load(&tok, o.tokenizer.empty() ? o.model + "/tokenizer.json" : o.tokenizer);
@@ -97,7 +109,18 @@ int inspect_data(const Opts& o, const Model& m) {
       }
     }
     report.title = "MoE routing report: " + fs::path(o.model).lexically_normal().string();
-    report.facts = {{"model", o.model}, {"architecture", arch_facts(m)}};
+    const int64_t active = active_params(m);
+    report.facts = {{"model", o.model},
+                    {"architecture", arch_facts(m)},
+                    {"parameters", human(static_cast<double>(m.n_params)) + " total, " +
+                                       human(static_cast<double>(active)) +
+                                       " active per token (~" +
+                                       human(2.0 * static_cast<double>(active)) +
+                                       " FLOPs per token forward)"}};
+    if (!report.loss.val_loss.empty())
+      report.facts.push_back({"final validation loss",
+                              strfmt("%.4f nats/token (perplexity %.1f)", report.loss.val_loss.back(),
+                                     std::exp(report.loss.val_loss.back()))});
     if (!o.data.empty()) report.facts.push_back({"data", J["data"].get<std::string>()});
     if (!o.compare.empty()) report.facts.push_back({"compared with", o.compare});
     if (!metrics.empty()) report.facts.push_back({"telemetry", metrics});
@@ -167,11 +190,9 @@ CommandRun cmd_inspect_register(CLI::App* app) {
     model_load(&m, o->model);
     if (!o->data.empty() || !o->report.empty()) return inspect_data(*o, m);
     const ModelConfig& c = m.cfg;
-    const int64_t D = c.hidden, F = c.expert_ffn;
-    int64_t per_expert = 3 * F * D + (c.expert_bias ? 2 * F + D : 0);
-    int64_t inactive = static_cast<int64_t>(c.n_moe_layers()) * (c.n_experts - c.top_k) * per_expert;
+    const int64_t D = c.hidden;
     int64_t embed = static_cast<int64_t>(c.vocab) * D * (c.tie_embeddings && m.lm_head == m.embed ? 1 : 2);
-    int64_t active = m.n_params - inactive;
+    int64_t active = active_params(m);
     int64_t kv_per_token = c.mla ? static_cast<int64_t>(c.n_layers) * (c.kv_lora_rank + c.qk_rope_dim) * 4
                                  : static_cast<int64_t>(c.n_layers) * 2 * c.n_kv_heads * c.head_dim * 4;
     nlohmann::ordered_json j;
