@@ -9,6 +9,7 @@
 #include <map>
 
 #include "commands.h"
+#include "ops/blas_env.h"
 #include "core/error.h"
 
 namespace moe {
@@ -51,10 +52,20 @@ int main(int argc, char** argv) {
   // libgomp reads OMP_WAIT_POLICY once, when it loads. Its default (spinning) makes idle OpenMP
   // threads compete with OpenBLAS's own threads for the cores; unless the user chose a policy,
   // run again with a passive one. execv returns only on failure, and then we carry on as we are.
+  // Likewise OpenBLAS reads OPENBLAS_CORETYPE once: on a CPU it does not recognise, ask for the
+  // kernels the CPU can run (ops/blas_env.h) instead of its SSE3 fallback.
+  bool again = false;
   if (!std::getenv("OMP_WAIT_POLICY")) {
     setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
-    execv("/proc/self/exe", argv);
+    again = true;
   }
+  if (!std::getenv("OPENBLAS_CORETYPE")) {
+    if (const char* core = moe::blas_coretype_override()) {
+      setenv("OPENBLAS_CORETYPE", core, 1);
+      again = true;
+    }
+  }
+  if (again) execv("/proc/self/exe", argv);
   CLI::App app{"moe.cpp: run, train and inspect Mixture-of-Experts transformers", "moe"};
   app.require_subcommand(1);
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // last flag wins
