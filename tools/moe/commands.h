@@ -23,6 +23,7 @@ CommandRun cmd_upcycle_register(CLI::App* app);
 CommandRun cmd_tokenize_register(CLI::App* app);
 CommandRun cmd_detokenize_register(CLI::App* app);
 CommandRun cmd_chat_register(CLI::App* app);
+CommandRun cmd_eval_register(CLI::App* app);
 
 // Parses "1,2,3" into ids; throws MoeError naming `flag` on anything else.
 std::vector<int32_t> parse_id_list(const std::string& text, const char* flag);

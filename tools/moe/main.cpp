@@ -77,6 +77,8 @@ int main(int argc, char** argv) {
   };
   add("logits", "print the logits of every input position as JSON", moe::cmd_logits_register);
   add("generate", "generate a continuation of a prompt", moe::cmd_generate_register);
+  add("eval", "perplexity on held-out tokens; with --ref, the change from a reference model",
+      moe::cmd_eval_register);
   add("inspect", "summarise a checkpoint's architecture, parameters and memory",
       moe::cmd_inspect_register);
   add("quantize", "write a bf16 / q8_0 / q4_0 copy of a checkpoint", moe::cmd_quantize_register);
