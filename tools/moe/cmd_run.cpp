@@ -1,12 +1,19 @@
 // `moe logits` and `moe generate`.
+#include <sys/resource.h>
+
+#include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <memory>
+
+#include <nlohmann/json.hpp>
 
 #include "commands.h"
 #include "core/error.h"
 #include "infer/forward.h"
 #include "infer/generate.h"
+#include "io/mapped_file.h"
 #include "text/tokenizer.h"
 
 namespace moe {
@@ -30,6 +37,69 @@ void append_float(std::string* out, float v) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.9g", static_cast<double>(v));
   *out += buf;
+}
+
+// Time, page faults and bytes read from storage by this process (all threads) so far.
+struct ProcSample {
+  double t = 0;
+  int64_t majflt = 0, minflt = 0;
+  int64_t read_bytes = -1;  // /proc/self/io read_bytes; -1 where unavailable
+};
+
+ProcSample proc_sample() {
+  ProcSample s;
+  s.t = std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  struct rusage ru;
+  if (getrusage(RUSAGE_SELF, &ru) == 0) {
+    s.majflt = ru.ru_majflt;
+    s.minflt = ru.ru_minflt;
+  }
+  std::ifstream io("/proc/self/io");
+  std::string key;
+  int64_t v;
+  while (io >> key >> v)
+    if (key == "read_bytes:") s.read_bytes = v;
+  return s;
+}
+
+nlohmann::ordered_json phase_json(const ProcSample& a, const ProcSample& b, int64_t tokens) {
+  nlohmann::ordered_json j;
+  j["tokens"] = tokens;
+  j["seconds"] = b.t - a.t;
+  j["major_faults"] = b.majflt - a.majflt;
+  j["minor_faults"] = b.minflt - a.minflt;
+  j["read_bytes"] = a.read_bytes < 0 || b.read_bytes < 0 ? -1 : b.read_bytes - a.read_bytes;
+  if (tokens > 0 && b.t > a.t) j["tokens_per_s"] = tokens / (b.t - a.t);
+  return j;
+}
+
+// --stats: load, prefill and decode phases, and every decode step, as JSON.
+void write_generate_stats(const std::string& path, size_t prompt_tokens,
+                          const std::vector<ProcSample>& s) {
+  // s: before load, after load, then one sample after each generated token.
+  nlohmann::ordered_json j;
+  j["load"] = phase_json(s[0], s[1], 0);
+  if (s.size() > 2) j["prefill"] = phase_json(s[1], s[2], static_cast<int64_t>(prompt_tokens));
+  const int64_t steps = s.size() > 3 ? static_cast<int64_t>(s.size() - 3) : 0;
+  if (steps > 0) {
+    j["decode"] = phase_json(s[2], s.back(), steps);
+    nlohmann::ordered_json per = nlohmann::ordered_json::array();
+    for (size_t i = 3; i < s.size(); ++i) {
+      const nlohmann::ordered_json p = phase_json(s[i - 1], s[i], 1);
+      per.push_back({p["seconds"], p["major_faults"], p["read_bytes"]});
+    }
+    j["decode_steps"] = {{"columns", {"seconds", "major_faults", "read_bytes"}}, {"rows", per}};
+  }
+  const std::string txt = j.dump(2) + "\n";
+  write_file_atomic(path, txt.data(), txt.size());
+  if (steps > 0)
+    std::fprintf(stderr, "stats: load %.2f s; decode %lld tokens in %.2f s = %.2f tokens/s, "
+                 "%lld major faults, %.1f MB read from storage per token (%s)\n",
+                 s[1].t - s[0].t, static_cast<long long>(steps), s.back().t - s[2].t,
+                 steps / (s.back().t - s[2].t),
+                 static_cast<long long>(s.back().majflt - s[2].majflt),
+                 s[2].read_bytes < 0 ? -1.0 : (s.back().read_bytes - s[2].read_bytes) / 1e6 / steps,
+                 path.c_str());
 }
 
 }  // namespace
@@ -72,7 +142,7 @@ CommandRun cmd_logits_register(CLI::App* app) {
 
 CommandRun cmd_generate_register(CLI::App* app) {
   struct Opts {
-    std::string model, ids, prompt, tokenizer;
+    std::string model, ids, prompt, tokenizer, stats;
     int n = 16, threads = 0, top_k = 0;
     float temperature = 0.0f, top_p = 1.0f;
     uint64_t seed = 0;
@@ -91,9 +161,13 @@ CommandRun cmd_generate_register(CLI::App* app) {
   app->add_option("--seed", o->seed, "sampling seed")->capture_default_str();
   app->add_flag("--ignore-eos", o->ignore_eos, "do not stop at end-of-sequence tokens");
   app->add_option("--threads", o->threads, "threads (0 = all cores)")->capture_default_str();
+  app->add_option("--stats", o->stats,
+                  "write timings, page faults and bytes read from storage (load, prefill, every "
+                  "decode step) to this JSON file (with --ids)");
   return [o, ids, prompt]() {
     set_threads(o->threads);
     if (ids->count() == 0 && prompt->count() == 0) fail("one of --ids or --prompt is required");
+    if (!o->stats.empty() && ids->count() == 0) fail("--stats works with --ids only");
     GenerateParams p;
     p.max_new = o->n;
     p.stop_at_eos = !o->ignore_eos;
@@ -103,9 +177,17 @@ CommandRun cmd_generate_register(CLI::App* app) {
     p.sampler.seed = o->seed;
     if (ids->count()) {
       std::vector<int32_t> prompt_ids = parse_id_list(o->ids, "--ids");
+      std::vector<ProcSample> samples;
+      if (!o->stats.empty()) samples.push_back(proc_sample());
       Model m;
       model_load(&m, o->model);
-      std::vector<int32_t> out_ids = generate(m, prompt_ids, p);
+      std::function<void(int32_t)> on_token;
+      if (!o->stats.empty()) {
+        samples.push_back(proc_sample());
+        on_token = [&samples](int32_t) { samples.push_back(proc_sample()); };
+      }
+      std::vector<int32_t> out_ids = generate(m, prompt_ids, p, on_token);
+      if (!o->stats.empty()) write_generate_stats(o->stats, prompt_ids.size(), samples);
       std::string out = "{\"ids\": ";
       append_ids_json(&out, out_ids);
       out += "}\n";
