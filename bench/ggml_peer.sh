@@ -118,7 +118,7 @@ def scalars(node):
     out.update({k: v for k, v in node.items() if not isinstance(v, (dict, list))})
     return out
 def time_us(rec):
-    for k in ("us", "us_median", "us_per_call", "us_mean", "us_min"):
+    for k in ("us", "us_min", "us_median", "us_per_call", "us_mean"):  # best first, as ggml's
         if isinstance(rec.get(k), (int, float)):
             return k, rec[k]
     return None, None
@@ -168,9 +168,12 @@ for f in layer_files:
             parts = []
             key, us = time_us(rec)
             if us:
-                parts.append(f"{key} {us:.1f} = {us / r['us']:.2f}x ggml's µs/run")
-            if isinstance(rec.get("gflops"), (int, float)) and rec["gflops"] > 0:
-                parts.append(f"{rec['gflops']:.1f} GFLOPS = {rec['gflops'] / r['gflops']:.2f}x ggml's")
+                parts.append(f"{key} {us:.1f} µs = {us / r['us']:.2f}x ggml's best µs/run")
+            gf, gkey = rec.get("gflops"), "gflops"
+            if us and isinstance(rec.get("flops"), (int, float)) and rec["flops"] > 0:
+                gf, gkey = rec["flops"] / us * 1e-3, f"flops / {key}"
+            if isinstance(gf, (int, float)) and gf > 0:
+                parts.append(f"{gf:.1f} GFLOPS ({gkey}) = {gf / r['gflops']:.2f}x ggml's")
             known = "" if None not in (E, U, M, K) else " (shape not in the JSON; matched on type and tokens)"
             ratio_lines.append(f"| {os.path.basename(f)} | {r['model']} | {r['type']} | {r['n']} | {r['src']} | "
                                f"{'; '.join(parts)}{known} |")
