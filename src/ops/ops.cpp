@@ -10,20 +10,54 @@
 
 namespace moe {
 
+void ops_set_threads(int n) {
+  if (n > 0) omp_set_num_threads(n);
+  openblas_set_num_threads(1);
+}
+
+void op_sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
+              int lda, const float* B, int ldb, float beta, float* C, int ldc) {
+  if (M <= 0 || N <= 0) return;
+  const CBLAS_TRANSPOSE ta = trans_a ? CblasTrans : CblasNoTrans;
+  const CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
+  const int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
+  constexpr int kAlign = 16;  // rows or columns per block, a multiple of the kernels' tiles
+  const bool by_rows = M >= N;
+  const int extent = by_rows ? M : N;
+  if (nt <= 1 || 2.0 * M * N * K < 2e6 || extent < 2 * kAlign) {
+    cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+  const int parts = std::min(nt, extent / kAlign);
+  const int chunk = ((extent + parts - 1) / parts + kAlign - 1) / kAlign * kAlign;
+#pragma omp parallel for num_threads(parts) schedule(static, 1)
+  for (int p = 0; p < parts; ++p) {
+    const int i0 = std::min(extent, p * chunk), i1 = std::min(extent, i0 + chunk);
+    if (i1 <= i0) continue;
+    if (by_rows) {  // rows i0..i1 of C and of op(A)
+      const float* a = trans_a ? A + i0 : A + static_cast<int64_t>(i0) * lda;
+      cblas_sgemm(CblasRowMajor, ta, tb, i1 - i0, N, K, alpha, a, lda, B, ldb, beta,
+                  C + static_cast<int64_t>(i0) * ldc, ldc);
+    } else {  // columns i0..i1 of C and of op(B)
+      const float* b = trans_b ? B + static_cast<int64_t>(i0) * ldb : B + i0;
+      cblas_sgemm(CblasRowMajor, ta, tb, M, i1 - i0, K, alpha, A, lda, b, ldb, beta, C + i0, ldc);
+    }
+  }
+}
+
 void op_linear(float* y, const float* x, const float* w, const float* b, int T, int N, int K) {
   if (T <= 0 || N <= 0) return;
   if (b) {
     for (int t = 0; t < T; ++t) std::copy(b, b + N, y + static_cast<int64_t>(t) * N);
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, N, K, 1.0f, x, K, w, K, b ? 1.0f : 0.0f,
-              y, N);
+  op_sgemm(false, true, T, N, K, 1.0f, x, K, w, K, b ? 1.0f : 0.0f, y, N);
 }
 
 void op_linear_backward(float* dx, float* dw, float* db, const float* dy, const float* x,
                         const float* w, int T, int N, int K) {
   if (T <= 0) return;
-  if (dx) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, K, N, 1.0f, dy, N, w, K, 0.0f, dx, K);
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, T, 1.0f, dy, N, x, K, 1.0f, dw, K);
+  if (dx) op_sgemm(false, false, T, K, N, 1.0f, dy, N, w, K, 0.0f, dx, K);
+  op_sgemm(true, false, N, K, T, 1.0f, dy, N, x, K, 1.0f, dw, K);
   if (db) {
     for (int t = 0; t < T; ++t) {
       const float* r = dy + static_cast<int64_t>(t) * N;
@@ -34,9 +68,7 @@ void op_linear_backward(float* dx, float* dw, float* db, const float* dy, const 
 
 void op_gemm(bool trans_b, int M, int N, int K, const float* A, int lda, const float* B, int ldb,
              float* C, int ldc) {
-  if (M <= 0 || N <= 0) return;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, A,
-              lda, B, ldb, 0.0f, C, ldc);
+  op_sgemm(false, trans_b, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc);
 }
 
 void op_rmsnorm(float* y, const float* x, const float* w, int T, int D, float eps) {
@@ -147,8 +179,11 @@ double op_cross_entropy(float* dlogits, const float* logits, const int32_t* targ
   int n = 0;
   for (int t = 0; t < T; ++t) n += targets[t] >= 0 ? 1 : 0;
   if (n_counted) *n_counted = n;
-  double total = 0.0;
   const float inv_n = n > 0 ? scale / static_cast<float>(n) : 0.0f;
+  // Rows in parallel; each row's loss is summed afterwards in row order, so the result does not
+  // depend on the thread count.
+  std::vector<double> row_loss(T, 0.0);
+#pragma omp parallel for schedule(static)
   for (int t = 0; t < T; ++t) {
     const float* lg = logits + static_cast<int64_t>(t) * V;
     float* dl = dlogits ? dlogits + static_cast<int64_t>(t) * V : nullptr;
@@ -159,14 +194,17 @@ double op_cross_entropy(float* dlogits, const float* logits, const int32_t* targ
     float mx = lg[0];
     for (int i = 1; i < V; ++i) mx = std::max(mx, lg[i]);
     double z = 0.0;
-    for (int i = 0; i < V; ++i) z += std::exp(static_cast<double>(lg[i] - mx));
+    for (int i = 0; i < V; ++i) z += std::exp(lg[i] - mx);  // float exp, double sum
     const double lse = mx + std::log(z);
-    total += lse - lg[targets[t]];
+    row_loss[t] = lse - lg[targets[t]];
     if (dl) {
-      for (int i = 0; i < V; ++i) dl[i] = static_cast<float>(std::exp(lg[i] - lse)) * inv_n;
+      const float lse_f = static_cast<float>(lse);
+      for (int i = 0; i < V; ++i) dl[i] = std::exp(lg[i] - lse_f) * inv_n;
       dl[targets[t]] -= inv_n;
     }
   }
+  double total = 0.0;
+  for (int t = 0; t < T; ++t) total += row_loss[t];
   return n > 0 ? total / n : 0.0;
 }
 
@@ -183,8 +221,10 @@ void op_softmax(float* x, int n) {
 }
 
 namespace {
+// Vectorised (the simd reduction lets the compiler reorder the sum into lanes).
 inline float dot(const float* a, const float* b, int n) {
   float s = 0.0f;
+#pragma omp simd reduction(+ : s)
   for (int i = 0; i < n; ++i) s += a[i] * b[i];
   return s;
 }

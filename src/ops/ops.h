@@ -14,6 +14,17 @@
 
 namespace moe {
 
+// Threading of the GEMMs. OpenBLAS's own worker threads spin (sched_yield) between calls and then
+// fight the OpenMP threads of every other op for the cores. So OpenBLAS runs single-threaded
+// (ops_set_threads) and each GEMM below is split by blocks of rows (or columns, when it has fewer
+// rows than columns) of C over the OpenMP threads, each block one single-threaded sgemm. Inside
+// an OpenMP parallel region, or for small products, a GEMM is one call.
+// Sets the OpenMP thread count (n > 0) and makes OpenBLAS single-threaded.
+void ops_set_threads(int n);
+// C (M, N) = alpha op(A) op(B) + beta C, row-major, split as described above.
+void op_sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, const float* A,
+              int lda, const float* B, int ldb, float beta, float* C, int ldc);
+
 // y (T, N) = x (T, K) . W (N, K)^T + b (N). b may be null. y must not alias x.
 void op_linear(float* y, const float* x, const float* w, const float* b, int T, int N, int K);
 

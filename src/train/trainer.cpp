@@ -1,7 +1,5 @@
 #include "train/trainer.h"
 
-#include <cblas.h>
-#include <omp.h>
 
 #include <chrono>
 #include <cmath>
@@ -12,6 +10,7 @@
 #include "core/error.h"
 #include "io/mapped_file.h"
 #include "io/safetensors.h"
+#include "ops/ops.h"
 #include "train/checkpoint.h"
 #include "train/dataset.h"
 
@@ -177,10 +176,7 @@ int train_run(const TrainArgs& a, const std::atomic<bool>* stop) {
   if (a.out.empty()) fail("--out is required");
   if (a.steps < 0) fail("--steps must be >= 0");
   if (a.batch <= 0 || a.seq <= 1 || a.accum <= 0) fail("--batch, --seq and --accum must be positive (--seq > 1)");
-  if (a.threads > 0) {
-    omp_set_num_threads(a.threads);
-    openblas_set_num_threads(a.threads);
-  }
+  ops_set_threads(a.threads);  // 0: keep OpenMP's default; OpenBLAS single-threaded either way
   std::error_code ec;
   fs::create_directories(a.out, ec);
   if (ec) fail("%s: cannot create the folder: %s", a.out.c_str(), ec.message().c_str());

@@ -10,6 +10,7 @@
 
 #include "commands.h"
 #include "ops/blas_env.h"
+#include "ops/ops.h"
 #include "core/error.h"
 
 namespace moe {
@@ -37,8 +38,7 @@ std::vector<int32_t> parse_id_list(const std::string& text, const char* flag) {
 void set_threads(int n) {
   if (n < 0) fail("--threads must be >= 0");
   if (n == 0) n = omp_get_num_procs();
-  omp_set_num_threads(n);
-  openblas_set_num_threads(n);
+  ops_set_threads(n);
 }
 
 void write_stdout(const std::string& s) {
@@ -66,6 +66,7 @@ int main(int argc, char** argv) {
     }
   }
   if (again) execv("/proc/self/exe", argv);
+  moe::ops_set_threads(0);  // OpenBLAS single-threaded; GEMMs split over OpenMP (ops/ops.h)
   CLI::App app{"moe.cpp: run, train and inspect Mixture-of-Experts transformers", "moe"};
   app.require_subcommand(1);
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);  // last flag wins
