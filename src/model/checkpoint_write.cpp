@@ -180,23 +180,14 @@ InitKind init_kind(const std::string& name) {
   return INIT_NORMAL;
 }
 
-// Row `row` of a tensor, `cols` values: N(0, 0.02) from four 16-bit uniforms per value.
+// Row `row` of a tensor, `cols` values: N(0, 0.02) (random_normal_row), ones or zeros.
 void random_row(uint64_t seed, uint64_t tensor_hash, int64_t row, InitKind kind, float* out,
                 int64_t cols) {
   if (kind != INIT_NORMAL) {
     std::fill(out, out + cols, kind == INIT_ONE ? 1.0f : 0.0f);
     return;
   }
-  uint64_t s = seed ^ tensor_hash;
-  splitmix64(&s);
-  s += static_cast<uint64_t>(row) * 0xd1b54a32d192ed03ULL;
-  const float k = 0.02f * std::sqrt(3.0f) / 65536.0f;
-  for (int64_t i = 0; i < cols; ++i) {
-    const uint64_t v = splitmix64(&s);
-    const uint32_t sum = static_cast<uint32_t>((v & 0xffff) + ((v >> 16) & 0xffff) +
-                                               ((v >> 32) & 0xffff) + (v >> 48));
-    out[i] = (static_cast<float>(sum) - 2.0f * 65535.0f) * k;  // mean 0 (uniforms on 0..65535)
-  }
+  random_normal_row(seed, tensor_hash, row, out, cols);
 }
 
 void fill_random(const OutTensor& o, uint64_t seed, int64_t r0, int64_t n, uint8_t* dst) {
@@ -218,6 +209,19 @@ void fill_random(const OutTensor& o, uint64_t seed, int64_t r0, int64_t n, uint8
 }
 
 }  // namespace
+
+void random_normal_row(uint64_t seed, uint64_t key, int64_t row, float* out, int64_t cols) {
+  uint64_t s = seed ^ key;
+  splitmix64(&s);
+  s += static_cast<uint64_t>(row) * 0xd1b54a32d192ed03ULL;
+  const float k = 0.02f * std::sqrt(3.0f) / 65536.0f;
+  for (int64_t i = 0; i < cols; ++i) {
+    const uint64_t v = splitmix64(&s);
+    const uint32_t sum = static_cast<uint32_t>((v & 0xffff) + ((v >> 16) & 0xffff) +
+                                               ((v >> 32) & 0xffff) + (v >> 48));
+    out[i] = (static_cast<float>(sum) - 2.0f * 65535.0f) * k;  // mean 0 (uniforms on 0..65535)
+  }
+}
 
 QType ckpt_tensor_type(const TensorSpec& s, QType t, bool experts_only) {
   if (t == QT_F32 || s.role == TR_OTHER || (s.role == TR_LINEAR && experts_only)) return QT_F32;

@@ -52,6 +52,11 @@ struct InitOptions {
 void ckpt_init_random(const std::string& config_path, const std::string& out_dir,
                       const InitOptions& opt, CkptWriteStats* stats);
 
+// Row `row` of a random matrix keyed on (seed, key): cols values N(0, 0.02), each a scaled sum of
+// four 16-bit uniforms (exactly mean 0 and sd 0.02, bounded at 3.5 sd), as ckpt_init_random
+// writes them (its key is a hash of the tensor name).
+void random_normal_row(uint64_t seed, uint64_t key, int64_t row, float* out, int64_t cols);
+
 // Runs write(tmp) on a fresh temp folder beside `out`, then renames it to `out`. Fails if `out`
 // exists or the temp folder cannot be made; on any error the temp folder is removed.
 void write_dir_atomic(const std::string& out, const std::function<void(const std::string&)>& write);

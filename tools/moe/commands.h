@@ -23,6 +23,9 @@ CommandRun cmd_upcycle_register(CLI::App* app);
 CommandRun cmd_tokenize_register(CLI::App* app);
 CommandRun cmd_detokenize_register(CLI::App* app);
 CommandRun cmd_chat_register(CLI::App* app);
+CommandRun cmd_bench_layer_register(CLI::App* app);
+CommandRun cmd_bench_decode_register(CLI::App* app);
+CommandRun cmd_bench_prefill_register(CLI::App* app);
 CommandRun cmd_eval_register(CLI::App* app);
 
 // Parses "1,2,3" into ids; throws MoeError naming `flag` on anything else.

@@ -90,6 +90,16 @@ int main(int argc, char** argv) {
   add("detokenize", "decode token ids with a tokenizer.json", moe::cmd_detokenize_register);
   add("chat", "interactive chat through the model's chat template", moe::cmd_chat_register);
   {
+    CLI::App* bench = app.add_subcommand("bench", "benchmarks: an MoE layer, decode, prefill");
+    bench->require_subcommand(1);
+    CLI::App* sub = bench->add_subcommand("layer", "one MoE layer at a model's real shapes");
+    runs[sub] = moe::cmd_bench_layer_register(sub);
+    sub = bench->add_subcommand("decode", "end-to-end decode tokens/s of a checkpoint");
+    runs[sub] = moe::cmd_bench_decode_register(sub);
+    sub = bench->add_subcommand("prefill", "tokens/s of one long forward of a checkpoint");
+    runs[sub] = moe::cmd_bench_prefill_register(sub);
+  }
+  {
     CLI::App* tok = app.add_subcommand("tokenizer", "tokenizer tools");
     tok->require_subcommand(1);
     CLI::App* sub = tok->add_subcommand("train", "train a byte-level BPE tokenizer.json");
