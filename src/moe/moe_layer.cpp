@@ -109,7 +109,7 @@ void ffn_scratch_init(FfnScratch* s, const ModelConfig& c, int T_max) {
   s->tmp.assign(T_max * D, 0.0f);
   s->gate1.assign(T_max, 0.0f);
   const int64_t Fe = std::max(c.expert_ffn, 1), W = std::max(D, Fe);
-  const auto q8_bytes = [](int64_t n) { return (n + kQBlock - 1) / kQBlock * kQ8Bytes; };
+  const auto q8_bytes = [](int64_t n) { return (n + kQBlock - 1) / kQBlock * kQ8xBytes; };
   s->deq_rows = static_cast<int>(std::min<int64_t>(W, std::max<int64_t>(32, (1 << 20) / W)));
   s->xq.assign(A * q8_bytes(D), 0);
   s->hq.assign(A * q8_bytes(Fe), 0);
@@ -158,7 +158,7 @@ float dot_f32(const float* a, const float* b, int n) {
 }
 
 // Row r of an expert matrix that is fp32 (w, cols wide) or raw (q) dotted with one input row
-// given as fp32 (x) and, for block types, as Q8_0 (xq).
+// given as fp32 (x) and, for block types, as Q8X (xq; quant/quant.h).
 inline float row_dot(const QKernels& k, const float* w, const QWeight& q, int64_t r, const float* x,
                      const uint8_t* xq, int cols) {
   if (w) return dot_f32(w + r * cols, x, cols);
@@ -199,8 +199,8 @@ void expert_matmul(float* y, const float* x, const float* w, const QWeight& q, c
 void experts_dot(const ModelConfig& c, const LayerWeights& lw, FfnScratch* s, int n_dot) {
   const int D = c.hidden, F = c.expert_ffn;
   constexpr int kRows = 16;  // output rows per work item
-  const int64_t xrb = (D + kQBlock - 1) / kQBlock * kQ8Bytes;  // Q8_0 bytes of an input row
-  const int64_t hrb = (F + kQBlock - 1) / kQBlock * kQ8Bytes;  // Q8_0 bytes of an activation row
+  const int64_t xrb = (D + kQBlock - 1) / kQBlock * kQ8xBytes;  // Q8X bytes of an input row
+  const int64_t hrb = (F + kQBlock - 1) / kQBlock * kQ8xBytes;  // Q8X bytes of an activation row
   const int64_t nbF = (F + kRows - 1) / kRows, nbD = (D + kRows - 1) / kRows;
   const QKernels& k = qkernels();
   const int32_t* off = s->counts.data();
@@ -218,7 +218,7 @@ void experts_dot(const ModelConfig& c, const LayerWeights& lw, FfnScratch* s, in
       const ExpertWeights& ew = lw.experts[dot[i]];
       if (!qtype_is_block(ew.gate_q.type) && !qtype_is_block(ew.up_q.type)) continue;
       for (int p = off[dot[i]]; p < off[dot[i] + 1]; ++p)
-        quantize_row_q8_0(xs + static_cast<int64_t>(p) * D, xq + p * xrb, D);
+        k.quantize_q8x(xs + static_cast<int64_t>(p) * D, xq + p * xrb, D);
     }
 #pragma omp for schedule(static)
     for (int64_t w = 0; w < n_dot * nbF; ++w) {
@@ -243,7 +243,7 @@ void experts_dot(const ModelConfig& c, const LayerWeights& lw, FfnScratch* s, in
       for (int p = off[dot[i]]; p < off[dot[i] + 1]; ++p) {
         float* gp = g + static_cast<int64_t>(p) * F;
         expert_act(c, gp, u + static_cast<int64_t>(p) * F, F);
-        if (qtype_is_block(ew.down_q.type)) quantize_row_q8_0(gp, hq + p * hrb, F);
+        if (qtype_is_block(ew.down_q.type)) k.quantize_q8x(gp, hq + p * hrb, F);
       }
     }
 #pragma omp for schedule(static)

@@ -76,8 +76,8 @@ struct FfnScratch {
   // block types); a longer one dequantizes deq_rows weight rows at a time into wdeq for sgemm.
   int quant_dot_max_tokens = 16;
   int deq_rows = 0;
-  std::vector<uint8_t> xq;          // (A_max, q8 bytes of D) gathered inputs as Q8_0
-  std::vector<uint8_t> hq;          // (A_max, q8 bytes of F) expert activations as Q8_0
+  std::vector<uint8_t> xq;          // (A_max, Q8X bytes of D) gathered inputs as Q8X
+  std::vector<uint8_t> hq;          // (A_max, Q8X bytes of F) expert activations as Q8X
   std::vector<float> wdeq;          // (deq_rows, max(D, F)) dequantized weight rows
   std::vector<int32_t> dot_experts; // (E) experts of this call that use the dot kernels
 

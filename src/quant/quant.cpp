@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "core/dtype.h"
 #include "core/error.h"
@@ -12,6 +13,16 @@ namespace moe {
 // Defined in quant_x86.cpp: fills the kernels of a SIMD target; false if not compiled in or not
 // supported by this CPU.
 bool quant_x86_kernels(QTarget t, QKernels* out);
+
+// fp16 -> fp32 for every bit pattern (f16_to_f32), for the kernels' per-block weight scales.
+const float* quant_f16_table() {
+  static const std::vector<float> t = [] {
+    std::vector<float> v(65536);
+    for (uint32_t h = 0; h < 65536; ++h) v[h] = f16_to_f32(static_cast<uint16_t>(h));
+    return v;
+  }();
+  return t.data();
+}
 
 namespace {
 
@@ -30,32 +41,57 @@ inline int64_t n_blocks(int64_t n) {
   return n / kQBlock;
 }
 
+// Q8X block fields (quant.h).
+constexpr int kQ8xNeg8 = 32, kQ8xNeg128 = 64, kQ8xScale = 96;
+
+inline float q8x_scale(const uint8_t* block) {
+  float d;
+  std::memcpy(&d, block + kQ8xScale, 4);
+  return d;
+}
+
 // --- scalar kernels -----------------------------------------------------------------------
 
-float dot_q8_0_q8_0_scalar(const void* w, const void* a, int64_t n) {
+// Activation rows: Q8_0 blocks (fp16 scale, then the quants) or Q8X blocks (quants first, fp32
+// scale at byte 96). The kernels below read both with the same arithmetic.
+struct ActQ8_0 {
+  static constexpr int kBytes = kQ8Bytes;
+  static const uint8_t* quants(const uint8_t* p) { return p + 2; }
+  static float scale(const uint8_t* p) { return load_f16(p); }
+};
+struct ActQ8x {
+  static constexpr int kBytes = kQ8xBytes;
+  static const uint8_t* quants(const uint8_t* p) { return p; }
+  static float scale(const uint8_t* p) { return q8x_scale(p); }
+};
+
+template <class Act>
+float dot_q8_0_scalar(const void* w, const void* a, int64_t n) {
   const uint8_t* pw = static_cast<const uint8_t*>(w);
   const uint8_t* pa = static_cast<const uint8_t*>(a);
   float acc = 0.0f;
-  for (int64_t b = n_blocks(n); b > 0; --b, pw += kQ8Bytes, pa += kQ8Bytes) {
+  for (int64_t b = n_blocks(n); b > 0; --b, pw += kQ8Bytes, pa += Act::kBytes) {
+    const uint8_t* qa = Act::quants(pa);
     int32_t s = 0;
-    for (int j = 0; j < kQBlock; ++j)
-      s += static_cast<int8_t>(pw[2 + j]) * static_cast<int8_t>(pa[2 + j]);
-    acc += (load_f16(pw) * load_f16(pa)) * static_cast<float>(s);
+    for (int j = 0; j < kQBlock; ++j) s += static_cast<int8_t>(pw[2 + j]) * static_cast<int8_t>(qa[j]);
+    acc += (load_f16(pw) * Act::scale(pa)) * static_cast<float>(s);
   }
   return acc;
 }
 
-float dot_q4_0_q8_0_scalar(const void* w, const void* a, int64_t n) {
+template <class Act>
+float dot_q4_0_scalar(const void* w, const void* a, int64_t n) {
   const uint8_t* pw = static_cast<const uint8_t*>(w);
   const uint8_t* pa = static_cast<const uint8_t*>(a);
   float acc = 0.0f;
-  for (int64_t b = n_blocks(n); b > 0; --b, pw += kQ4Bytes, pa += kQ8Bytes) {
+  for (int64_t b = n_blocks(n); b > 0; --b, pw += kQ4Bytes, pa += Act::kBytes) {
+    const uint8_t* qa = Act::quants(pa);
     int32_t s = 0;
     for (int j = 0; j < kQBlock / 2; ++j) {
       const int lo = (pw[2 + j] & 0x0f) - 8, hi = (pw[2 + j] >> 4) - 8;
-      s += lo * static_cast<int8_t>(pa[2 + j]) + hi * static_cast<int8_t>(pa[2 + j + 16]);
+      s += lo * static_cast<int8_t>(qa[j]) + hi * static_cast<int8_t>(qa[j + 16]);
     }
-    acc += (load_f16(pw) * load_f16(pa)) * static_cast<float>(s);
+    acc += (load_f16(pw) * Act::scale(pa)) * static_cast<float>(s);
   }
   return acc;
 }
@@ -69,9 +105,12 @@ float dot_bf16_f32_scalar(const void* w, const float* x, int64_t n) {
 }
 
 const QKernels kScalar = {"scalar",
-                          dot_q8_0_q8_0_scalar,
-                          dot_q4_0_q8_0_scalar,
+                          dot_q8_0_scalar<ActQ8_0>,
+                          dot_q4_0_scalar<ActQ8_0>,
                           dot_bf16_f32_scalar,
+                          dot_q8_0_scalar<ActQ8x>,
+                          dot_q4_0_scalar<ActQ8x>,
+                          quantize_row_q8x,
                           dequantize_row_q8_0,
                           dequantize_row_q4_0,
                           dequantize_row_bf16};
@@ -163,6 +202,25 @@ void quantize_row_q8_0(const float* x, void* y, int64_t n) {
       const float q = std::fmin(127.0f, std::fmax(-127.0f, std::round(x[j] * id)));
       out[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(q));
     }
+  }
+}
+
+void quantize_row_q8x(const float* x, void* y, int64_t n) {
+  uint8_t* out = static_cast<uint8_t*>(y);
+  uint8_t q8[kQ8Bytes];
+  for (int64_t b = n_blocks(n); b > 0; --b, x += kQBlock, out += kQ8xBytes) {
+    quantize_row_q8_0(x, q8, kQBlock);
+    std::memset(out, 0, kQ8xBytes);
+    std::memcpy(out, q8 + 2, kQBlock);
+    for (int i = 0; i < kQBlock / 4; ++i) {
+      int32_t s = 0;
+      for (int j = 4 * i; j < 4 * i + 4; ++j) s += static_cast<int8_t>(q8[2 + j]);
+      const int32_t n8 = -8 * s, n128 = -128 * s;
+      std::memcpy(out + kQ8xNeg8 + 4 * i, &n8, 4);
+      std::memcpy(out + kQ8xNeg128 + 4 * i, &n128, 4);
+    }
+    const float d = load_f16(q8);
+    std::memcpy(out + kQ8xScale, &d, 4);
   }
 }
 

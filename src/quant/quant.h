@@ -17,7 +17,8 @@
 // BF16: 2 bytes per weight, the upper half of the fp32 bit pattern (round to nearest even).
 //
 // Dot kernels take weights in one of these formats and activations either as Q8_0 (for Q8_0 and
-// Q4_0 weights; quantize the activation row once with quantize_row_q8_0) or as fp32 (BF16).
+// Q4_0 weights; quantize the activation row once with quantize_row_q8_0), as Q8X (the same Q8_0
+// values laid out for faster kernels, see below) or as fp32 (BF16).
 // Per block they sum the 32 integer products exactly in int32 and add d_w * d_a * sum to an fp32
 // accumulator; SIMD versions differ from the scalar reference only in the order of those fp32
 // additions. Each kernel has a scalar reference and, on x86-64, AVX2+FMA+F16C, AVX-512 (F, BW, VL,
@@ -25,6 +26,16 @@
 // compiled with per-function target attributes and chosen at run time, so the library runs on any
 // x86-64 (and builds elsewhere with the scalar kernels only).
 // MOE_QUANT_TARGET=scalar|avx2|avx512|avx512_vnni caps the choice (for measurements).
+//
+// Q8X: an activation row quantized to Q8_0 once and used against many weight rows (the decode
+// path), laid out so that the kernels need no per-block conversions of it. Per 32-value block,
+// kQ8xBytes = 128 bytes: the 32 int8 quants (bytes 0-31); for each run of four quants (j = 4i ..
+// 4i+3, i = 0..7) its sum times -8 (int32 x 8, bytes 32-63) and times -128 (bytes 64-95); the
+// scale d as fp32 (bytes 96-99: the fp16 d of the Q8_0 block, widened); zero padding. The sums let
+// a kernel take Q4_0 nibbles (0..15) or Q8_0 weights plus 128 as unsigned bytes and still get the
+// exact integer sum of products per run of four, which is what the Q8_0 kernels add up. Quants and
+// scale are exactly quantize_row_q8_0's, and each target's Q8X kernels return bit for bit what
+// its Q8_0 kernels return for the Q8_0 row.
 //
 // Legend: n elements in a row (a multiple of 32 for the block formats).
 #pragma once
@@ -46,6 +57,7 @@ enum QType {
 constexpr int kQBlock = 32;   // weights per Q8_0 / Q4_0 block
 constexpr int kQ8Bytes = 34;  // bytes per Q8_0 block
 constexpr int kQ4Bytes = 18;  // bytes per Q4_0 block
+constexpr int kQ8xBytes = 128;  // bytes per Q8X block (activations only)
 
 const char* qtype_name(QType t);  // "f32", "bf16", "q8_0", "q4_0"
 bool qtype_parse(const std::string& s, QType* out);
@@ -58,6 +70,8 @@ void quantize_row_q8_0(const float* x, void* y, int64_t n);
 void quantize_row_q4_0(const float* x, void* y, int64_t n);
 void quantize_row_bf16(const float* x, void* y, int64_t n);
 void quantize_row(QType t, const float* x, void* y, int64_t n);  // QT_F32 copies
+// Q8X row (n / 32 * kQ8xBytes bytes): quantize_row_q8_0, then the Q8X layout.
+void quantize_row_q8x(const float* x, void* y, int64_t n);
 void dequantize_row_q8_0(const void* x, float* y, int64_t n);
 void dequantize_row_q4_0(const void* x, float* y, int64_t n);
 void dequantize_row_bf16(const void* x, float* y, int64_t n);
@@ -72,6 +86,11 @@ struct QKernels {
   float (*dot_q4_0_q8_0)(const void* w, const void* a, int64_t n);
   // sum_i w[i] * x[i]; w: BF16 row, x: fp32 row; any n.
   float (*dot_bf16_f32)(const void* w, const float* x, int64_t n);
+  // The same dots with the activation as a Q8X row: bit for bit the results above.
+  float (*dot_q8_0_q8x)(const void* w, const void* a, int64_t n);
+  float (*dot_q4_0_q8x)(const void* w, const void* a, int64_t n);
+  // quantize_row_q8x (the same bytes).
+  void (*quantize_q8x)(const float* x, void* y, int64_t n);
   // Exact dequantization of a row (same results as the reference functions).
   void (*dequant_q8_0)(const void* x, float* y, int64_t n);
   void (*dequant_q4_0)(const void* x, float* y, int64_t n);
@@ -87,11 +106,11 @@ const QKernels* qkernels_for(QTarget t);
 const QKernels& qkernels();
 
 // Dot of a raw weight row (BF16, Q8_0 or Q4_0) with an activation row given both as fp32 (used
-// for BF16) and as Q8_0 (used for the block types; may be null for BF16).
+// for BF16) and as Q8X (used for the block types; may be null for BF16).
 inline float qdot(const QKernels& k, QType t, const void* w, const float* x, const void* xq,
                   int64_t n) {
-  if (t == QT_Q4_0) return k.dot_q4_0_q8_0(w, xq, n);
-  if (t == QT_Q8_0) return k.dot_q8_0_q8_0(w, xq, n);
+  if (t == QT_Q4_0) return k.dot_q4_0_q8x(w, xq, n);
+  if (t == QT_Q8_0) return k.dot_q8_0_q8x(w, xq, n);
   return k.dot_bf16_f32(w, x, n);
 }
 

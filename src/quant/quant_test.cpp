@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -256,6 +257,74 @@ TEST(Quant, SimdKernelsMatchScalar) {
           << k->name << " n=" << n;
       k->dequant_bf16(wb.data() + 1, d_simd.data(), n);
       EXPECT_EQ(d_ref, d_simd) << k->name << " n=" << n;
+    }
+  }
+}
+
+// Q8X rows: every target's quantize_q8x writes the reference bytes, whose quants and scale are
+// quantize_row_q8_0's and whose run sums are exact; every target's Q8X dots return bit for bit
+// its Q8_0 dots. Inputs include ties at half steps, values just below a half, zero blocks, huge
+// values, infinities and NaN.
+TEST(Quant, Q8xMatchesQ8_0) {
+  std::vector<QTarget> targets = {QTARGET_SCALAR};
+  for (QTarget t : supported_simd_targets()) targets.push_back(t);
+  uint32_t seed = 100;
+  for (int nb : {1, 2, 3, 7, 16, 33, 64}) {
+    const int64_t n = 32 * nb;
+    for (int variant = 0; variant < 4; ++variant) {
+      std::vector<float> x = randn(n, seed++, variant == 1 ? 1e-3f : 1.0f);
+      if (variant == 2) {  // amax 127 (d = 1): exact ties and near-ties
+        for (int64_t i = 0; i < n; ++i) x[i] = static_cast<float>(static_cast<int>(i % 61) - 30) * 0.5f;
+        for (int64_t b = 0; b < nb; ++b) x[32 * b] = 127.0f;
+        x[1] = 0.49999997f;
+        x[2] = -0.49999997f;
+        x[3] = 126.5f;
+        x[4] = -126.5f;
+      }
+      if (variant == 3) {
+        std::fill(x.begin(), x.begin() + 32, 0.0f);  // zero block
+        if (nb > 1) x[33] = std::numeric_limits<float>::infinity();
+        if (nb > 2) x[70] = std::numeric_limits<float>::quiet_NaN();
+        if (nb > 3) x[100] = -3e38f;
+      }
+      std::vector<uint8_t> q8 = quantize(QT_Q8_0, x), ref(n / 32 * kQ8xBytes, 0xee);
+      quantize_row_q8x(x.data(), ref.data(), n);
+      for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* r = ref.data() + b * kQ8xBytes;
+        const uint8_t* q = q8.data() + b * kQ8Bytes;
+        ASSERT_EQ(std::memcmp(r, q + 2, 32), 0) << "block " << b;
+        float d;
+        std::memcpy(&d, r + 96, 4);
+        const float dq = scale_of(q);
+        ASSERT_EQ(std::memcmp(&d, &dq, 4), 0) << "block " << b;
+        for (int i = 0; i < 8; ++i) {
+          int32_t sum = 0, n8, n128;
+          for (int j = 4 * i; j < 4 * i + 4; ++j) sum += static_cast<int8_t>(q[2 + j]);
+          std::memcpy(&n8, r + 32 + 4 * i, 4);
+          std::memcpy(&n128, r + 64 + 4 * i, 4);
+          ASSERT_EQ(n8, -8 * sum);
+          ASSERT_EQ(n128, -128 * sum);
+        }
+        for (int i = 100; i < kQ8xBytes; ++i) ASSERT_EQ(r[i], 0) << "padding byte " << i;
+      }
+      std::vector<float> w = randn(n, seed++, 0.02f);
+      std::vector<uint8_t> w8 = quantize(QT_Q8_0, w), w4 = quantize(QT_Q4_0, w);
+      for (QTarget t : targets) {
+        const QKernels* k = qkernels_for(t);
+        SCOPED_TRACE(std::string(k->name) + " n=" + std::to_string(n) + " variant " +
+                     std::to_string(variant));
+        std::vector<uint8_t> got(ref.size(), 0xee);
+        k->quantize_q8x(x.data(), got.data(), n);
+        EXPECT_EQ(got, ref);
+        const float a8 = k->dot_q8_0_q8_0(w8.data(), q8.data(), n);
+        const float b8 = k->dot_q8_0_q8x(w8.data(), ref.data(), n);
+        const float a4 = k->dot_q4_0_q8_0(w4.data(), q8.data(), n);
+        const float b4 = k->dot_q4_0_q8x(w4.data(), ref.data(), n);
+        EXPECT_EQ(std::memcmp(&a8, &b8, 4), 0) << a8 << " vs " << b8;
+        EXPECT_EQ(std::memcmp(&a4, &b4, 4), 0) << a4 << " vs " << b4;
+        const float c4 = qdot(*k, QT_Q4_0, w4.data(), nullptr, ref.data(), n);
+        EXPECT_EQ(std::memcmp(&a4, &c4, 4), 0) << a4 << " vs " << c4;
+      }
     }
   }
 }
