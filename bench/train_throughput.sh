@@ -39,7 +39,8 @@ mkdir -p bench/results
   echo "# Training throughput: default small MoE (4 layers, d 192, 8 experts top-2, vocab 4096)"
   echo
   echo "Measured $(date -u +%Y-%m-%d) on: $CPU, $THREADS threads; batch 16 x seq 128; median step;"
-  echo "OpenBLAS core type ${OPENBLAS_CORETYPE:-auto} for both."
+  echo "OpenBLAS core type ${OPENBLAS_CORETYPE:-auto} for both. Load average (1, 5, 15 min) at the"
+  echo "end: $(cut -d' ' -f1-3 /proc/loadavg) (measure on an otherwise idle machine)."
   echo
   echo "| engine | tokens/s |"
   echo "|---|---|"
