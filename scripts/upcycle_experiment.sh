@@ -7,7 +7,8 @@
 # 4. Train the same MoE from scratch for the same EXTRA_STEPS steps, on the same tokens.
 # 5. For reference, continue the dense model for the same EXTRA_STEPS steps.
 # All runs share one prepared data folder (tokenizer and validation split), the optimiser settings
-# and the schedule; a continued run takes its architecture from the checkpoint it starts from (warmup then cosine over each run's own steps). Writes the validation curves to
+# and the schedule (warmup then cosine over each run's own steps); a continued run takes its
+# architecture from the checkpoint it starts from. Writes the validation curves to
 # bench/results/upcycle.md (and .tsv).
 #
 # Needs a built tree (build/bin/moe) and the Brown Corpus (scripts/fetch_brown.sh).
