@@ -59,8 +59,8 @@ struct BandwidthResult {
   CpuOthers cpu;                    // other processes' share of the CPUs while measuring
 };
 
-// Streaming read: every thread sums its static share of a `bytes` buffer (64-bit words, four
-// independent accumulators); the buffer is written once before timing, so it is resident.
+// Streaming read: every thread sums its static share of a `bytes` buffer (64-bit words, 256-bit
+// loads where the CPU has AVX2); the buffer is written once before timing, so it is resident.
 // Passes alternate between plain loads and loads with a software prefetch 4 KiB ahead (which on
 // some machines moves much more data per core than the hardware prefetchers alone); `reps` timed
 // passes of each after one untimed pass. The limit is the best pass of either kind.
