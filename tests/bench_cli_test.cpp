@@ -239,7 +239,8 @@ TEST(BenchCli, DecodeAndPrefillReport) {
   EXPECT_EQ(j["model"]["quant_type"], "q4_0");
   const json& b = j["bytes_per_token"];
   const json& s = j["bytes_per_token_stored"];
-  EXPECT_GT(b["attention"].get<double>(), 4 * s["attention"].get<double>());
+  // Quantized attention matrices are run as stored, not held as fp32 copies.
+  EXPECT_DOUBLE_EQ(b["attention"].get<double>(), s["attention"].get<double>());
   EXPECT_DOUBLE_EQ(b["experts"].get<double>(), s["experts"].get<double>());
   EXPECT_DOUBLE_EQ(b["lm_head"].get<double>(), s["lm_head"].get<double>());
   fs::remove_all(dir);

@@ -19,16 +19,14 @@ namespace moe {
 
 namespace {
 
-double lin_bytes(const Linear& l) {
-  return l.w ? 4.0 * l.out * l.in + (l.b ? 4.0 * l.out : 0.0) : 0.0;
-}
-
 double vec_bytes(const float* p, int64_t n) { return p ? 4.0 * static_cast<double>(n) : 0.0; }
 
 double mat_bytes(const float* w, const QWeight& q, int64_t rows, int64_t cols) {
   if (w) return 4.0 * static_cast<double>(rows) * cols;
   return q.data ? static_cast<double>(rows * qtype_row_bytes(q.type, cols)) : 0.0;
 }
+
+double lin_bytes(const Linear& l) { return mat_bytes(l.w, l.q, l.out, l.in) + vec_bytes(l.b, l.out); }
 
 double expert_bytes(const ExpertWeights& ew, int64_t D, int64_t F) {
   return mat_bytes(ew.gate, ew.gate_q, F, D) + mat_bytes(ew.up, ew.up_q, F, D) +

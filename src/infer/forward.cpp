@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "moe/router.h"
+#include "ops/linear.h"
 #include "ops/ops.h"
 
 namespace moe {
@@ -51,6 +52,11 @@ void infer_state_init(InferState* s, const Model& m, int T_max, int ctx) {
   s->scores.assign(static_cast<int64_t>(omp_get_max_threads()) * ctx, 0.0f);
   s->logits.assign(T_max * static_cast<int64_t>(c.vocab), 0.0f);
   ffn_scratch_init(&s->ffn, c, T_max);
+  int64_t K_max = D;  // widest input of an attention matrix
+  for (const LayerWeights& lw : m.layers)
+    for (const Linear* l : {&lw.q, &lw.k, &lw.v, &lw.o, &lw.q_a, &lw.q_b, &lw.kv_a})
+      K_max = std::max<int64_t>(K_max, l->in);
+  linear_scratch_init(&s->lin, K_max);
 }
 
 namespace {
@@ -58,13 +64,13 @@ namespace {
 void attention_gqa(const Model& m, InferState* s, int l, int T) {
   const ModelConfig& c = m.cfg;
   const LayerWeights& lw = m.layers[l];
-  const int D = c.hidden, H = c.n_heads, KV = c.n_kv_heads, hd = c.head_dim;
+  const int H = c.n_heads, KV = c.n_kv_heads, hd = c.head_dim;
   float* q = s->q.data();  // (T, H, hd)
   float* k = s->k.data();  // (T, KV, hd)
   float* v = s->v.data();  // (T, KV, hd)
-  op_linear(q, s->xn.data(), lw.q.w, lw.q.b, T, H * hd, D);
-  op_linear(k, s->xn.data(), lw.k.w, lw.k.b, T, KV * hd, D);
-  op_linear(v, s->xn.data(), lw.v.w, lw.v.b, T, KV * hd, D);
+  linear_forward(q, s->xn.data(), lw.q, T, &s->lin);
+  linear_forward(k, s->xn.data(), lw.k, T, &s->lin);
+  linear_forward(v, s->xn.data(), lw.v, T, &s->lin);
   if (c.qk_norm == QKNORM_FULL) {
     op_rmsnorm(q, q, lw.q_norm, T, H * hd, c.rms_eps);
     op_rmsnorm(k, k, lw.k_norm, T, KV * hd, c.rms_eps);
@@ -87,26 +93,26 @@ void attention_gqa(const Model& m, InferState* s, int l, int T) {
   std::memcpy(lc.v.data() + s->pos * row, v, sizeof(float) * T * row);
   op_attention(s->att.data(), q, lc.k.data(), lc.v.data(), T, s->pos, H, KV, hd, hd, c.attn_scale,
                c.window[l], lw.sinks, s->scores.data());
-  op_linear(s->proj.data(), s->att.data(), lw.o.w, lw.o.b, T, D, H * hd);
+  linear_forward(s->proj.data(), s->att.data(), lw.o, T, &s->lin);
 }
 
 void attention_mla(const Model& m, InferState* s, int l, int T) {
   const ModelConfig& c = m.cfg;
   const LayerWeights& lw = m.layers[l];
-  const int D = c.hidden, H = c.n_heads, nope = c.qk_nope_dim, R = c.qk_rope_dim;
+  const int H = c.n_heads, nope = c.qk_nope_dim, R = c.qk_rope_dim;
   const int dv = c.v_head_dim, Lc = c.kv_lora_rank, dq = nope + R;
   const float kMlaNormEps = 1e-6f;  // q_a_layernorm / kv_a_layernorm are built with the default eps
   float* q = s->q.data();  // (T, H, dq)
   if (c.q_lora_rank > 0) {
-    op_linear(s->qa.data(), s->xn.data(), lw.q_a.w, lw.q_a.b, T, c.q_lora_rank, D);
+    linear_forward(s->qa.data(), s->xn.data(), lw.q_a, T, &s->lin);
     op_rmsnorm(s->qa.data(), s->qa.data(), lw.q_a_norm, T, c.q_lora_rank, kMlaNormEps);
-    op_linear(q, s->qa.data(), lw.q_b.w, nullptr, T, H * dq, c.q_lora_rank);
+    linear_forward(q, s->qa.data(), lw.q_b, T, &s->lin);
   } else {
-    op_linear(q, s->xn.data(), lw.q.w, nullptr, T, H * dq, D);
+    linear_forward(q, s->xn.data(), lw.q, T, &s->lin);
   }
   // Compressed latent and shared rope key go straight into the cache.
   float* ckv = s->ckv.data();  // (T, Lc + R)
-  op_linear(ckv, s->xn.data(), lw.kv_a.w, lw.kv_a.b, T, Lc + R, D);
+  linear_forward(ckv, s->xn.data(), lw.kv_a, T, &s->lin);
   LayerCache& lc = s->cache[l];
   for (int t = 0; t < T; ++t) {
     const float* row = ckv + static_cast<int64_t>(t) * (Lc + R);
@@ -136,7 +142,7 @@ void attention_mla(const Model& m, InferState* s, int l, int T) {
             wkv + (static_cast<int64_t>(h) * (nope + dv) + nope) * Lc, Lc,
             s->att.data() + static_cast<int64_t>(h) * dv, H * dv);
   }
-  op_linear(s->proj.data(), s->att.data(), lw.o.w, lw.o.b, T, D, H * dv);
+  linear_forward(s->proj.data(), s->att.data(), lw.o, T, &s->lin);
 }
 
 void perturb_embeddings(InferState* s, int T, int D) {
@@ -187,7 +193,10 @@ void infer_forward(const Model& m, InferState* s, const int32_t* ids, int T, boo
         s->capture->idx[l].assign(s->ffn.idx.begin(), s->ffn.idx.begin() + TK);
         s->capture->w[l].assign(s->ffn.w.begin(), s->ffn.w.begin() + TK);
       }
-    } else mlp_forward(s->proj.data(), lw.mlp, s->xn.data(), T, s->ffn.g.data(), s->ffn.u.data());
+    } else {
+      mlp_forward(s->proj.data(), lw.mlp, s->xn.data(), T, s->ffn.g.data(), s->ffn.u.data(),
+                  &s->ffn.lin);
+    }
     for (int64_t i = 0; i < TD; ++i) s->h[i] += s->proj[i];
   }
   const int first = all_logits ? 0 : T - 1;

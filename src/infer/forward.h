@@ -56,6 +56,7 @@ struct InferState {
   std::vector<float> scores;   // (n_threads, C)
   std::vector<float> logits;   // (T_max, V)
   FfnScratch ffn;
+  LinearScratch lin;           // attention matrices kept raw (ops/linear.h)
   // Analysis hooks, off by default: capture routing decisions, and perturb the input embeddings
   // by embed_noise * rms(row) * N(0, 1) draws keyed on (noise_seed, position, channel).
   RouteCapture* capture = nullptr;

@@ -224,25 +224,34 @@ struct Binder {
     return cond ? f32(name, shape) : nullptr;
   }
 
-  // A routed-expert matrix (.., out, in): raw when stored as BF16 / Q8_0 / Q4_0 (unless
-  // opt.dequantize), else an fp32 view.
-  Mat expert_mat(const std::string& name, const std::vector<int64_t>& shape) {
+  // A routed-expert (or raw-capable linear) matrix (.., out, in): raw when stored as BF16 /
+  // Q8_0 / Q4_0 (unless opt.dequantize), else an fp32 view.
+  Mat expert_mat(const std::string& name, const std::vector<int64_t>& shape,
+                 TensorRole role = TR_EXPERT) {
     if (specs) {
-      specs->push_back({name, shape, TR_EXPERT, false});
+      specs->push_back({name, shape, role, false});
       return {};
     }
     const Stored st = tensor(name, shape);
     if (opt.no_data) return {};
-    if (st.raw == QT_F32 || opt.dequantize) return Mat{f32(name, shape, TR_EXPERT)};
+    if (st.raw == QT_F32 || opt.dequantize) return Mat{f32(name, shape, role)};
     return Mat{nullptr, st.raw, st.t->data, st.row_bytes};
   }
 
+  // A TR_LINEAR matrix stored as BF16 / Q8_0 / Q4_0 stays raw (unless opt.dequantize or
+  // !allow_raw); anything else is an fp32 view.
   Linear linear(const std::string& prefix, int out, int in, bool bias,
-                TensorRole role = TR_LINEAR) {
+                TensorRole role = TR_LINEAR, bool allow_raw = true) {
     Linear l;
     l.out = out;
     l.in = in;
-    l.w = f32(prefix + ".weight", {out, in}, role);
+    if (role == TR_LINEAR && allow_raw) {
+      const Mat w = expert_mat(prefix + ".weight", {out, in}, TR_LINEAR);
+      l.w = w.f;
+      if (w.data) l.q = QWeight{w.type, w.data, w.row_bytes};
+    } else {
+      l.w = f32(prefix + ".weight", {out, in}, role);
+    }
     if (bias) l.b = f32(prefix + ".bias", {out});
     return l;
   }
@@ -270,7 +279,8 @@ void bind_attention(Binder& b, LayerWeights& lw, const std::string& p) {
     }
     lw.kv_a = b.linear(p + "kv_a_proj_with_mqa", c.kv_lora_rank + c.qk_rope_dim, D, c.o_bias);
     lw.kv_a_norm = b.f32(p + "kv_a_layernorm.weight", {c.kv_lora_rank});
-    lw.kv_b = b.linear(p + "kv_b_proj", H * (c.qk_nope_dim + c.v_head_dim), c.kv_lora_rank, false);
+    lw.kv_b = b.linear(p + "kv_b_proj", H * (c.qk_nope_dim + c.v_head_dim), c.kv_lora_rank, false,
+                       TR_LINEAR, false);
     lw.o = b.linear(p + "o_proj", D, H * c.v_head_dim, c.o_bias);
     return;
   }

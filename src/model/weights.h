@@ -6,8 +6,10 @@
 // consumed: a missing or unexpected tensor, or a shape that disagrees with config.json, is an error
 // naming the file and the tensor.
 //
-// Routed-expert matrices stored as BF16, Q8_0 or Q4_0 are not converted: they stay in the memory
-// map and ExpertWeights points at the raw rows (QWeight); moe_forward runs them directly.
+// Routed-expert matrices and the attention, dense-MLP and shared-expert matrices (TR_EXPERT and
+// TR_LINEAR below) stored as BF16, Q8_0 or Q4_0 are not converted: they stay in the memory map and
+// ExpertWeights / Linear point at the raw rows (QWeight); moe_forward and linear_forward run them
+// directly. The exception is MLA's kv_b_proj, whose fp32 halves the absorbed attention slices.
 // Any other quantized tensor is dequantized to fp32 once at load (it saves disk, not memory).
 //
 // Quantized checkpoints (format version 1; written by `moe quantize` and `moe init`):
@@ -37,19 +39,21 @@
 
 namespace moe {
 
-// y = x W^T + b. w: (out, in) row-major; b: (out) or null.
-struct Linear {
-  const float* w = nullptr;
-  const float* b = nullptr;
-  int out = 0, in = 0;
-};
-
 // A weight matrix (rows, cols) kept raw in the mapped checkpoint: row r holds cols elements of
 // `type` (BF16, Q8_0 or Q4_0) at data + r * stride. type QT_F32 means "not raw".
 struct QWeight {
   QType type = QT_F32;
   const uint8_t* data = nullptr;
   int64_t stride = 0;  // bytes from one row to the next
+};
+
+// y = x W^T + b. w: (out, in) row-major fp32, or null when the matrix is raw (q); b: (out) or
+// null. Run with linear_forward (ops/linear.h).
+struct Linear {
+  const float* w = nullptr;
+  const float* b = nullptr;
+  int out = 0, in = 0;
+  QWeight q = {};
 };
 
 // One routed expert. gate, up: (F, D); down: (D, F). Biases (gpt-oss) may be null.

@@ -115,6 +115,8 @@ void ffn_scratch_init(FfnScratch* s, const ModelConfig& c, int T_max) {
   s->hq.assign(A * q8_bytes(Fe), 0);
   s->wdeq.assign(s->deq_rows * W, 0.0f);
   s->dot_experts.assign(E, 0);
+  linear_scratch_init(&s->lin, std::max({D, static_cast<int64_t>(c.dense_ffn),
+                                         static_cast<int64_t>(c.shared_ffn)}));
   s->use_router = kind != ROUTER_TOKEN_CHOICE && c.n_experts > 0 && c.top_k > 0;
   if (s->use_router) routing_init(&s->routing, T_max, c.n_experts, c.top_k);
   else s->routing = Routing();
@@ -122,13 +124,14 @@ void ffn_scratch_init(FfnScratch* s, const ModelConfig& c, int T_max) {
   s->tok_asg.assign(expert_choice ? A : 0, 0);
 }
 
-void mlp_forward(float* out, const MlpWeights& w, const float* x, int T, float* g, float* u) {
-  const int F = w.gate.out, D = w.gate.in;
-  op_linear(g, x, w.gate.w, w.gate.b, T, F, D);
-  op_linear(u, x, w.up.w, w.up.b, T, F, D);
+void mlp_forward(float* out, const MlpWeights& w, const float* x, int T, float* g, float* u,
+                 LinearScratch* ls) {
+  const int F = w.gate.out;
+  linear_forward(g, x, w.gate, T, ls);
+  linear_forward(u, x, w.up, T, ls);
   const int64_t n = static_cast<int64_t>(T) * F;
   for (int64_t i = 0; i < n; ++i) g[i] = op_silu(g[i]) * u[i];
-  op_linear(out, g, w.down.w, w.down.b, T, w.down.out, F);
+  linear_forward(out, g, w.down, T, ls);
 }
 
 namespace {
@@ -167,30 +170,11 @@ inline float row_dot(const QKernels& k, const float* w, const QWeight& q, int64_
 
 bool is_raw(const ExpertWeights& ew) { return !ew.gate || !ew.up || !ew.down; }
 
-// y (n, N) = x (n, K) W^T + b for a raw W, by dequantizing deq_rows rows at a time for sgemm.
-void raw_gemm(float* y, const float* x, const QWeight& q, const float* b, int n, int N, int K,
-              FfnScratch* s) {
-  float* wd = s->wdeq.data();  // (deq_rows, K)
-  for (int r0 = 0; r0 < N; r0 += s->deq_rows) {
-    const int nr = std::min(s->deq_rows, N - r0);
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < nr; ++r)
-      dequantize_row(q.type, q.data + static_cast<int64_t>(r0 + r) * q.stride,
-                     wd + static_cast<int64_t>(r) * K, K);
-    op_gemm(true, n, nr, K, x, K, wd, K, y + r0, N);
-  }
-  if (!b) return;
-  for (int i = 0; i < n; ++i) {
-    float* row = y + static_cast<int64_t>(i) * N;
-    for (int r = 0; r < N; ++r) row[r] += b[r];
-  }
-}
-
 // y (n, N) = x (n, K) W^T + b for one expert matrix of any storage.
 void expert_matmul(float* y, const float* x, const float* w, const QWeight& q, const float* b,
                    int n, int N, int K, FfnScratch* s) {
   if (w) op_linear(y, x, w, b, n, N, K);
-  else raw_gemm(y, x, q, b, n, N, K, s);
+  else raw_gemm(y, x, q, b, n, N, K, s->wdeq.data(), s->deq_rows);
 }
 
 // The experts listed in s->dot_experts (short segments with raw matrices), row by row through
@@ -420,7 +404,7 @@ void moe_forward(float* out, const ModelConfig& c, const LayerWeights& lw, const
   // 6. Shared expert(s).
   if (c.shared_ffn > 0) {
     float* sh = s->tmp.data();
-    mlp_forward(sh, lw.shared, x, T, s->g.data(), s->u.data());
+    mlp_forward(sh, lw.shared, x, T, s->g.data(), s->u.data(), &s->lin);
     if (c.shared_gate) op_linear(s->gate1.data(), x, lw.shared_gate.w, nullptr, T, 1, D);
     for (int t = 0; t < T; ++t) {
       const float gt = c.shared_gate ? op_sigmoid(s->gate1[t]) : 1.0f;

@@ -38,6 +38,7 @@
 #include "model/config.h"
 #include "model/weights.h"
 #include "moe/router.h"
+#include "ops/linear.h"
 
 namespace moe {
 
@@ -80,6 +81,7 @@ struct FfnScratch {
   std::vector<uint8_t> hq;          // (A_max, Q8X bytes of F) expert activations as Q8X
   std::vector<float> wdeq;          // (deq_rows, max(D, F)) dequantized weight rows
   std::vector<int32_t> dot_experts; // (E) experts of this call that use the dot kernels
+  LinearScratch lin;                // shared expert(s) and dense MLPs with raw matrices
 
   // Routers other than token choice (allocated only for them): router_forward's state, and for
   // expert choice each token's assignments in assignment order (tok_asg[tok_off[t]..tok_off[t+1]]).
@@ -91,8 +93,9 @@ struct FfnScratch {
 
 void ffn_scratch_init(FfnScratch* s, const ModelConfig& c, int T_max);
 
-// out (T, D) = down(silu(gate x) * up x). g, u: scratch of (T, F).
-void mlp_forward(float* out, const MlpWeights& w, const float* x, int T, float* g, float* u);
+// out (T, D) = down(silu(gate x) * up x). g, u: scratch of (T, F); ls: for raw matrices.
+void mlp_forward(float* out, const MlpWeights& w, const float* x, int T, float* g, float* u,
+                 LinearScratch* ls);
 
 // out (T, D) = MoE(x) for x (T, D): routed experts plus shared expert(s) if configured.
 // ids (T): the tokens' ids, needed by hash routing (MoeError if null then), else may be null.

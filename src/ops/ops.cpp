@@ -22,6 +22,26 @@ void op_sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, cons
   const CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
   const int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
   constexpr int kAlign = 16;  // rows or columns per block, a multiple of the kernels' tiles
+  if (M == 1) {
+    // One row of C (a decode step): a matrix-vector product. sgemm would pack op(B) and reach
+    // a third of the memory bandwidth that sgemv streams B at; split C's columns over threads.
+    const int incx = trans_a ? lda : 1;
+    const int parts = (nt <= 1 || 2.0 * N * K < 2e5) ? 1 : std::max(1, std::min(nt, N / kAlign));
+    const int chunk = ((N + parts - 1) / parts + kAlign - 1) / kAlign * kAlign;
+#pragma omp parallel for num_threads(parts) schedule(static, 1) if (parts > 1)
+    for (int p = 0; p < parts; ++p) {
+      const int j0 = std::min(N, p * chunk), j1 = std::min(N, j0 + chunk);
+      if (j1 <= j0) continue;
+      if (beta == 0.0f) std::fill(C + j0, C + j1, 0.0f);  // C may hold NaN garbage; 0 * NaN = NaN
+      if (trans_b)  // B (N, K): C[j] = alpha B[j, :] . a + beta C[j]
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, j1 - j0, K, alpha,
+                    B + static_cast<int64_t>(j0) * ldb, ldb, A, incx, beta, C + j0, 1);
+      else  // B (K, N): C[j] = alpha B[:, j] . a + beta C[j]
+        cblas_sgemv(CblasRowMajor, CblasTrans, K, j1 - j0, alpha, B + j0, ldb, A, incx, beta,
+                    C + j0, 1);
+    }
+    return;
+  }
   const bool by_rows = M >= N;
   const int extent = by_rows ? M : N;
   if (nt <= 1 || 2.0 * M * N * K < 2e6 || extent < 2 * kAlign) {

@@ -18,7 +18,9 @@ namespace moe {
 // fight the OpenMP threads of every other op for the cores. So OpenBLAS runs single-threaded
 // (ops_set_threads) and each GEMM below is split by blocks of rows (or columns, when it has fewer
 // rows than columns) of C over the OpenMP threads, each block one single-threaded sgemm. Inside
-// an OpenMP parallel region, or for small products, a GEMM is one call.
+// an OpenMP parallel region, or for small products, a GEMM is one call. A product with one row
+// (M = 1, a decode step) is a matrix-vector product: sgemv over blocks of C's columns, which
+// streams the matrix at memory speed where sgemm would pack it first.
 // Sets the OpenMP thread count (n > 0) and makes OpenBLAS single-threaded.
 void ops_set_threads(int n);
 // C (M, N) = alpha op(A) op(B) + beta C, row-major, split as described above.

@@ -44,6 +44,38 @@ TEST(Ops, GemmStridedBlocks) {
   }
 }
 
+// One row of C (M = 1) takes the sgemv path, split over threads when large enough: every
+// transposition, alpha / beta, strided A and B, and C holding NaN where beta = 0.
+TEST(Ops, SgemmOneRowMatchesReference) {
+  for (const int N : {5, 40, 700}) {
+    const int K = 300, lda = 3, ldb_t = K + 4, ldb_n = N + 6;
+    auto a = randn(static_cast<size_t>(K) * lda, 7), bt = randn(static_cast<size_t>(N) * ldb_t, 8);
+    auto bn = randn(static_cast<size_t>(K) * ldb_n, 9), c0 = randn(N, 10);
+    for (const bool trans_a : {false, true})
+      for (const bool trans_b : {false, true})
+        for (const float beta : {0.0f, 0.5f}) {
+          std::vector<float> c(c0);
+          if (beta == 0.0f) std::fill(c.begin(), c.end(), NAN);
+          const float* B = trans_b ? bt.data() : bn.data();
+          const int ldb = trans_b ? ldb_t : ldb_n;
+          op_sgemm(trans_a, trans_b, 1, N, K, 1.5f, a.data(), trans_a ? lda : K, B, ldb, beta,
+                   c.data(), N);
+          for (int j = 0; j < N; ++j) {
+            double s = 0.0;
+            for (int k = 0; k < K; ++k) {
+              const double av = a[trans_a ? static_cast<size_t>(k) * lda : k];
+              const double bv = trans_b ? bt[static_cast<size_t>(j) * ldb_t + k]
+                                        : bn[static_cast<size_t>(k) * ldb_n + j];
+              s += av * bv;
+            }
+            const double want = 1.5 * s + (beta == 0.0f ? 0.0 : beta * c0[j]);
+            ASSERT_NEAR(c[j], want, 1e-4) << "N=" << N << " ta=" << trans_a << " tb=" << trans_b
+                                          << " beta=" << beta << " j=" << j;
+          }
+        }
+  }
+}
+
 TEST(Ops, RmsNormMatchesReference) {
   const int T = 3, D = 10;
   auto x = randn(T * D, 6), w = randn(D, 7);
