@@ -90,12 +90,18 @@ TEST(CkptWrite, StoragePolicyAndRoles) {
     const bool expert = s.name.find("mlp.experts.") != std::string::npos;
     const bool linear =
         s.name.find("self_attn.") != std::string::npos && s.name.find("norm") == std::string::npos;
-    EXPECT_EQ(s.role, expert ? TR_EXPERT : linear ? TR_LINEAR : TR_OTHER) << s.name;
+    const bool output = s.name == "lm_head.weight";  // untied in this fixture
+    EXPECT_EQ(s.role, expert ? TR_EXPERT : linear ? TR_LINEAR : output ? TR_OUTPUT : TR_OTHER)
+        << s.name;
     EXPECT_FALSE(s.in_major);
     const bool down = s.name.find("down_proj") != std::string::npos;
-    // q4_0 needs input axes in whole blocks: the experts' down_proj (F = 24 inputs) stays.
+    // q4_0 needs input axes in whole blocks: the experts' down_proj (F = 24 inputs) stays; the
+    // lm_head is stored as q8_0.
     EXPECT_EQ(ckpt_tensor_type(s, QT_Q4_0, false),
-              s.role == TR_OTHER || (expert && down) ? QT_F32 : QT_Q4_0)
+              s.role == TR_OTHER || (expert && down) ? QT_F32 : output ? QT_Q8_0 : QT_Q4_0)
+        << s.name;
+    EXPECT_EQ(ckpt_tensor_type(s, QT_Q8_0, false),
+              s.role == TR_OTHER || (expert && down) ? QT_F32 : QT_Q8_0)
         << s.name;
     EXPECT_EQ(ckpt_tensor_type(s, QT_BF16, true), expert ? QT_BF16 : QT_F32) << s.name;
   }

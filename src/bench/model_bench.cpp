@@ -159,7 +159,7 @@ void touch_weights(const Model& m) {
       touch_matrix(ew.down, ew.down_q, D, F);
     }
   }
-  touch(m.lm_head, 4.0 * c.vocab * D);
+  touch_matrix(m.lm_head, m.lm_head_q, c.vocab, D);
 }
 
 int64_t major_faults() {
@@ -264,7 +264,7 @@ DecodeBenchResult decode_bench_run(const std::string& dir, const DecodeBenchOpti
     if (c.is_moe[l] && !m.layers[l].experts.empty())
       expert_engine[l] = expert_bytes(m.layers[l].experts[0], c.hidden, c.expert_ffn);
   }
-  base_engine.lm_head = 4.0 * c.vocab * c.hidden + 4.0 * c.hidden;
+  base_engine.lm_head = mat_bytes(m.lm_head, m.lm_head_q, c.vocab, c.hidden) + 4.0 * c.hidden;
   base_engine.embed = 4.0 * c.hidden;
   stored_bytes(m, &base_stored, &expert_stored);
 

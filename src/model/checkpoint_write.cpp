@@ -224,7 +224,9 @@ void random_normal_row(uint64_t seed, uint64_t key, int64_t row, float* out, int
 }
 
 QType ckpt_tensor_type(const TensorSpec& s, QType t, bool experts_only) {
-  if (t == QT_F32 || s.role == TR_OTHER || (s.role == TR_LINEAR && experts_only)) return QT_F32;
+  if (t == QT_F32 || s.role == TR_OTHER) return QT_F32;
+  if ((s.role == TR_LINEAR || s.role == TR_OUTPUT) && experts_only) return QT_F32;
+  if (s.role == TR_OUTPUT && t == QT_Q4_0) t = QT_Q8_0;
   if (qtype_is_block(t)) {
     if (s.shape.size() < 2) return QT_F32;
     const int64_t in = s.in_major ? s.shape[s.shape.size() - 2] : s.shape.back();

@@ -27,8 +27,11 @@ struct CkptWriteStats {
 
 // How a tensor is stored under `--type t`: t, or QT_F32 for "as it is" (the input's dtype when
 // quantizing, F32 when initialising). Routed experts take t, and so do attention, dense and
-// shared-expert matrices unless experts_only; embeddings, lm_head, norms, biases, routers and
-// sinks never do, and the block types also need an input axis that is a multiple of 32.
+// shared-expert matrices unless experts_only; so does an untied lm_head unless experts_only,
+// except that q4_0 stores it as q8_0 (the output matrix is the most sensitive to rounding, and
+// llama.cpp also keeps it at a higher precision than Q4_0). Embeddings, a tied lm_head, norms,
+// biases, routers and sinks never do, and the block types also need an input axis that is a
+// multiple of 32.
 QType ckpt_tensor_type(const TensorSpec& s, QType t, bool experts_only);
 
 // Writes a copy of the checkpoint in in_dir to out_dir (config.json, generation_config.json if

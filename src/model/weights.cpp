@@ -459,8 +459,13 @@ void bind_all(Binder& b) {
 
   m->embed = b.f32("model.embed_tokens.weight", {V, D});
   m->final_norm = b.f32("model.norm.weight", {D});
-  if (c.tie_embeddings && !b.has("lm_head.weight")) m->lm_head = m->embed;
-  else m->lm_head = b.f32("lm_head.weight", {V, D});
+  if (c.tie_embeddings && !b.has("lm_head.weight")) {
+    m->lm_head = m->embed;
+  } else {
+    const Mat w = b.expert_mat("lm_head.weight", {V, D}, TR_OUTPUT);
+    m->lm_head = w.f;
+    if (w.data) m->lm_head_q = QWeight{w.type, w.data, w.row_bytes};
+  }
 
   m->layers.assign(c.n_layers, LayerWeights());
   for (int l = 0; l < c.n_layers; ++l) {

@@ -6,8 +6,9 @@
 // consumed: a missing or unexpected tensor, or a shape that disagrees with config.json, is an error
 // naming the file and the tensor.
 //
-// Routed-expert matrices and the attention, dense-MLP and shared-expert matrices (TR_EXPERT and
-// TR_LINEAR below) stored as BF16, Q8_0 or Q4_0 are not converted: they stay in the memory map and
+// Routed-expert matrices, the attention, dense-MLP and shared-expert matrices and the untied
+// lm_head (TR_EXPERT, TR_LINEAR and TR_OUTPUT below) stored as BF16, Q8_0 or Q4_0 are not
+// converted: they stay in the memory map and
 // ExpertWeights / Linear point at the raw rows (QWeight); moe_forward and linear_forward run them
 // directly. The exception is MLA's kv_b_proj, whose fp32 halves the absorbed attention slices.
 // Any other quantized tensor is dequantized to fp32 once at load (it saves disk, not memory).
@@ -109,7 +110,8 @@ struct Model {
   std::vector<std::unique_ptr<float[]>> owned;  // converted tensors
   const float* embed = nullptr;                 // (V, D)
   const float* final_norm = nullptr;            // (D)
-  const float* lm_head = nullptr;               // (V, D); == embed when tied
+  const float* lm_head = nullptr;               // (V, D); == embed when tied; null when raw
+  QWeight lm_head_q;                            // (V, D) raw rows of a quantized lm_head
   std::vector<LayerWeights> layers;             // [L]
   bool fused_experts = false;                   // checkpoint stores 3-D expert tensors
   int64_t n_params = 0;                         // parameters used by the forward pass
@@ -131,9 +133,10 @@ void model_bind(Model* m, const LoadOptions& opt = {});
 
 // What a tensor is, for choosing how to store it.
 enum TensorRole {
-  TR_OTHER,   // embeddings, lm_head, norms, biases, routers, sinks: kept as they are
+  TR_OTHER,   // embeddings, tied lm_head, norms, biases, routers, sinks: kept as they are
   TR_LINEAR,  // attention, dense-MLP and shared-expert weight matrices (out, in)
   TR_EXPERT,  // routed-expert weight matrices
+  TR_OUTPUT,  // the untied lm_head (V, D)
 };
 
 struct TensorSpec {
