@@ -195,14 +195,13 @@ void op_swiglu_backward(float* dg, float* du, const float* dh, const float* g, c
 }
 
 double op_cross_entropy(float* dlogits, const float* logits, const int32_t* targets, int T, int V,
-                        float scale, int* n_counted) {
+                        float scale, int* n_counted, double* row_loss) {
   int n = 0;
   for (int t = 0; t < T; ++t) n += targets[t] >= 0 ? 1 : 0;
   if (n_counted) *n_counted = n;
   const float inv_n = n > 0 ? scale / static_cast<float>(n) : 0.0f;
-  // Rows in parallel; each row's loss is summed afterwards in row order, so the result does not
-  // depend on the thread count.
-  std::vector<double> row_loss(T, 0.0);
+  // Rows in parallel; each row's loss is summed afterwards in row order.
+  std::fill(row_loss, row_loss + T, 0.0);
 #pragma omp parallel for schedule(static)
   for (int t = 0; t < T; ++t) {
     const float* lg = logits + static_cast<int64_t>(t) * V;

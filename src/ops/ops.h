@@ -99,7 +99,9 @@ void op_swiglu_backward(float* dg, float* du, const float* dh, const float* g, c
 // Mean cross-entropy of logits (T, V) against targets (T); targets < 0 are ignored. If dlogits is
 // non-null it receives d(loss)/d(logits) (T, V) scaled by `scale` (e.g. 1 / accumulation steps).
 // Returns the mean loss over counted targets (0 if none); *n_counted gets their number.
+// row_loss: (T) scratch for the per-row losses, summed in row order so that the result does not
+// depend on the thread count.
 double op_cross_entropy(float* dlogits, const float* logits, const int32_t* targets, int T, int V,
-                        float scale, int* n_counted);
+                        float scale, int* n_counted, double* row_loss);
 
 }  // namespace moe

@@ -175,7 +175,8 @@ TEST(OpsBackward, CrossEntropy) {
   std::vector<int32_t> tgt = {3, -1, 0, 5};
   std::vector<float> dl(T * V);
   int n = 0;
-  double loss = op_cross_entropy(dl.data(), lg.data(), tgt.data(), T, V, 0.5f, &n);
+  std::vector<double> rows(T);
+  double loss = op_cross_entropy(dl.data(), lg.data(), tgt.data(), T, V, 0.5f, &n, rows.data());
   EXPECT_EQ(n, 3);
   auto fwd = [&](const VecD& L) {
     double s = 0;

@@ -129,6 +129,7 @@ void train_acts_init(TrainActs* a, const TrainModel& tm, int B, int T) {
   op_rope_table(a->rope_cos.data(), a->rope_sin.data(), c.rope, 0, T);
   a->scores.assign(static_cast<int64_t>(omp_get_max_threads()) * T, 0.0f);
   a->dlogits.assign(N * V, 0.0f);
+  a->row_loss.assign(N, 0.0);
   a->dh.assign(N * D, 0.0f);
   a->dx.assign(N * D, 0.0f);
   a->dtmp.assign(N * D, 0.0f);
@@ -206,7 +207,8 @@ StepLosses train_forward(TrainModel* tm, TrainActs* a, uint64_t seed, bool train
   }
   op_rmsnorm(a->xn.data(), h.data(), m.final_norm, N, D, c.rms_eps);
   op_linear(a->logits.data(), a->xn.data(), m.lm_head, nullptr, N, V, D);
-  out.ce = op_cross_entropy(nullptr, a->logits.data(), a->targets.data(), N, V, 1.0f, &out.n_targets);
+  out.ce = op_cross_entropy(nullptr, a->logits.data(), a->targets.data(), N, V, 1.0f,
+                            &out.n_targets, a->row_loss.data());
   return out;
 }
 
@@ -217,7 +219,8 @@ void train_backward(TrainModel* tm, TrainActs* a, float loss_scale) {
   const int B = a->B, T = a->T, N = B * T, D = c.hidden, V = c.vocab;
   const int H = c.n_heads, KV = c.n_kv_heads, hd = c.head_dim, F = c.dense_ffn;
   const int64_t ND = static_cast<int64_t>(N) * D;
-  op_cross_entropy(a->dlogits.data(), a->logits.data(), a->targets.data(), N, V, loss_scale, nullptr);
+  op_cross_entropy(a->dlogits.data(), a->logits.data(), a->targets.data(), N, V, loss_scale,
+                   nullptr, a->row_loss.data());
   float* dh = a->dh.data();
   float* dx = a->dx.data();
   float* dtmp = a->dtmp.data();

@@ -66,6 +66,7 @@ struct TrainActs {
   std::vector<float> scores;      // (n_threads, T) attention scratch
   // backward scratch
   std::vector<float> dlogits;     // (N, V)
+  std::vector<double> row_loss;   // (N) cross-entropy per position
   std::vector<float> dh, dx, dtmp;   // (N, D)
   std::vector<float> dq, dk, dv, datt;  // (N, H*hd) / (N, KV*hd)
   std::vector<float> dg, du, dact;   // (N, F)
