@@ -167,12 +167,12 @@ inline float row_dot(const QKernels& k, const float* w, const QWeight& q, int64_
 
 // Rows r0..r1 of an expert matrix (as row_dot) against na <= 4 input rows that are cols floats
 // (x) and xq_stride Q8X bytes (xq) apart, plus the bias: y[j * y_stride + r]. Block-type rows go
-// through the multi-activation kernels (each weight block unpacked once for the na rows, results
-// bit for bit row_dot's), the others through row_dot per input row.
+// through the multi-activation kernels when na > 1 (each weight block unpacked once for the na
+// rows, results bit for bit row_dot's), the others through row_dot per input row.
 void rows_dot(const QKernels& k, const float* w, const QWeight& q, const float* b, int r0, int r1,
               const float* x, const uint8_t* xq, int64_t xq_stride, int na, int cols, float* y,
               int64_t y_stride) {
-  const bool multi = !w && qtype_is_block(q.type);
+  const bool multi = na > 1 && !w && qtype_is_block(q.type);
   float o[4];
   for (int r = r0; r < r1; ++r) {
     if (multi) {
@@ -251,10 +251,13 @@ void experts_dot(const ModelConfig& c, const LayerWeights& lw, FfnScratch* s, in
       for (int p = off[e]; p < off[e + 1]; p += kTok) {
         const int na = std::min(kTok, off[e + 1] - p);
         const float* x = xs + static_cast<int64_t>(p) * D;
-        rows_dot(k, ew.gate, ew.gate_q, ew.gate_b, r0, r1, x, xq + p * xrb, xrb, na, D,
-                 g + static_cast<int64_t>(p) * F, F);
-        rows_dot(k, ew.up, ew.up_q, ew.up_b, r0, r1, x, xq + p * xrb, xrb, na, D,
-                 u + static_cast<int64_t>(p) * F, F);
+        // Gate and up rows alternate (two weight streams in flight), as in the row-by-row loop.
+        for (int r = r0; r < r1; ++r) {
+          rows_dot(k, ew.gate, ew.gate_q, ew.gate_b, r, r + 1, x, xq + p * xrb, xrb, na, D,
+                   g + static_cast<int64_t>(p) * F, F);
+          rows_dot(k, ew.up, ew.up_q, ew.up_b, r, r + 1, x, xq + p * xrb, xrb, na, D,
+                   u + static_cast<int64_t>(p) * F, F);
+        }
       }
     }
 #pragma omp for schedule(static)
