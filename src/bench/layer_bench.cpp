@@ -539,6 +539,11 @@ LayerBenchResult layer_bench_run(const ModelConfig& cfg, const std::string& mode
     }
   }
 
+  if (opt.dot_max_tokens >= 0) {
+    s.quant_dot_max_tokens = opt.dot_max_tokens;
+    log(strfmt("segments of at most %d tokens use the dot kernels", opt.dot_max_tokens));
+  }
+
   // The machine's limits.
   const int64_t bw_bytes = opt.bw_bytes > 0 ? opt.bw_bytes : default_bandwidth_bytes(r.machine.llc_bytes);
   log(strfmt("measuring DRAM read bandwidth (%s, %d threads) and sgemm (n = %d)",

@@ -168,6 +168,27 @@ inline float row_dot(const QKernels& k, const float* w, const QWeight& q, int64_
   return qdot(k, q.type, q.data + r * q.stride, x, xq, cols);
 }
 
+// Rows r0..r1 of an expert matrix (as row_dot) against na <= 4 input rows that are cols floats
+// (x) and xq_stride Q8X bytes (xq) apart, plus the bias: y[j * y_stride + r]. Block-type rows go
+// through the multi-activation kernels when na > 1 (each weight block unpacked once for the na
+// rows, results bit for bit row_dot's), the others through row_dot per input row.
+void rows_dot(const QKernels& k, const float* w, const QWeight& q, const float* b, int r0, int r1,
+              const float* x, const uint8_t* xq, int64_t xq_stride, int na, int cols, float* y,
+              int64_t y_stride) {
+  const bool multi = na > 1 && !w && qtype_is_block(q.type);
+  float o[4];
+  for (int r = r0; r < r1; ++r) {
+    if (multi) {
+      qdot4(k, q.type, q.data + r * q.stride, xq, xq_stride, na, o, cols);
+    } else {
+      for (int j = 0; j < na; ++j)
+        o[j] = row_dot(k, w, q, r, x + static_cast<int64_t>(j) * cols, xq + j * xq_stride, cols);
+    }
+    const float br = b ? b[r] : 0.0f;
+    for (int j = 0; j < na; ++j) y[j * y_stride + r] = o[j] + br;
+  }
+}
+
 bool is_raw(const ExpertWeights& ew) { return !ew.gate || !ew.up || !ew.down; }
 
 // y (n, N) = x (n, K) W^T + b for one expert matrix of any storage.
@@ -179,10 +200,12 @@ void expert_matmul(float* y, const float* x, const float* w, const QWeight& q, c
 
 // The experts listed in s->dot_experts (short segments with raw matrices), row by row through
 // the dot kernels, in one parallel region: quantize inputs, gate/up rows, activation (and
-// quantization of its output), down rows. Each stage splits (expert, block of output rows).
+// quantization of its output), down rows. Each stage splits (expert, block of output rows); a
+// work item takes its expert's tokens kTok at a time, each weight row against all of them.
 void experts_dot(const ModelConfig& c, const LayerWeights& lw, FfnScratch* s, int n_dot) {
   const int D = c.hidden, F = c.expert_ffn;
   constexpr int kRows = 16;  // output rows per work item
+  constexpr int kTok = 4;    // tokens per multi-activation dot (quant.h dot4_*)
   const int64_t xrb = (D + kQBlock - 1) / kQBlock * kQ8xBytes;  // Q8X bytes of an input row
   const int64_t hrb = (F + kQBlock - 1) / kQBlock * kQ8xBytes;  // Q8X bytes of an activation row
   const int64_t nbF = (F + kRows - 1) / kRows, nbD = (D + kRows - 1) / kRows;
@@ -209,15 +232,15 @@ void experts_dot(const ModelConfig& c, const LayerWeights& lw, FfnScratch* s, in
       const int e = dot[w / nbF];
       const ExpertWeights& ew = lw.experts[e];
       const int r0 = static_cast<int>(w % nbF) * kRows, r1 = std::min(F, r0 + kRows);
-      for (int p = off[e]; p < off[e + 1]; ++p) {
+      for (int p = off[e]; p < off[e + 1]; p += kTok) {
+        const int na = std::min(kTok, off[e + 1] - p);
         const float* x = xs + static_cast<int64_t>(p) * D;
-        float* gp = g + static_cast<int64_t>(p) * F;
-        float* up = u + static_cast<int64_t>(p) * F;
+        // Gate and up rows alternate (two weight streams in flight), as in the row-by-row loop.
         for (int r = r0; r < r1; ++r) {
-          gp[r] = row_dot(k, ew.gate, ew.gate_q, r, x, xq + p * xrb, D) +
-                  (ew.gate_b ? ew.gate_b[r] : 0.0f);
-          up[r] = row_dot(k, ew.up, ew.up_q, r, x, xq + p * xrb, D) +
-                  (ew.up_b ? ew.up_b[r] : 0.0f);
+          rows_dot(k, ew.gate, ew.gate_q, ew.gate_b, r, r + 1, x, xq + p * xrb, xrb, na, D,
+                   g + static_cast<int64_t>(p) * F, F);
+          rows_dot(k, ew.up, ew.up_q, ew.up_b, r, r + 1, x, xq + p * xrb, xrb, na, D,
+                   u + static_cast<int64_t>(p) * F, F);
         }
       }
     }
@@ -235,12 +258,10 @@ void experts_dot(const ModelConfig& c, const LayerWeights& lw, FfnScratch* s, in
       const int e = dot[w / nbD];
       const ExpertWeights& ew = lw.experts[e];
       const int r0 = static_cast<int>(w % nbD) * kRows, r1 = std::min(D, r0 + kRows);
-      for (int p = off[e]; p < off[e + 1]; ++p) {
-        const float* h = g + static_cast<int64_t>(p) * F;
-        float* y = ys + static_cast<int64_t>(p) * D;
-        for (int r = r0; r < r1; ++r)
-          y[r] = row_dot(k, ew.down, ew.down_q, r, h, hq + p * hrb, F) +
-                 (ew.down_b ? ew.down_b[r] : 0.0f);
+      for (int p = off[e]; p < off[e + 1]; p += kTok) {
+        const int na = std::min(kTok, off[e + 1] - p);
+        rows_dot(k, ew.down, ew.down_q, ew.down_b, r0, r1, g + static_cast<int64_t>(p) * F,
+                 hq + p * hrb, hrb, na, F, ys + static_cast<int64_t>(p) * D, D);
       }
     }
   }

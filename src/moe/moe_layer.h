@@ -74,8 +74,12 @@ struct FfnScratch {
 
   // Raw experts (BF16 / Q8_0 / Q4_0, see ExpertWeights). A segment of at most
   // quant_dot_max_tokens tokens runs row by row through the dot kernels (Q8_0 activations for the
-  // block types); a longer one dequantizes deq_rows weight rows at a time into wdeq for sgemm.
-  int quant_dot_max_tokens = 16;
+  // block types, each weight row against up to 4 tokens at once); a longer one dequantizes
+  // deq_rows weight rows at a time into wdeq for sgemm. 64: about where the two cost the same for
+  // Q4_0 / Q8_0 experts (`moe bench layer --dot-max-tokens`, OLMoE-1B-7B and Qwen3-30B-A3B,
+  // 2 threads, AVX-512 VNNI): the dot path was faster at ~32 tokens per expert, about as fast at
+  // ~64 and ~10% slower at ~128.
+  int quant_dot_max_tokens = 64;
   int deq_rows = 0;
   std::vector<uint8_t> xq;          // (A_max, Q8X bytes of D) gathered inputs as Q8X
   std::vector<uint8_t> hq;          // (A_max, Q8X bytes of F) expert activations as Q8X

@@ -104,12 +104,20 @@ float dot_bf16_f32_scalar(const void* w, const float* x, int64_t n) {
   return acc;
 }
 
+// Multi-activation dots: the single-row kernel per activation row.
+template <float (*DOT)(const void*, const void*, int64_t)>
+void dot4_scalar(const void* w, const void* a, int64_t a_stride, int na, float* out, int64_t n) {
+  for (int j = 0; j < na; ++j) out[j] = DOT(w, static_cast<const uint8_t*>(a) + j * a_stride, n);
+}
+
 const QKernels kScalar = {"scalar",
                           dot_q8_0_scalar<ActQ8_0>,
                           dot_q4_0_scalar<ActQ8_0>,
                           dot_bf16_f32_scalar,
                           dot_q8_0_scalar<ActQ8x>,
                           dot_q4_0_scalar<ActQ8x>,
+                          dot4_scalar<dot_q8_0_scalar<ActQ8x>>,
+                          dot4_scalar<dot_q4_0_scalar<ActQ8x>>,
                           quantize_row_q8x,
                           dequantize_row_q8_0,
                           dequantize_row_q4_0,

@@ -89,6 +89,13 @@ struct QKernels {
   // The same dots with the activation as a Q8X row: bit for bit the results above.
   float (*dot_q8_0_q8x)(const void* w, const void* a, int64_t n);
   float (*dot_q4_0_q8x)(const void* w, const void* a, int64_t n);
+  // One weight row against na (1..4) Q8X activation rows, the j-th at (const uint8_t*)a +
+  // j * a_stride: out[j] is bit for bit dot_*_q8x(w, that row, n). Each weight block is read and
+  // unpacked once for all of them (a few tokens per expert).
+  void (*dot4_q8_0_q8x)(const void* w, const void* a, int64_t a_stride, int na, float* out,
+                        int64_t n);
+  void (*dot4_q4_0_q8x)(const void* w, const void* a, int64_t a_stride, int na, float* out,
+                        int64_t n);
   // quantize_row_q8x (the same bytes).
   void (*quantize_q8x)(const float* x, void* y, int64_t n);
   // Exact dequantization of a row (same results as the reference functions).
@@ -112,6 +119,13 @@ inline float qdot(const QKernels& k, QType t, const void* w, const float* x, con
   if (t == QT_Q4_0) return k.dot_q4_0_q8x(w, xq, n);
   if (t == QT_Q8_0) return k.dot_q8_0_q8x(w, xq, n);
   return k.dot_bf16_f32(w, x, n);
+}
+
+// The same for a block-type weight row (Q8_0 or Q4_0) against na <= 4 Q8X rows (see dot4_*).
+inline void qdot4(const QKernels& k, QType t, const void* w, const void* xq, int64_t xq_stride,
+                  int na, float* out, int64_t n) {
+  if (t == QT_Q4_0) k.dot4_q4_0_q8x(w, xq, xq_stride, na, out, n);
+  else k.dot4_q8_0_q8x(w, xq, xq_stride, na, out, n);
 }
 
 }  // namespace moe

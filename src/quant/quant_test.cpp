@@ -329,6 +329,57 @@ TEST(Quant, Q8xMatchesQ8_0) {
   }
 }
 
+// Multi-activation dots: for every target and na = 1..4 activation rows a_stride bytes apart,
+// out[j] is bit for bit that target's single-row Q8X dot of row j (and near the scalar
+// reference); out[na..] is left alone. Row lengths include odd block counts and 2048 + 32.
+TEST(Quant, Dot4MatchesSingleRowDots) {
+  const QKernels* ref = qkernels_for(QTARGET_SCALAR);
+  std::vector<QTarget> targets = {QTARGET_SCALAR};
+  for (QTarget t : supported_simd_targets()) targets.push_back(t);
+  uint32_t seed = 500;
+  for (int nb : {1, 2, 3, 5, 64, 65, 67}) {
+    const int64_t n = 32 * nb, rb = nb * kQ8xBytes;
+    std::vector<float> w = randn(n, seed++, 0.02f);
+    w[0] = 0.3f;  // a block with an outlier
+    const std::vector<uint8_t> w8 = quantize(QT_Q8_0, w), w4 = quantize(QT_Q4_0, w);
+    for (int64_t stride : {rb, rb + 37, 3 * rb + 4}) {
+      std::vector<uint8_t> act(4 * stride, 0xee);
+      std::vector<std::vector<uint8_t>> a8(4);  // the same rows as Q8_0, for the tolerance
+      for (int j = 0; j < 4; ++j) {
+        std::vector<float> x = randn(n, seed++, j == 2 ? 1e-3f : 1.0f);
+        if (j == 1) std::fill(x.begin(), x.begin() + 32, 0.0f);  // a zero block
+        quantize_row_q8x(x.data(), act.data() + j * stride, n);
+        a8[j] = quantize(QT_Q8_0, x);
+      }
+      for (QTarget t : targets) {
+        const QKernels* k = qkernels_for(t);
+        for (int na = 1; na <= 4; ++na) {
+          SCOPED_TRACE(std::string(k->name) + " n=" + std::to_string(n) + " stride=" +
+                       std::to_string(stride) + " na=" + std::to_string(na));
+          const std::pair<QType, const std::vector<uint8_t>*> rows[] = {{QT_Q8_0, &w8},
+                                                                        {QT_Q4_0, &w4}};
+          for (const auto& [qt, wr] : rows) {
+            float out[5];
+            std::fill(out, out + 5, -7.0f);
+            const auto dot1 = qt == QT_Q8_0 ? k->dot_q8_0_q8x : k->dot_q4_0_q8x;
+            const auto ref1 = qt == QT_Q8_0 ? ref->dot_q8_0_q8x : ref->dot_q4_0_q8x;
+            qdot4(*k, qt, wr->data(), act.data(), stride, na, out, n);
+            for (int j = 0; j < na; ++j) {
+              const uint8_t* aj = act.data() + j * stride;
+              const float one = dot1(wr->data(), aj, n);
+              EXPECT_EQ(std::memcmp(&out[j], &one, 4), 0)
+                  << qtype_name(qt) << " row " << j << ": " << out[j] << " vs " << one;
+              const double tol = 2.4e-7 * (nb + 2) * q_abs_sum(qt, wr->data(), a8[j].data(), n);
+              EXPECT_NEAR(out[j], ref1(wr->data(), aj, n), tol) << qtype_name(qt) << " row " << j;
+            }
+            for (int j = na; j < 5; ++j) EXPECT_EQ(out[j], -7.0f) << "out[" << j << "] written";
+          }
+        }
+      }
+    }
+  }
+}
+
 // The scalar dot products equal the exact sums of the dequantized values up to fp32 rounding.
 TEST(Quant, ScalarDotMatchesDequantizedDot) {
   const QKernels* ref = qkernels_for(QTARGET_SCALAR);

@@ -120,39 +120,77 @@ MOE_T_AVX2 inline __m256i q4_nibbles(const uint8_t* qs) {
                           _mm256_set1_epi8(0x0f));
 }
 
+// A weight block's quants as its lanes function takes them (loaded and unpacked once per block,
+// however many activation rows use it): Q8_0 as int8, Q4_0 as unsigned nibbles.
+MOE_T_AVX2 inline __m256i wq_q8(const uint8_t* pw) { return load256(pw + 2); }
+MOE_T_AVX2 inline __m256i wq_q4(const uint8_t* pw) { return q4_nibbles(pw + 2); }
+
 // Lane sums of one block: Q8_0 weights by the sign trick; Q4_0 nibbles (unsigned) by maddubs,
 // plus -8 x the activation's run sums.
-MOE_T_AVX2 inline __m256i lanes_q8_avx2(const uint8_t* pw, const uint8_t* pa) {
-  return dot32_avx2(load256(pw + 2), load256(pa));
+MOE_T_AVX2 inline __m256i lanes_q8_avx2(__m256i wq, const uint8_t* pa) {
+  return dot32_avx2(wq, load256(pa));
 }
-MOE_T_AVX2 inline __m256i lanes_q4_avx2(const uint8_t* pw, const uint8_t* pa) {
-  const __m256i p16 = _mm256_maddubs_epi16(q4_nibbles(pw + 2), load256(pa));
+MOE_T_AVX2 inline __m256i lanes_q4_avx2(__m256i wq, const uint8_t* pa) {
+  const __m256i p16 = _mm256_maddubs_epi16(wq, load256(pa));
   return _mm256_add_epi32(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)), load256(pa + kX8));
 }
 
-#define MOE_Q8X_FMA(ACC, PW, PA, LANES)                                            \
-  ACC = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(f16[load_u16(PW)]),           \
-                                      _mm256_broadcast_ss(reinterpret_cast<const float*>((PA) + kXd))), \
-                        _mm256_cvtepi32_ps(LANES(PW, PA)), ACC)
+// acc += (d_w * d_a) * lanes, with DW = d_w broadcast and WQ the block's unpacked weights.
+#define MOE_Q8X_FMA(ACC, DW, WQ, PA, LANES)                                                 \
+  ACC = _mm256_fmadd_ps(                                                                    \
+      _mm256_mul_ps(DW, _mm256_broadcast_ss(reinterpret_cast<const float*>((PA) + kXd))), \
+      _mm256_cvtepi32_ps(LANES(WQ, PA)), ACC)
 
-#define MOE_DOT_Q8X(NAME, ATTR, WB, LANES)                                       \
-  ATTR float NAME(const void* w, const void* a, int64_t n) {                     \
-    const float* f16 = quant_f16_table();                                        \
-    const uint8_t* pw = static_cast<const uint8_t*>(w);                          \
-    const uint8_t* pa = static_cast<const uint8_t*>(a);                          \
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();               \
-    int64_t b = n / kQBlock;                                                     \
-    for (; b >= 2; b -= 2, pw += 2 * (WB), pa += 2 * kQ8xBytes) {                \
-      prefetch(pw);                                                              \
-      MOE_Q8X_FMA(acc0, pw, pa, LANES);                                          \
-      MOE_Q8X_FMA(acc1, pw + (WB), pa + kQ8xBytes, LANES);                       \
-    }                                                                            \
-    if (b == 1) MOE_Q8X_FMA(acc0, pw, pa, LANES);                                \
-    return hsum8(_mm256_add_ps(acc0, acc1));                                     \
+// One weight row against NA Q8X activation rows a_stride bytes apart: two blocks per iteration
+// into two accumulators per activation row (so consecutive blocks overlap), then one hsum each.
+// The weight scale and quants of a block are loaded once for all NA rows; per row the operations
+// and their order are those of NA = 1, which is the single-row kernel NAME, so every out[j] is
+// bit for bit NAME(w, row j, n). WB: bytes per weight block.
+#define MOE_DOT_Q8X(NAME, NAME4, ATTR, WB, WQ, LANES)                                           \
+  template <int NA>                                                                            \
+  ATTR inline void NAME##_rows(const uint8_t* pw, const uint8_t* pa, int64_t as, float* out,   \
+                               int64_t n) {                                                    \
+    const float* f16 = quant_f16_table();                                                      \
+    __m256 acc0[NA], acc1[NA];                                                                 \
+    for (int j = 0; j < NA; ++j) acc0[j] = acc1[j] = _mm256_setzero_ps();                      \
+    int64_t b = n / kQBlock;                                                                   \
+    for (; b >= 2; b -= 2, pw += 2 * (WB), pa += 2 * kQ8xBytes) {                              \
+      prefetch(pw);                                                                            \
+      const __m256 d0 = _mm256_set1_ps(f16[load_u16(pw)]);                                     \
+      const __m256 d1 = _mm256_set1_ps(f16[load_u16(pw + (WB))]);                              \
+      const __m256i w0 = WQ(pw), w1 = WQ(pw + (WB));                                           \
+      _Pragma("GCC unroll 4") for (int j = 0; j < NA; ++j) {                                   \
+        MOE_Q8X_FMA(acc0[j], d0, w0, pa + j * as, LANES);                                      \
+        MOE_Q8X_FMA(acc1[j], d1, w1, pa + j * as + kQ8xBytes, LANES);                          \
+      }                                                                                        \
+    }                                                                                          \
+    if (b == 1) {                                                                              \
+      const __m256 d0 = _mm256_set1_ps(f16[load_u16(pw)]);                                     \
+      const __m256i w0 = WQ(pw);                                                               \
+      _Pragma("GCC unroll 4") for (int j = 0; j < NA; ++j)                                     \
+          MOE_Q8X_FMA(acc0[j], d0, w0, pa + j * as, LANES);                                    \
+    }                                                                                          \
+    _Pragma("GCC unroll 4") for (int j = 0; j < NA; ++j) out[j] =                              \
+        hsum8(_mm256_add_ps(acc0[j], acc1[j]));                                                \
+  }                                                                                            \
+  ATTR float NAME(const void* w, const void* a, int64_t n) {                                   \
+    float r;                                                                                   \
+    NAME##_rows<1>(static_cast<const uint8_t*>(w), static_cast<const uint8_t*>(a), 0, &r, n);  \
+    return r;                                                                                  \
+  }                                                                                            \
+  ATTR void NAME4(const void* w, const void* a, int64_t as, int na, float* out, int64_t n) {   \
+    const uint8_t* pw = static_cast<const uint8_t*>(w);                                        \
+    const uint8_t* pa = static_cast<const uint8_t*>(a);                                        \
+    switch (na) {                                                                              \
+      case 1: NAME##_rows<1>(pw, pa, as, out, n); break;                                       \
+      case 2: NAME##_rows<2>(pw, pa, as, out, n); break;                                       \
+      case 3: NAME##_rows<3>(pw, pa, as, out, n); break;                                       \
+      default: NAME##_rows<4>(pw, pa, as, out, n); break;                                      \
+    }                                                                                          \
   }
 
-MOE_DOT_Q8X(dot_q8_0_q8x_avx2, MOE_T_AVX2, kQ8Bytes, lanes_q8_avx2)
-MOE_DOT_Q8X(dot_q4_0_q8x_avx2, MOE_T_AVX2, kQ4Bytes, lanes_q4_avx2)
+MOE_DOT_Q8X(dot_q8_0_q8x_avx2, dot4_q8_0_q8x_avx2, MOE_T_AVX2, kQ8Bytes, wq_q8, lanes_q8_avx2)
+MOE_DOT_Q8X(dot_q4_0_q8x_avx2, dot4_q4_0_q8x_avx2, MOE_T_AVX2, kQ4Bytes, wq_q4, lanes_q4_avx2)
 
 // quantize_row_q8x. Per block: amax with NaN ignored (as fmax does: the running maximum is the
 // second operand of vmaxps, which it returns when the first is NaN), d = amax / 127 and 1/d in
@@ -286,16 +324,18 @@ MOE_DOT_256(dot_q4_0_q8_0_vnni, MOE_T_VNNI, kQ4Bytes, q4_bytes, dot32_vnni)
 // Q8X: vpdpbusd takes the weights as unsigned bytes (Q4_0 nibbles; Q8_0 quants + 128 by flipping
 // the top bit) and starts from the activation's -8 / -128 run sums, so each lane is the exact
 // signed sum without the sign trick.
-MOE_T_VNNI inline __m256i lanes_q8_vnni(const uint8_t* pw, const uint8_t* pa) {
-  const __m256i u = _mm256_xor_si256(load256(pw + 2), _mm256_set1_epi8(static_cast<char>(0x80)));
-  return _mm256_dpbusd_epi32(load256(pa + kX128), u, load256(pa));
+MOE_T_VNNI inline __m256i wq_q8_vnni(const uint8_t* pw) {
+  return _mm256_xor_si256(load256(pw + 2), _mm256_set1_epi8(static_cast<char>(0x80)));
 }
-MOE_T_VNNI inline __m256i lanes_q4_vnni(const uint8_t* pw, const uint8_t* pa) {
-  return _mm256_dpbusd_epi32(load256(pa + kX8), q4_nibbles(pw + 2), load256(pa));
+MOE_T_VNNI inline __m256i lanes_q8_vnni(__m256i wq, const uint8_t* pa) {
+  return _mm256_dpbusd_epi32(load256(pa + kX128), wq, load256(pa));
+}
+MOE_T_VNNI inline __m256i lanes_q4_vnni(__m256i wq, const uint8_t* pa) {
+  return _mm256_dpbusd_epi32(load256(pa + kX8), wq, load256(pa));
 }
 
-MOE_DOT_Q8X(dot_q8_0_q8x_vnni, MOE_T_VNNI, kQ8Bytes, lanes_q8_vnni)
-MOE_DOT_Q8X(dot_q4_0_q8x_vnni, MOE_T_VNNI, kQ4Bytes, lanes_q4_vnni)
+MOE_DOT_Q8X(dot_q8_0_q8x_vnni, dot4_q8_0_q8x_vnni, MOE_T_VNNI, kQ8Bytes, wq_q8_vnni, lanes_q8_vnni)
+MOE_DOT_Q8X(dot_q4_0_q8x_vnni, dot4_q4_0_q8x_vnni, MOE_T_VNNI, kQ4Bytes, wq_q4, lanes_q4_vnni)
 
 #undef MOE_DOT_256
 #undef MOE_BLOCK_FMA
@@ -387,6 +427,8 @@ bool quant_x86_kernels(QTarget t, QKernels* out) {
               dot_bf16_f32_avx2,
               dot_q8_0_q8x_avx2,
               dot_q4_0_q8x_avx2,
+              dot4_q8_0_q8x_avx2,
+              dot4_q4_0_q8x_avx2,
               quantize_q8x_avx2,
               dequant_q8_0_avx2,
               dequant_q4_0_avx2,
@@ -400,6 +442,8 @@ bool quant_x86_kernels(QTarget t, QKernels* out) {
               dot_bf16_f32_avx512,
               dot_q8_0_q8x_avx2,
               dot_q4_0_q8x_avx2,
+              dot4_q8_0_q8x_avx2,
+              dot4_q4_0_q8x_avx2,
               quantize_q8x_avx2,
               dequant_q8_0_avx512,
               dequant_q4_0_avx512,
@@ -407,9 +451,18 @@ bool quant_x86_kernels(QTarget t, QKernels* out) {
       return true;
     case QTARGET_AVX512_VNNI:
       if (!vnni) return false;
-      *out = {"avx512_vnni",       dot_q8_0_q8_0_vnni,  dot_q4_0_q8_0_vnni, dot_bf16_f32_avx512,
-              dot_q8_0_q8x_vnni,   dot_q4_0_q8x_vnni,   quantize_q8x_avx2,  dequant_q8_0_avx512,
-              dequant_q4_0_avx512, dequant_bf16_avx512};
+      *out = {"avx512_vnni",
+              dot_q8_0_q8_0_vnni,
+              dot_q4_0_q8_0_vnni,
+              dot_bf16_f32_avx512,
+              dot_q8_0_q8x_vnni,
+              dot_q4_0_q8x_vnni,
+              dot4_q8_0_q8x_vnni,
+              dot4_q4_0_q8x_vnni,
+              quantize_q8x_avx2,
+              dequant_q8_0_avx512,
+              dequant_q4_0_avx512,
+              dequant_bf16_avx512};
       return true;
     default:
       return false;

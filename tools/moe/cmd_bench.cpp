@@ -76,6 +76,7 @@ CommandRun cmd_bench_layer_register(CLI::App* app) {
     int threads = 0;
     uint64_t seed = 1;
     double min_time = 1.0;
+    int dot_max_tokens = -1;
   };
   auto o = std::make_shared<Opts>();
   app->add_option("--config", o->config, "config.json of the model (e.g. bench/configs/*.json)")
@@ -90,6 +91,10 @@ CommandRun cmd_bench_layer_register(CLI::App* app) {
                   "report file (.md; the .json goes beside it) [bench/results/layer_<model>_<type>.md]");
   app->add_option("--seed", o->seed, "random seed of weights and inputs")->capture_default_str();
   app->add_option("--min-time", o->min_time, "seconds of timed calls per case")
+      ->capture_default_str();
+  app->add_option("--dot-max-tokens", o->dot_max_tokens,
+                  "experts with at most this many tokens use the dot kernels, longer segments "
+                  "dequantize for sgemm (-1 = the engine's default)")
       ->capture_default_str();
   app->add_flag("--quick", o->quick, "tiny machine probes and timing, for tests (not measurements)");
   return [o]() {
@@ -106,6 +111,8 @@ CommandRun cmd_bench_layer_register(CLI::App* app) {
     opt.seed = o->seed;
     opt.min_time_s = o->min_time;
     opt.quick = o->quick;
+    if (o->dot_max_tokens < -1) fail("--dot-max-tokens must be >= -1");
+    opt.dot_max_tokens = o->dot_max_tokens;
     if (o->quick) {
       opt.min_time_s = std::min(opt.min_time_s, 0.01);
       opt.min_reps = 2;
