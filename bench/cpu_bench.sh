@@ -9,7 +9,7 @@
 # 2. `moe bench decode` and `moe bench prefill` on random-weight checkpoints written by `moe init`
 #    (OLMoE-1B-7B q8_0 and q4_0, Qwen3-30B-A3B q4_0): results/{decode,prefill}_<name>.{md,json}.
 #    A checkpoint is written only if the disk has room for it, and benchmarked only if it fits in
-#    memory (file + the fp32 copies the loader makes of non-expert matrices); otherwise the script
+#    memory (quantized matrices run from the mapped file, so about the file); otherwise the script
 #    says so and goes on. Checkpoints go to $CKPT_DIR (git-ignored runs/) and are deleted after
 #    use unless KEEP_CKPT=1.
 #
@@ -78,8 +78,8 @@ avail_disk() { df -B1 --output=avail "$1" | tail -1 | tr -d ' '; }
 mem_avail() { awk '/MemAvailable/ { print $2 * 1024 }' /proc/meminfo; }
 
 # model_run NAME CONFIG TYPE DISK_BYTES RESIDENT_BYTES: init, decode, prefill, delete.
-# DISK_BYTES: the checkpoint's size; RESIDENT_BYTES: the memory a loaded model needs (checkpoint
-# pages it reads + fp32 copies of the quantized non-expert matrices).
+# DISK_BYTES: the checkpoint's size; RESIDENT_BYTES: the memory a loaded model needs (the
+# checkpoint pages it reads; quantized matrices are used in place).
 model_run() {
   local name=$1 cfg=$2 type=$3 disk=$4 resident=$5
   local dir="$CKPT_DIR/$name"
@@ -111,12 +111,13 @@ model_run() {
 
 if [[ " $PARTS " == *" models "* ]]; then
   G=$((1 << 30))
-  # OLMoE-1B-7B: 6.4B expert weights + 0.27B attention + 2 x 0.10B embedding/lm_head (fp32).
-  model_run olmoe-1b-7b-q8_0 olmoe-1b-7b q8_0 $((8 * G)) $((10 * G))
-  model_run olmoe-1b-7b-q4_0 olmoe-1b-7b q4_0 $((5 * G)) $((6 * G))
-  # Qwen3-30B-A3B q4_0: 29.0B expert weights (16.3 GB), 0.9B attention (0.5 GB stored, 3.6 GB as
-  # fp32 after loading), 0.6B embedding + lm_head (2.5 GB fp32): 19.4 GB (18.0 GiB) of file; a
-  # loaded model keeps 21.2 GB (19.8 GiB) resident (experts, fp32 attention, lm_head, router).
-  model_run qwen3-30b-a3b-q4_0 qwen3-30b-a3b q4_0 $((18 * G)) $((20 * G))
+  # OLMoE-1B-7B: 6.4B expert weights + 0.27B attention (q8_0: 7.1 GiB of file; q4_0: 4.0 GiB)
+  # + 0.10B embedding (fp32) + 0.10B lm_head (q8_0 for both types).
+  model_run olmoe-1b-7b-q8_0 olmoe-1b-7b q8_0 $((8 * G)) $((8 * G))
+  model_run olmoe-1b-7b-q4_0 olmoe-1b-7b q4_0 $((5 * G)) $((5 * G))
+  # Qwen3-30B-A3B q4_0: 29.0B expert weights (16.3 GB), 0.9B attention (0.5 GB), 0.31B embedding
+  # (1.25 GB fp32) and 0.31B lm_head (0.33 GB q8_0): about 18.4 GB (17.2 GiB) of file, which is
+  # also about what a loaded model keeps resident.
+  model_run qwen3-30b-a3b-q4_0 qwen3-30b-a3b q4_0 $((18 * G)) $((18 * G))
 fi
 note "done"

@@ -30,6 +30,15 @@ void raw_dot(float* y, const float* x, const QWeight& q, const float* b, int T, 
     for (int r = r0; r < r1; ++r) {
       const uint8_t* wr = q.data + r * q.stride;
       const float br = b ? b[r] : 0.0f;
+      if (T > 1 && qtype_is_block(q.type)) {  // each weight block unpacked once per 4 rows of x
+        float o[4];
+        for (int t0 = 0; t0 < T; t0 += 4) {
+          const int na = std::min(4, T - t0);
+          qdot4(k, q.type, wr, xq + t0 * xrb, xrb, na, o, K);
+          for (int j = 0; j < na; ++j) y[static_cast<int64_t>(t0 + j) * N + r] = o[j] + br;
+        }
+        continue;
+      }
       for (int t = 0; t < T; ++t)
         y[static_cast<int64_t>(t) * N + r] =
             qdot(k, q.type, wr, x + static_cast<int64_t>(t) * K, xq + t * xrb, K) + br;
