@@ -39,14 +39,14 @@ Golden load_golden(const std::string& dir) {
   return g;
 }
 
-// Logits (T, V) of the whole prompt; dot_max sets FfnScratch::quant_dot_max_tokens and the
+// Logits (T, V) of the whole prompt; dot_max sets FfnScratch's dot thresholds and the
 // LinearScratch::dot_max_tokens of raw attention / MLP matrices (-1: default).
 std::vector<float> run(const Model& m, const std::vector<int32_t>& ids, int dot_max = -1) {
   const int T = static_cast<int>(ids.size());
   InferState st;
   infer_state_init(&st, m, T, T);
   if (dot_max >= 0) {
-    st.ffn.quant_dot_max_tokens = dot_max;
+    ffn_set_dot_max_tokens(&st.ffn, dot_max);
     st.ffn.lin.dot_max_tokens = std::min(st.ffn.lin.dot_max_tokens, dot_max);
     st.lin.dot_max_tokens = std::min(st.lin.dot_max_tokens, dot_max);
   }

@@ -509,10 +509,11 @@ LayerBenchResult layer_bench_run(const ModelConfig& cfg, const std::string& mode
     }
     r.checks.push_back(dot);
     if (L.raw) {
-      const int keep = s.quant_dot_max_tokens;
-      s.quant_dot_max_tokens = 0;
+      const int keep_q = s.quant_dot_max_tokens, keep_bf16 = s.bf16_dot_max_tokens;
+      ffn_set_dot_max_tokens(&s, 0);
       moe_forward(out.data(), c, L.lw, X.data(), Tv, &s, ids.data(), 0, route_seed);
-      s.quant_dot_max_tokens = keep;
+      s.quant_dot_max_tokens = keep_q;
+      s.bf16_dot_max_tokens = keep_bf16;
       LayerCheck gemm;
       gemm.path = "gemm";
       gemm.tokens = Tv;
@@ -540,7 +541,7 @@ LayerBenchResult layer_bench_run(const ModelConfig& cfg, const std::string& mode
   }
 
   if (opt.dot_max_tokens >= 0) {
-    s.quant_dot_max_tokens = opt.dot_max_tokens;
+    ffn_set_dot_max_tokens(&s, opt.dot_max_tokens);
     log(strfmt("segments of at most %d tokens use the dot kernels", opt.dot_max_tokens));
   }
 
@@ -566,7 +567,8 @@ LayerBenchResult layer_bench_run(const ModelConfig& cfg, const std::string& mode
       const int n = s.counts[e + 1] - s.counts[e];
       if (n == 0) continue;
       touched.push_back(e);
-      n_dot += L.raw && n <= s.quant_dot_max_tokens;
+      const QType t = L.el.gate.type != QT_F32 ? L.el.gate.type : L.el.down.type;
+      n_dot += L.raw && n <= ffn_dot_max_tokens(s, t);
     }
     const int64_t A = s.counts[E];
     const int64_t Fe = c.expert_ffn, Fs = c.shared_ffn;

@@ -76,7 +76,7 @@ struct LayerBenchOptions {
   int bw_reps = 5;
   int gemm_n = 2048;
   bool quick = false;  // recorded in the report (tests: tiny probes, numbers not meaningful)
-  int dot_max_tokens = -1;  // FfnScratch::quant_dot_max_tokens for the timed calls; -1: default
+  int dot_max_tokens = -1;  // FfnScratch's dot thresholds for the timed calls; -1: default
   std::function<void(const std::string&)> log;  // progress lines, may be empty
 };
 

@@ -387,7 +387,9 @@ void moe_forward(float* out, const ModelConfig& c, const LayerWeights& lw, const
   // kernels, all together; the others one by one (fp32 BLAS, or dequantized blocks and sgemm).
   const auto use_dot = [&](int e) {
     const int n = off[e + 1] - off[e];
-    return n > 0 && n <= s->quant_dot_max_tokens && is_raw(lw.experts[e]);
+    const ExpertWeights& ew = lw.experts[e];
+    const QType t = ew.gate ? ew.down_q.type : ew.gate_q.type;  // the raw matrices' type
+    return n > 0 && is_raw(ew) && n <= ffn_dot_max_tokens(*s, t);
   };
   int n_dot = 0;
   for (int e = 0; e < E; ++e)

@@ -26,8 +26,10 @@
 // region split by (expert, block of output rows); the inputs of block-quantized matrices are
 // quantized to Q8_0 once per segment, which is the only numerical difference from running the
 // dequantized weights in fp32. Long segments (prefill) dequantize blocks of weight rows into a
-// buffer allocated once and use sgemm. Every output element is computed by one thread in a fixed
-// order, so results do not depend on the thread count.
+// buffer allocated once and use sgemm. On the dot path every output element is computed by one
+// thread in a fixed order, so results do not depend on the thread count; sgemm products large
+// enough to be split over threads (op_sgemm) may differ in the last bits between thread counts.
+// The shared expert(s) and dense MLPs run through linear_forward (ops/linear.h).
 //
 // Legend: T tokens, D model width, F expert width, E experts, K experts per token.
 #pragma once
@@ -80,6 +82,9 @@ struct FfnScratch {
   // 2 threads, AVX-512 VNNI): the dot path was faster at ~32 tokens per expert, about as fast at
   // ~64 and ~10% slower at ~128.
   int quant_dot_max_tokens = 64;
+  // The same for BF16 experts, whose rows go one token at a time through dot_bf16_f32: at ~64
+  // tokens per expert that path took 1.4x (OLMoE) to 1.7x (gpt-oss) the time of sgemm.
+  int bf16_dot_max_tokens = 16;
   int deq_rows = 0;
   std::vector<uint8_t> xq;          // (A_max, Q8X bytes of D) gathered inputs as Q8X
   std::vector<uint8_t> hq;          // (A_max, Q8X bytes of F) expert activations as Q8X
@@ -96,6 +101,16 @@ struct FfnScratch {
 };
 
 void ffn_scratch_init(FfnScratch* s, const ModelConfig& c, int T_max);
+
+// The most tokens a raw expert whose matrices are of type t may have in a call and still run
+// through the dot kernels.
+inline int ffn_dot_max_tokens(const FfnScratch& s, QType t) {
+  return qtype_is_block(t) ? s.quant_dot_max_tokens : s.bf16_dot_max_tokens;
+}
+// Sets both thresholds (0: every raw expert through dequantize + sgemm).
+inline void ffn_set_dot_max_tokens(FfnScratch* s, int n) {
+  s->quant_dot_max_tokens = s->bf16_dot_max_tokens = n;
+}
 
 // out (T, D) = down(silu(gate x) * up x). g, u: scratch of (T, F); ls: for raw matrices.
 void mlp_forward(float* out, const MlpWeights& w, const float* x, int T, float* g, float* u,

@@ -154,7 +154,7 @@ std::vector<double> reference(const QuantMoe& m, const std::vector<float>& x, in
 std::vector<float> forward(const QuantMoe& m, const std::vector<float>& x, int T, int dot_max) {
   FfnScratch s;
   ffn_scratch_init(&s, m.c, T);
-  s.quant_dot_max_tokens = dot_max;
+  ffn_set_dot_max_tokens(&s, dot_max);
   std::vector<float> out(T * m.c.hidden);
   moe_forward(out.data(), m.c, m.lw, x.data(), T, &s, nullptr, 0, 0);
   return out;
