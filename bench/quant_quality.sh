@@ -70,11 +70,13 @@ for r in rows:
           f"{r['ppl']:.3f} | {dppl:+.3f} | {r['mean_kl']:.2e} | {r['max_kl']:.2e} | "
           f"{r['max_abs_dlogit']:.4f} | {100 * r['top1_agree']:.2f}% |")
 print()
-print("Scope: `all` converts attention, dense-MLP, shared-expert and routed-expert matrices; "
-      "`experts` only the routed experts (`moe quantize --experts-only`). Embeddings, lm_head, "
-      "norms and routers stay f32 in both. Routed experts run from the stored rows (Q8_0/Q4_0 "
-      "dot kernels with Q8_0 activations in decode-sized segments, dequantized blocks + sgemm "
-      "in longer ones); the other matrices are dequantized to fp32 at load.")
+print("Scope: `all` converts attention, dense-MLP, shared-expert and routed-expert matrices "
+      "and the untied lm_head (q8_0 under q4_0); `experts` only the routed experts (`moe "
+      "quantize --experts-only`). Embeddings, norms and routers stay f32 in both. Every "
+      "quantized matrix runs from its stored rows: Q8_0/Q4_0 dot kernels with Q8_0 activations "
+      "for short segments (routed experts with at most 64 tokens in a window, other matrices "
+      "with at most 16 rows; bf16 experts at most 16), dequantized blocks + sgemm for longer "
+      "ones, so with 128-token windows the attention and lm_head run the sgemm path here.")
 print("KL(f32 ‖ q) = Σ p_f32 (log p_f32 − log p_q) per scored token; top-1 agreement = the "
       "share of positions where both models' argmax agree; ΔPPL relative to the f32 row.")
 PY
