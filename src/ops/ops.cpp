@@ -8,6 +8,8 @@
 #include <limits>
 #include <vector>
 
+#include "quant/quant.h"
+
 namespace moe {
 
 void ops_set_threads(int n) {
@@ -22,6 +24,32 @@ void op_sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, cons
   const CBLAS_TRANSPOSE tb = trans_b ? CblasTrans : CblasNoTrans;
   const int nt = omp_in_parallel() ? 1 : omp_get_max_threads();
   constexpr int kAlign = 16;  // rows or columns per block, a multiple of the kernels' tiles
+  constexpr int kFewRows = 8;  // up to this many rows of A (with B transposed): multi-row dots
+  if (!trans_a && trans_b && M >= 2 && M <= kFewRows) {
+    // A few rows of A against the rows of B (a linear layer on 2-8 tokens): each row of B is
+    // read once for up to 4 rows of A by the fp32 multi-row dot kernel, where sgemm would pack
+    // B for a product of a few rows. Blocks of B's rows (C's columns) go to the threads.
+    const QKernels& q = qkernels();
+    const int parts = (nt <= 1 || 2.0 * M * N * K < 2e5) ? 1 : std::max(1, std::min(nt, N / kAlign));
+    const int chunk = ((N + parts - 1) / parts + kAlign - 1) / kAlign * kAlign;
+#pragma omp parallel for num_threads(parts) schedule(static, 1) if (parts > 1)
+    for (int p = 0; p < parts; ++p) {
+      const int j0 = std::min(N, p * chunk), j1 = std::min(N, j0 + chunk);
+      float o[4];
+      for (int j = j0; j < j1; ++j) {
+        for (int m0 = 0; m0 < M; m0 += 4) {
+          const int na = std::min(4, M - m0);
+          q.dot4_f32(B + static_cast<int64_t>(j) * ldb, A + static_cast<int64_t>(m0) * lda, lda,
+                     na, o, K);
+          for (int t = 0; t < na; ++t) {
+            float& c = C[static_cast<int64_t>(m0 + t) * ldc + j];
+            c = beta == 0.0f ? alpha * o[t] : alpha * o[t] + beta * c;
+          }
+        }
+      }
+    }
+    return;
+  }
   if (M == 1) {
     // One row of C (a decode step): a matrix-vector product. sgemm would pack op(B) and reach
     // a third of the memory bandwidth that sgemv streams B at; split C's columns over threads.

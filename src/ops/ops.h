@@ -20,7 +20,8 @@ namespace moe {
 // rows than columns) of C over the OpenMP threads, each block one single-threaded sgemm. Inside
 // an OpenMP parallel region, or for small products, a GEMM is one call. A product with one row
 // (M = 1, a decode step) is a matrix-vector product: sgemv over blocks of C's columns, which
-// streams the matrix at memory speed where sgemm would pack it first.
+// streams the matrix at memory speed where sgemm would pack it first. With B transposed (a linear
+// layer) and 2-8 rows, each row of B is read once for up to 4 rows of A (quant.h's dot4_f32).
 // Sets the OpenMP thread count (n > 0) and makes OpenBLAS single-threaded.
 void ops_set_threads(int n);
 // C (M, N) = alpha op(A) op(B) + beta C, row-major, split as described above.

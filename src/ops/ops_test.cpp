@@ -76,6 +76,42 @@ TEST(Ops, SgemmOneRowMatchesReference) {
   }
 }
 
+// 2-8 rows of A against B^T take the multi-row dot path: strided A / B / C, alpha, beta, and C
+// holding NaN where beta = 0; one thread and three give the same bits.
+TEST(Ops, SgemmFewRowsMatchesReference) {
+  const int K = 300, lda = K + 5, ldb = K + 2;
+  for (const int N : {5, 40, 700})
+    for (const int M : {2, 3, 5, 8}) {
+      const int ldc = N + 3;
+      auto a = randn(static_cast<size_t>(M) * lda, 11), b = randn(static_cast<size_t>(N) * ldb, 12);
+      auto c0 = randn(static_cast<size_t>(M) * ldc, 13);
+      for (const float beta : {0.0f, 0.5f}) {
+        std::vector<float> c(c0);
+        if (beta == 0.0f) std::fill(c.begin(), c.end(), NAN);
+        op_sgemm(false, true, M, N, K, 1.5f, a.data(), lda, b.data(), ldb, beta, c.data(), ldc);
+        for (int i = 0; i < M; ++i)
+          for (int j = 0; j < N; ++j) {
+            double s = 0.0;
+            for (int k = 0; k < K; ++k)
+              s += static_cast<double>(a[static_cast<size_t>(i) * lda + k]) *
+                   b[static_cast<size_t>(j) * ldb + k];
+            const double want = 1.5 * s + (beta == 0.0f ? 0.0 : beta * c0[i * ldc + j]);
+            ASSERT_NEAR(c[i * ldc + j], want, 1e-4)
+                << "M=" << M << " N=" << N << " beta=" << beta << " i=" << i << " j=" << j;
+          }
+        if (beta != 0.0f) continue;
+        const int threads = omp_get_max_threads();
+        std::vector<float> c1(c0.size(), 0.0f), c3(c0.size(), 0.0f);
+        omp_set_num_threads(1);
+        op_sgemm(false, true, M, N, K, 1.0f, a.data(), lda, b.data(), ldb, 0.0f, c1.data(), ldc);
+        omp_set_num_threads(3);
+        op_sgemm(false, true, M, N, K, 1.0f, a.data(), lda, b.data(), ldb, 0.0f, c3.data(), ldc);
+        omp_set_num_threads(threads);
+        EXPECT_EQ(c1, c3) << "M=" << M << " N=" << N;
+      }
+    }
+}
+
 TEST(Ops, RmsNormMatchesReference) {
   const int T = 3, D = 10;
   auto x = randn(T * D, 6), w = randn(D, 7);

@@ -110,6 +110,16 @@ void dot4_scalar(const void* w, const void* a, int64_t a_stride, int na, float* 
   for (int j = 0; j < na; ++j) out[j] = DOT(w, static_cast<const uint8_t*>(a) + j * a_stride, n);
 }
 
+void dot4_f32_scalar(const float* w, const float* x, int64_t x_stride, int nx, float* out,
+                     int64_t n) {
+  for (int j = 0; j < nx; ++j) {
+    const float* xr = x + j * x_stride;
+    float acc = 0.0f;
+    for (int64_t i = 0; i < n; ++i) acc += w[i] * xr[i];
+    out[j] = acc;
+  }
+}
+
 const QKernels kScalar = {"scalar",
                           dot_q8_0_scalar<ActQ8_0>,
                           dot_q4_0_scalar<ActQ8_0>,
@@ -121,7 +131,8 @@ const QKernels kScalar = {"scalar",
                           quantize_row_q8x,
                           dequantize_row_q8_0,
                           dequantize_row_q4_0,
-                          dequantize_row_bf16};
+                          dequantize_row_bf16,
+                          dot4_f32_scalar};
 
 struct KernelTable {
   QKernels k[QTARGET_COUNT];

@@ -102,6 +102,10 @@ struct QKernels {
   void (*dequant_q8_0)(const void* x, float* y, int64_t n);
   void (*dequant_q4_0)(const void* x, float* y, int64_t n);
   void (*dequant_bf16)(const void* x, float* y, int64_t n);
+  // out[j] = sum_i w[i] * x[j * x_stride + i] for j < nx (1..4): an fp32 weight row read once
+  // for up to 4 fp32 activation rows; any n. Targets differ only in the order of the additions.
+  void (*dot4_f32)(const float* w, const float* x, int64_t x_stride, int nx, float* out,
+                   int64_t n);
 };
 
 enum QTarget { QTARGET_SCALAR, QTARGET_AVX2, QTARGET_AVX512, QTARGET_AVX512_VNNI, QTARGET_COUNT };

@@ -381,6 +381,43 @@ TEST(Quant, Dot4MatchesSingleRowDots) {
 }
 
 // The scalar dot products equal the exact sums of the dequantized values up to fp32 rounding.
+// fp32 multi-row dots on every target against a double-precision reference: lengths with and
+// without a tail, 1-4 rows at several strides, outputs past nx untouched.
+TEST(Quant, Dot4F32MatchesReference) {
+  std::vector<QTarget> targets = {QTARGET_SCALAR};
+  for (QTarget t : supported_simd_targets()) targets.push_back(t);
+  uint32_t seed = 900;
+  for (int64_t n : {1, 7, 16, 31, 32, 33, 100, 2048, 2085}) {
+    const std::vector<float> w = randn(n, seed++);
+    for (int64_t stride : {n, n + 3, 2 * n + 16}) {
+      std::vector<float> x(4 * stride, NAN);  // gaps between rows hold NaN: never read
+      for (int j = 0; j < 4; ++j) {
+        const std::vector<float> r = randn(n, seed++);
+        std::copy(r.begin(), r.end(), x.begin() + j * stride);
+      }
+      for (QTarget t : targets) {
+        const QKernels* k = qkernels_for(t);
+        for (int nx = 1; nx <= 4; ++nx) {
+          SCOPED_TRACE(std::string(k->name) + " n=" + std::to_string(n) + " stride=" +
+                       std::to_string(stride) + " nx=" + std::to_string(nx));
+          float out[5];
+          std::fill(out, out + 5, -7.0f);
+          k->dot4_f32(w.data(), x.data(), stride, nx, out, n);
+          for (int j = 0; j < nx; ++j) {
+            double want = 0.0, mag = 0.0;
+            for (int64_t i = 0; i < n; ++i) {
+              want += static_cast<double>(w[i]) * x[j * stride + i];
+              mag += std::fabs(static_cast<double>(w[i]) * x[j * stride + i]);
+            }
+            EXPECT_NEAR(out[j], want, 1e-6 * mag + 1e-7) << "row " << j;
+          }
+          for (int j = nx; j < 5; ++j) EXPECT_EQ(out[j], -7.0f);
+        }
+      }
+    }
+  }
+}
+
 TEST(Quant, ScalarDotMatchesDequantizedDot) {
   const QKernels* ref = qkernels_for(QTARGET_SCALAR);
   const int64_t n = 32 * 40;

@@ -192,6 +192,38 @@ MOE_T_AVX2 inline __m256i lanes_q4_avx2(__m256i wq, const uint8_t* pa) {
 MOE_DOT_Q8X(dot_q8_0_q8x_avx2, dot4_q8_0_q8x_avx2, MOE_T_AVX2, kQ8Bytes, wq_q8, lanes_q8_avx2)
 MOE_DOT_Q8X(dot_q4_0_q8x_avx2, dot4_q4_0_q8x_avx2, MOE_T_AVX2, kQ4Bytes, wq_q4, lanes_q4_avx2)
 
+// fp32 weight row against NX fp32 activation rows: two accumulators per row, 16 floats per
+// iteration, a scalar tail.
+template <int NX>
+MOE_T_AVX2 inline void dot4_f32_rows_avx2(const float* w, const float* x, int64_t xs, float* out,
+                                          int64_t n) {
+  __m256 acc0[NX], acc1[NX];
+  for (int j = 0; j < NX; ++j) acc0[j] = acc1[j] = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m256 w0 = _mm256_loadu_ps(w + i), w1 = _mm256_loadu_ps(w + i + 8);
+    for (int j = 0; j < NX; ++j) {
+      acc0[j] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + j * xs + i), acc0[j]);
+      acc1[j] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + j * xs + i + 8), acc1[j]);
+    }
+  }
+  for (int j = 0; j < NX; ++j) {
+    float r = hsum8(_mm256_add_ps(acc0[j], acc1[j]));
+    for (int64_t k = i; k < n; ++k) r += w[k] * x[j * xs + k];
+    out[j] = r;
+  }
+}
+
+MOE_T_AVX2 void dot4_f32_avx2(const float* w, const float* x, int64_t xs, int nx, float* out,
+                              int64_t n) {
+  switch (nx) {
+    case 1: dot4_f32_rows_avx2<1>(w, x, xs, out, n); break;
+    case 2: dot4_f32_rows_avx2<2>(w, x, xs, out, n); break;
+    case 3: dot4_f32_rows_avx2<3>(w, x, xs, out, n); break;
+    default: dot4_f32_rows_avx2<4>(w, x, xs, out, n); break;
+  }
+}
+
 // quantize_row_q8x. Per block: amax with NaN ignored (as fmax does: the running maximum is the
 // second operand of vmaxps, which it returns when the first is NaN), d = amax / 127 and 1/d in
 // scalar code as the reference, q = round half away from zero of x * id (trunc, then +-1 where
@@ -377,6 +409,40 @@ MOE_T_AVX512 float dot_bf16_f32_avx512(const void* w, const float* x, int64_t n)
   return hsum16(_mm512_add_ps(acc0, acc1));
 }
 
+// The same with 512-bit registers and a masked tail.
+template <int NX>
+MOE_T_AVX512 inline void dot4_f32_rows_avx512(const float* w, const float* x, int64_t xs,
+                                              float* out, int64_t n) {
+  __m512 acc0[NX], acc1[NX];
+  for (int j = 0; j < NX; ++j) acc0[j] = acc1[j] = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m512 w0 = _mm512_loadu_ps(w + i), w1 = _mm512_loadu_ps(w + i + 16);
+    for (int j = 0; j < NX; ++j) {
+      acc0[j] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + j * xs + i), acc0[j]);
+      acc1[j] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + j * xs + i + 16), acc1[j]);
+    }
+  }
+  for (; i < n; i += 16) {
+    const int64_t left = n - i;
+    const __mmask16 m = left >= 16 ? 0xffff : static_cast<__mmask16>((1u << left) - 1);
+    const __m512 w0 = _mm512_maskz_loadu_ps(m, w + i);
+    for (int j = 0; j < NX; ++j)
+      acc0[j] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m, x + j * xs + i), acc0[j]);
+  }
+  for (int j = 0; j < NX; ++j) out[j] = hsum16(_mm512_add_ps(acc0[j], acc1[j]));
+}
+
+MOE_T_AVX512 void dot4_f32_avx512(const float* w, const float* x, int64_t xs, int nx, float* out,
+                                  int64_t n) {
+  switch (nx) {
+    case 1: dot4_f32_rows_avx512<1>(w, x, xs, out, n); break;
+    case 2: dot4_f32_rows_avx512<2>(w, x, xs, out, n); break;
+    case 3: dot4_f32_rows_avx512<3>(w, x, xs, out, n); break;
+    default: dot4_f32_rows_avx512<4>(w, x, xs, out, n); break;
+  }
+}
+
 MOE_T_AVX512 void dequant_q8_0_avx512(const void* x, float* y, int64_t n) {
   const uint8_t* p = static_cast<const uint8_t*>(x);
   for (int64_t b = n / kQBlock; b > 0; --b, p += kQ8Bytes, y += kQBlock) {
@@ -432,7 +498,8 @@ bool quant_x86_kernels(QTarget t, QKernels* out) {
               quantize_q8x_avx2,
               dequant_q8_0_avx2,
               dequant_q4_0_avx2,
-              dequant_bf16_avx2};
+              dequant_bf16_avx2,
+              dot4_f32_avx2};
       return true;
     case QTARGET_AVX512:
       if (!avx512) return false;
@@ -447,7 +514,8 @@ bool quant_x86_kernels(QTarget t, QKernels* out) {
               quantize_q8x_avx2,
               dequant_q8_0_avx512,
               dequant_q4_0_avx512,
-              dequant_bf16_avx512};
+              dequant_bf16_avx512,
+              dot4_f32_avx512};
       return true;
     case QTARGET_AVX512_VNNI:
       if (!vnni) return false;
@@ -462,7 +530,8 @@ bool quant_x86_kernels(QTarget t, QKernels* out) {
               quantize_q8x_avx2,
               dequant_q8_0_avx512,
               dequant_q4_0_avx512,
-              dequant_bf16_avx512};
+              dequant_bf16_avx512,
+              dot4_f32_avx512};
       return true;
     default:
       return false;
