@@ -21,8 +21,10 @@ void raw_dot(float* y, const float* x, const QWeight& q, const float* b, int T, 
   const QKernels& k = qkernels();
   const int64_t xrb = q8x_row_bytes(K);
   const uint8_t* xq = s->xq.data();  // (T, xrb)
-  if (qtype_is_block(q.type))
-    for (int t = 0; t < T; ++t) k.quantize_q8x(x + static_cast<int64_t>(t) * K, s->xq.data() + t * xrb, K);
+  if (qtype_is_block(q.type)) {
+    for (int t = 0; t < T; ++t)
+      k.quantize_q8x(x + static_cast<int64_t>(t) * K, s->xq.data() + t * xrb, K);
+  }
   const int64_t nb = (N + kRows - 1) / kRows;
 #pragma omp parallel for schedule(static) if (nb > 1 && !omp_in_parallel())
   for (int64_t i = 0; i < nb; ++i) {
@@ -50,7 +52,8 @@ void raw_dot(float* y, const float* x, const QWeight& q, const float* b, int T, 
 
 void linear_scratch_init(LinearScratch* s, int64_t K_max) {
   K_max = std::max<int64_t>(K_max, 1);
-  s->deq_rows = static_cast<int>(std::min<int64_t>(4096, std::max<int64_t>(32, (1 << 20) / K_max)));
+  s->deq_rows =
+      static_cast<int>(std::min<int64_t>(4096, std::max<int64_t>(32, (1 << 20) / K_max)));
   s->xq.assign(s->dot_max_tokens * q8x_row_bytes(K_max), 0);
   s->wdeq.assign(s->deq_rows * K_max, 0.0f);
 }

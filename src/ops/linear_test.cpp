@@ -25,8 +25,9 @@ std::vector<double> reference(const std::vector<float>& x, const std::vector<flo
   for (int t = 0; t < T; ++t)
     for (int n = 0; n < N; ++n) {
       double s = b ? b[n] : 0.0;
-      for (int k = 0; k < K; ++k)
-        s += static_cast<double>(x[static_cast<size_t>(t) * K + k]) * w[static_cast<size_t>(n) * K + k];
+      const float* xr = x.data() + static_cast<size_t>(t) * K;
+      const float* wr = w.data() + static_cast<size_t>(n) * K;
+      for (int k = 0; k < K; ++k) s += static_cast<double>(xr[k]) * wr[k];
       y[static_cast<size_t>(t) * N + n] = s;
     }
   return y;

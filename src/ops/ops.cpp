@@ -30,7 +30,8 @@ void op_sgemm(bool trans_a, bool trans_b, int M, int N, int K, float alpha, cons
     // read once for up to 4 rows of A by the fp32 multi-row dot kernel, where sgemm would pack
     // B for a product of a few rows. Blocks of B's rows (C's columns) go to the threads.
     const QKernels& q = qkernels();
-    const int parts = (nt <= 1 || 2.0 * M * N * K < 2e5) ? 1 : std::max(1, std::min(nt, N / kAlign));
+    const bool small = nt <= 1 || 2.0 * M * N * K < 2e5;
+    const int parts = small ? 1 : std::max(1, std::min(nt, N / kAlign));
     const int chunk = ((N + parts - 1) / parts + kAlign - 1) / kAlign * kAlign;
 #pragma omp parallel for num_threads(parts) schedule(static, 1) if (parts > 1)
     for (int p = 0; p < parts; ++p) {
