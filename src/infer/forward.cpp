@@ -203,7 +203,8 @@ void infer_forward(const Model& m, InferState* s, const int32_t* ids, int T, boo
   const int n = T - first;
   const float* hrow = s->h.data() + static_cast<int64_t>(first) * D;
   op_rmsnorm(s->xn.data(), hrow, m.final_norm, n, D, c.rms_eps);
-  linear_forward(s->logits.data(), s->xn.data(), m.lm_head, m.lm_head_q, nullptr, n, V, D, &s->lin);
+  linear_forward(s->logits.data(), s->xn.data(), m.lm_head, m.lm_head_q, nullptr, n, V, D,
+                 &s->lin);
   s->pos += T;
 }
 

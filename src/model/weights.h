@@ -8,9 +8,9 @@
 //
 // Routed-expert matrices, the attention, dense-MLP and shared-expert matrices and the untied
 // lm_head (TR_EXPERT, TR_LINEAR and TR_OUTPUT below) stored as BF16, Q8_0 or Q4_0 are not
-// converted: they stay in the memory map and
-// ExpertWeights / Linear point at the raw rows (QWeight); moe_forward and linear_forward run them
-// directly. The exception is MLA's kv_b_proj, whose fp32 halves the absorbed attention slices.
+// converted: they stay in the memory map, ExpertWeights / Linear / Model::lm_head_q point at the
+// raw rows (QWeight), and moe_forward / linear_forward run them directly. The exception is MLA's
+// kv_b_proj, which is dequantized: the absorbed attention multiplies fp32 slices of it.
 // Any other quantized tensor is dequantized to fp32 once at load (it saves disk, not memory).
 //
 // Quantized checkpoints (format version 1; written by `moe quantize` and `moe init`):
