@@ -150,45 +150,6 @@ void expert_act(const ModelConfig& c, float* g, const float* u, int64_t n) {
   }
 }
 
-// sum_i a[i] * b[i] for the fp32 matrices of an expert that also has raw ones.
-float dot_f32(const float* a, const float* b, int n) {
-  float acc[8] = {};
-  int i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * b[i + j];
-  for (; i < n; ++i) acc[i % 8] += a[i] * b[i];
-  return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-}
-
-// Row r of an expert matrix that is fp32 (w, cols wide) or raw (q) dotted with one input row
-// given as fp32 (x) and, for block types, as Q8X (xq; quant/quant.h).
-inline float row_dot(const QKernels& k, const float* w, const QWeight& q, int64_t r, const float* x,
-                     const uint8_t* xq, int cols) {
-  if (w) return dot_f32(w + r * cols, x, cols);
-  return qdot(k, q.type, q.data + r * q.stride, x, xq, cols);
-}
-
-// Rows r0..r1 of an expert matrix (as row_dot) against na <= 4 input rows that are cols floats
-// (x) and xq_stride Q8X bytes (xq) apart, plus the bias: y[j * y_stride + r]. Block-type rows go
-// through the multi-activation kernels when na > 1 (each weight block unpacked once for the na
-// rows, results bit for bit row_dot's), the others through row_dot per input row.
-void rows_dot(const QKernels& k, const float* w, const QWeight& q, const float* b, int r0, int r1,
-              const float* x, const uint8_t* xq, int64_t xq_stride, int na, int cols, float* y,
-              int64_t y_stride) {
-  const bool multi = na > 1 && !w && qtype_is_block(q.type);
-  float o[4];
-  for (int r = r0; r < r1; ++r) {
-    if (multi) {
-      qdot4(k, q.type, q.data + r * q.stride, xq, xq_stride, na, o, cols);
-    } else {
-      for (int j = 0; j < na; ++j)
-        o[j] = row_dot(k, w, q, r, x + static_cast<int64_t>(j) * cols, xq + j * xq_stride, cols);
-    }
-    const float br = b ? b[r] : 0.0f;
-    for (int j = 0; j < na; ++j) y[j * y_stride + r] = o[j] + br;
-  }
-}
-
 bool is_raw(const ExpertWeights& ew) { return !ew.gate || !ew.up || !ew.down; }
 
 // y (n, N) = x (n, K) W^T + b for one expert matrix of any storage.
@@ -237,9 +198,9 @@ void experts_dot(const ModelConfig& c, const LayerWeights& lw, FfnScratch* s, in
         const float* x = xs + static_cast<int64_t>(p) * D;
         // Gate and up rows alternate (two weight streams in flight), as in the row-by-row loop.
         for (int r = r0; r < r1; ++r) {
-          rows_dot(k, ew.gate, ew.gate_q, ew.gate_b, r, r + 1, x, xq + p * xrb, xrb, na, D,
+          linear_rows_dot(k, ew.gate, ew.gate_q, ew.gate_b, r, r + 1, x, xq + p * xrb, xrb, na, D,
                    g + static_cast<int64_t>(p) * F, F);
-          rows_dot(k, ew.up, ew.up_q, ew.up_b, r, r + 1, x, xq + p * xrb, xrb, na, D,
+          linear_rows_dot(k, ew.up, ew.up_q, ew.up_b, r, r + 1, x, xq + p * xrb, xrb, na, D,
                    u + static_cast<int64_t>(p) * F, F);
         }
       }
@@ -260,7 +221,7 @@ void experts_dot(const ModelConfig& c, const LayerWeights& lw, FfnScratch* s, in
       const int r0 = static_cast<int>(w % nbD) * kRows, r1 = std::min(D, r0 + kRows);
       for (int p = off[e]; p < off[e + 1]; p += kTok) {
         const int na = std::min(kTok, off[e + 1] - p);
-        rows_dot(k, ew.down, ew.down_q, ew.down_b, r0, r1, g + static_cast<int64_t>(p) * F,
+        linear_rows_dot(k, ew.down, ew.down_q, ew.down_b, r0, r1, g + static_cast<int64_t>(p) * F,
                  hq + p * hrb, hrb, na, F, ys + static_cast<int64_t>(p) * D, D);
       }
     }

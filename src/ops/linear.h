@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "model/weights.h"
+#include "quant/quant.h"
 
 namespace moe {
 
@@ -42,6 +43,15 @@ void linear_forward(float* y, const float* x, const float* w, const QWeight& q, 
 inline void linear_forward(float* y, const float* x, const Linear& l, int T, LinearScratch* s) {
   linear_forward(y, x, l.w, l.q, l.b, T, l.out, l.in, s);
 }
+
+// Rows r0..r1 of W (N, cols), fp32 (w) or raw (q, when w is null), against na <= 4 rows of x
+// that are cols floats (x) and, for block types, xq_stride Q8X bytes (xq) apart, plus b (may be
+// null): y[j * y_stride + r]. Block-type rows go through the multi-activation kernels when na > 1
+// (each weight block unpacked once for the na rows, bit for bit the single-row results), the
+// others one row of x at a time. The dot path of linear_forward and of moe_forward's experts.
+void linear_rows_dot(const QKernels& k, const float* w, const QWeight& q, const float* b, int r0,
+                     int r1, const float* x, const uint8_t* xq, int64_t xq_stride, int na,
+                     int cols, float* y, int64_t y_stride);
 
 // The prefill way for a raw W whatever T is: wdeq (deq_rows, K) receives dequantized rows.
 void raw_gemm(float* y, const float* x, const QWeight& q, const float* b, int T, int N, int K,
