@@ -134,12 +134,6 @@ std::vector<double> topk_load(const TopK& r) {
   return load;
 }
 
-int capacity_for(int n_tokens, int k, int n_experts, double capacity_factor) {
-  if (capacity_factor <= 0 || n_experts <= 0) return 0;
-  const double c = std::ceil(static_cast<double>(n_tokens) * k / n_experts * capacity_factor);
-  return static_cast<int>(std::min(c, static_cast<double>(std::numeric_limits<int>::max())));
-}
-
 DropStats capacity_drops(const TopK& r, double capacity_factor) {
   topk_validate(r, "top-k routing");
   const int64_t A = static_cast<int64_t>(r.n_tokens) * r.k;
@@ -148,28 +142,14 @@ DropStats capacity_drops(const TopK& r, double capacity_factor) {
   d.assignments = A;
   d.kept.assign(A, 1);
   d.dropped_per_expert.assign(r.n_experts, 0);
-  d.capacity = capacity_for(r.n_tokens, r.k, r.n_experts, capacity_factor);
-  if (capacity_factor <= 0 || A == 0) return d;
-  std::vector<std::vector<int64_t>> by_expert(r.n_experts);
-  for (int64_t a = 0; a < A; ++a) by_expert[r.expert[a]].push_back(a);
-  auto w = [&](int64_t a) {
-    const float v = r.weight[a];
-    return std::isnan(v) ? -std::numeric_limits<float>::infinity() : v;
-  };
-  for (int e = 0; e < r.n_experts; ++e) {
-    std::vector<int64_t>& b = by_expert[e];
-    if (static_cast<int64_t>(b.size()) <= d.capacity) continue;
-    // Highest weight first; ties: lower token (a / K), then lower assignment index.
-    std::sort(b.begin(), b.end(), [&](int64_t x, int64_t y) {
-      const float wx = w(x), wy = w(y);
-      if (wx != wy) return wx > wy;
-      if (std::isnan(r.weight[x]) != std::isnan(r.weight[y])) return !std::isnan(r.weight[x]);
-      return x < y;  // a = t*K + k, so a lower index is a lower token
-    });
-    for (size_t i = d.capacity; i < b.size(); ++i) d.kept[b[i]] = 0;
-    d.dropped_per_expert[e] = static_cast<int64_t>(b.size()) - d.capacity;
-    d.dropped += d.dropped_per_expert[e];
-  }
+  const int64_t cap = capacity_for(r.n_tokens, r.k, r.n_experts, capacity_factor);
+  if (cap > std::numeric_limits<int>::max()) fail("capacity %lld is out of range", (long long)cap);
+  d.capacity = static_cast<int>(cap);
+  if (cap <= 0 || A == 0) return d;
+  std::vector<int32_t> tok(A), work(A + 2 * r.n_experts + 1);
+  for (int64_t a = 0; a < A; ++a) tok[a] = static_cast<int32_t>(a / r.k);
+  d.dropped = capacity_apply(tok.data(), r.expert.data(), r.weight.data(), A, r.n_experts, cap,
+                             d.kept.data(), d.dropped_per_expert.data(), work.data());
   d.rate = static_cast<double>(d.dropped) / static_cast<double>(A);
   return d;
 }

@@ -362,9 +362,7 @@ void check_routing(const ModelConfig& c, const BenchLayer& L, const float* x, in
   const DenseLayout& dl = L.dl;
   const float* wr = fptr(L.dense.get(), dl.router);
   const float* br = fptr(L.dense.get(), dl.router_b);
-  std::vector<float> lg(static_cast<size_t>(T) * E), w(static_cast<size_t>(T) * K);
-  std::vector<int32_t> idx(static_cast<size_t>(T) * K);
-  std::vector<float> work(2 * E + kMaxGroups);
+  std::vector<float> lg(static_cast<size_t>(T) * E);
   for (int t = 0; t < T; ++t)
     for (int e = 0; e < E; ++e) {
       double v = br ? br[e] : 0.0;
@@ -372,8 +370,12 @@ void check_routing(const ModelConfig& c, const BenchLayer& L, const float* x, in
         v += static_cast<double>(wr[static_cast<int64_t>(e) * D + i]) * x[static_cast<int64_t>(t) * D + i];
       lg[static_cast<size_t>(t) * E + e] = static_cast<float>(v);
     }
-  moe_route(c.router, lg.data(), fptr(L.dense.get(), dl.e_bias), T, E, K, idx.data(), w.data(),
-            work.data());
+  Routing rt;
+  routing_init(&rt, T, E, K);
+  router_forward(&rt, c.router, lg.data(), fptr(L.dense.get(), dl.e_bias), nullptr, nullptr, T,
+                 0.0f, 0, false);
+  const float* w = rt.w.data();
+  const int32_t* idx = rt.expert.data();
   for (int a = 0; a < T * K; ++a) {
     if (idx[a] != s.idx[a])
       fail("layer bench: routing check: token %d, choice %d: moe_forward chose expert %d, the "
@@ -509,11 +511,11 @@ LayerBenchResult layer_bench_run(const ModelConfig& cfg, const std::string& mode
     }
     r.checks.push_back(dot);
     if (L.raw) {
-      const int keep_q = s.quant_dot_max_tokens, keep_bf16 = s.bf16_dot_max_tokens;
+      const int keep_q = s.ex.quant_dot_max_tokens, keep_bf16 = s.ex.bf16_dot_max_tokens;
       ffn_set_dot_max_tokens(&s, 0);
       moe_forward(out.data(), c, L.lw, X.data(), Tv, &s, ids.data(), 0, route_seed);
-      s.quant_dot_max_tokens = keep_q;
-      s.bf16_dot_max_tokens = keep_bf16;
+      s.ex.quant_dot_max_tokens = keep_q;
+      s.ex.bf16_dot_max_tokens = keep_bf16;
       LayerCheck gemm;
       gemm.path = "gemm";
       gemm.tokens = Tv;
@@ -564,13 +566,13 @@ LayerBenchResult layer_bench_run(const ModelConfig& cfg, const std::string& mode
     std::vector<int> touched;
     int n_dot = 0;
     for (int e = 0; e < E; ++e) {
-      const int n = s.counts[e + 1] - s.counts[e];
+      const int n = s.plan.off[e + 1] - s.plan.off[e];
       if (n == 0) continue;
       touched.push_back(e);
       const QType t = L.el.gate.type != QT_F32 ? L.el.gate.type : L.el.down.type;
       n_dot += L.raw && n <= ffn_dot_max_tokens(s, t);
     }
-    const int64_t A = s.counts[E];
+    const int64_t A = s.plan.off[E];
     const int64_t Fe = c.expert_ffn, Fs = c.shared_ffn;
     const double flops = 2.0 * static_cast<double>(A) * 3 * D * Fe + 2.0 * T * 3.0 * D * Fs +
                          2.0 * T * D * E + (c.shared_gate ? 2.0 * T * D : 0.0);

@@ -1,127 +1,43 @@
 #include "moe/moe_layer.h"
 
 #include <algorithm>
-#include <cmath>
 #include <cstring>
-#include <limits>
 
 #include "core/error.h"
 #include "ops/ops.h"
-#include "quant/quant.h"
 
 namespace moe {
 
-namespace {
-
-// Indices of the k largest values of a[0..n), largest first; ties go to the lower index.
-void topk(const float* a, int n, int k, int32_t* out) {
-  for (int j = 0; j < k; ++j) {
-    int best = -1;
-    for (int i = 0; i < n; ++i) {
-      bool taken = false;
-      for (int q = 0; q < j; ++q) taken |= out[q] == i;
-      if (taken) continue;
-      if (best < 0 || a[i] > a[best] || (std::isnan(a[best]) && !std::isnan(a[i]))) best = i;
-    }
-    out[j] = best;
-  }
-}
-
-}  // namespace
-
-void moe_route(const RouterSpec& r, const float* logits, const float* e_bias, int T, int E, int K,
-               int32_t* idx, float* w, float* work) {
-  const float kNegInf = -std::numeric_limits<float>::infinity();
-  float* score = work;              // (E)
-  float* sel = work + E;            // (E)
-  float* gscore = work + 2 * E;     // (n_group)
-  int32_t gidx[kMaxGroups];
-  MOE_CHECK(r.n_group <= kMaxGroups);
-  for (int t = 0; t < T; ++t) {
-    const float* lg = logits + static_cast<int64_t>(t) * E;
-    int32_t* it = idx + static_cast<int64_t>(t) * K;
-    float* wt = w + static_cast<int64_t>(t) * K;
-    if (r.topk_then_softmax) {
-      topk(lg, E, K, it);
-      for (int k = 0; k < K; ++k) wt[k] = lg[it[k]];
-      op_softmax(wt, K);
-      continue;
-    }
-    if (r.score == SCORE_SOFTMAX) {
-      std::copy(lg, lg + E, score);
-      op_softmax(score, E);
-    } else {
-      for (int e = 0; e < E; ++e) score[e] = op_sigmoid(lg[e]);
-    }
-    for (int e = 0; e < E; ++e) sel[e] = score[e] + (e_bias ? e_bias[e] : 0.0f);
-    if (r.group != GROUP_NONE) {
-      const int gs = E / r.n_group;
-      for (int g = 0; g < r.n_group; ++g) {
-        const float* v = sel + g * gs;
-        if (r.group == GROUP_MAX) {
-          gscore[g] = *std::max_element(v, v + gs);
-        } else {  // GROUP_TOP2_SUM
-          int32_t two[2];
-          topk(v, gs, 2, two);
-          gscore[g] = v[two[0]] + v[two[1]];
-        }
-      }
-      topk(gscore, r.n_group, r.topk_group, gidx);
-      for (int g = 0; g < r.n_group; ++g) {
-        bool keep = false;
-        for (int q = 0; q < r.topk_group; ++q) keep |= gidx[q] == g;
-        if (!keep) std::fill(sel + g * gs, sel + (g + 1) * gs, kNegInf);
-      }
-    }
-    topk(sel, E, K, it);
-    float sum = 0.0f;
-    for (int k = 0; k < K; ++k) {
-      wt[k] = score[it[k]];
-      sum += wt[k];
-    }
-    if (r.norm_topk) {
-      const float inv = 1.0f / (sum + r.norm_eps);
-      for (int k = 0; k < K; ++k) wt[k] *= inv;
-    }
-    for (int k = 0; k < K; ++k) wt[k] *= r.scale;
-  }
-}
-
-void ffn_scratch_init(FfnScratch* s, const ModelConfig& c, int T_max) {
-  const int64_t D = c.hidden, E = std::max(c.n_experts, 1), K = std::max(c.top_k, 1);
-  const int64_t F = std::max({c.dense_ffn, c.expert_ffn, c.shared_ffn, 1});
-  const RouterKind kind = c.router.kind;
-  const bool expert_choice = kind == ROUTER_EXPERT_CHOICE && c.n_experts > 0;
-  const int64_t A = expert_choice ? std::max(T_max * K, E) : T_max * K;  // A_max
-  s->T_max = T_max;
-  s->logits.assign(T_max * E, 0.0f);
-  s->idx.assign(T_max * K, 0);
-  s->w.assign(T_max * K, 0.0f);
-  s->counts.assign(E + 1, 0);
-  s->cursor.assign(E, 0);
-  s->route_work.assign(2 * E + kMaxGroups, 0.0f);
-  s->order.assign(A, 0);
-  s->slot.assign(A, 0);
-  s->xs.assign(A * D, 0.0f);
-  s->g.assign(A * F, 0.0f);
-  s->u.assign(A * F, 0.0f);
-  s->ys.assign(A * D, 0.0f);
-  s->tmp.assign(T_max * D, 0.0f);
-  s->gate1.assign(T_max, 0.0f);
-  const int64_t Fe = std::max(c.expert_ffn, 1), W = std::max(D, Fe);
-  const auto q8_bytes = [](int64_t n) { return (n + kQBlock - 1) / kQBlock * kQ8xBytes; };
-  s->deq_rows = static_cast<int>(std::min<int64_t>(W, std::max<int64_t>(32, (1 << 20) / W)));
-  s->xq.assign(A * q8_bytes(D), 0);
-  s->hq.assign(A * q8_bytes(Fe), 0);
-  s->wdeq.assign(s->deq_rows * W, 0.0f);
-  s->dot_experts.assign(E, 0);
-  linear_scratch_init(&s->lin, std::max({D, static_cast<int64_t>(c.dense_ffn),
-                                         static_cast<int64_t>(c.shared_ffn)}));
-  s->use_router = kind != ROUTER_TOKEN_CHOICE && c.n_experts > 0 && c.top_k > 0;
-  if (s->use_router) routing_init(&s->routing, T_max, c.n_experts, c.top_k);
+void moe_state_init(MoeState* s, const ModelConfig& c, int N_max, bool train) {
+  MOE_CHECK(N_max > 0);
+  const int64_t N = N_max, D = c.hidden, S = c.shared_ffn;
+  const int64_t E = std::max(c.n_experts, 1), K = std::max(c.top_k, 1);
+  const int64_t A = std::max(N * K, E);  // A_max
+  const bool routed = c.n_experts > 0 && c.top_k > 0;
+  s->N_max = N_max;
+  s->N = 0;
+  s->train = train;
+  s->dispatcher = &local_dispatcher();
+  s->logits.assign(N * E, 0.0f);
+  s->nlogits.assign(train ? N * E : 0, 0.0f);
+  if (routed) routing_init(&s->routing, N_max, c.n_experts, c.top_k);
   else s->routing = Routing();
-  s->tok_off.assign(expert_choice ? T_max + 1 : 0, 0);
-  s->tok_asg.assign(expert_choice ? A : 0, 0);
+  s->idx.assign(N * K, 0);
+  s->w.assign(N * K, 0.0f);
+  dispatch_plan_init(&s->plan, N_max, static_cast<int>(E), static_cast<int>(A));
+  s->seg = ExpertSegments();
+  expert_buffers_init(&s->ex, c, N_max, static_cast<int>(A), train);
+  s->sg.assign(N * S, 0.0f);
+  s->su.assign(N * S, 0.0f);
+  s->sact.assign(train ? N * S : 0, 0.0f);
+  s->sy.assign(N * D, 0.0f);
+  s->sgate.assign(N, 0.0f);
+  linear_scratch_init(&s->lin, std::max({D, static_cast<int64_t>(c.dense_ffn), S}));
+  s->dw.assign(train ? A : 0, 0.0f);
+  s->dlogits.assign(train ? N * E : 0, 0.0f);
+  s->dnlogits.assign(train ? N * E : 0, 0.0f);
+  s->dsgate.assign(train ? N : 0, 0.0f);
+  s->tmp.assign(train ? N * D : 0, 0.0f);
 }
 
 void mlp_forward(float* out, const MlpWeights& w, const float* x, int T, float* g, float* u,
@@ -136,118 +52,31 @@ void mlp_forward(float* out, const MlpWeights& w, const float* x, int T, float* 
 
 namespace {
 
-// h (n, F) = act(g, u) in place into g.
-void expert_act(const ModelConfig& c, float* g, const float* u, int64_t n) {
-  if (c.act == ACT_SWIGLU) {
-    for (int64_t i = 0; i < n; ++i) g[i] = op_silu(g[i]) * u[i];
+bool learned_router(const RouterSpec& spec) {
+  return spec.kind != ROUTER_HASH && spec.kind != ROUTER_RANDOM;
+}
+
+// Each token's (K) experts and weights into s->idx / s->w: the assignments as routed for a fixed
+// K; for expert choice the K highest-weight ones (ties: the lower expert, which comes first in
+// assignment order), padded with -1 / 0.
+void summarize_routing(const ModelConfig& c, MoeState* s) {
+  const Routing& r = s->routing;
+  const int N = r.N, K = c.top_k;
+  if (c.router.kind != ROUTER_EXPERT_CHOICE) {
+    MOE_CHECK(r.A == N * K);
+    std::copy(r.expert.begin(), r.expert.begin() + r.A, s->idx.begin());
+    std::copy(r.w.begin(), r.w.begin() + r.A, s->w.begin());
     return;
   }
-  const float lim = c.act_limit, alpha = c.act_alpha;
-  for (int64_t i = 0; i < n; ++i) {
-    float gv = std::min(g[i], lim);
-    float uv = std::min(lim, std::max(-lim, u[i]));
-    g[i] = (uv + 1.0f) * (gv * op_sigmoid(alpha * gv));
-  }
-}
-
-bool is_raw(const ExpertWeights& ew) { return !ew.gate || !ew.up || !ew.down; }
-
-// y (n, N) = x (n, K) W^T + b for one expert matrix of any storage.
-void expert_matmul(float* y, const float* x, const float* w, const QWeight& q, const float* b,
-                   int n, int N, int K, FfnScratch* s) {
-  if (w) op_linear(y, x, w, b, n, N, K);
-  else raw_gemm(y, x, q, b, n, N, K, s->wdeq.data(), s->deq_rows);
-}
-
-// The experts listed in s->dot_experts (short segments with raw matrices), row by row through
-// the dot kernels, in one parallel region: quantize inputs, gate/up rows, activation (and
-// quantization of its output), down rows. Each stage splits (expert, block of output rows); a
-// work item takes its expert's tokens kTok at a time, each weight row against all of them.
-void experts_dot(const ModelConfig& c, const LayerWeights& lw, FfnScratch* s, int n_dot) {
-  const int D = c.hidden, F = c.expert_ffn;
-  constexpr int kRows = 16;  // output rows per work item
-  constexpr int kTok = 4;    // tokens per multi-activation dot (quant.h dot4_*)
-  const int64_t xrb = (D + kQBlock - 1) / kQBlock * kQ8xBytes;  // Q8X bytes of an input row
-  const int64_t hrb = (F + kQBlock - 1) / kQBlock * kQ8xBytes;  // Q8X bytes of an activation row
-  const int64_t nbF = (F + kRows - 1) / kRows, nbD = (D + kRows - 1) / kRows;
-  const QKernels& k = qkernels();
-  const int32_t* off = s->counts.data();
-  const int32_t* dot = s->dot_experts.data();
-  const float* xs = s->xs.data();  // (TK, D)
-  uint8_t* xq = s->xq.data();      // (TK, xrb)
-  uint8_t* hq = s->hq.data();      // (TK, hrb)
-  float* g = s->g.data();          // (TK, F)
-  float* u = s->u.data();          // (TK, F)
-  float* ys = s->ys.data();        // (TK, D)
-#pragma omp parallel
-  {
-#pragma omp for schedule(static)
-    for (int i = 0; i < n_dot; ++i) {
-      const ExpertWeights& ew = lw.experts[dot[i]];
-      if (!qtype_is_block(ew.gate_q.type) && !qtype_is_block(ew.up_q.type)) continue;
-      for (int p = off[dot[i]]; p < off[dot[i] + 1]; ++p)
-        k.quantize_q8x(xs + static_cast<int64_t>(p) * D, xq + p * xrb, D);
-    }
-#pragma omp for schedule(static)
-    for (int64_t w = 0; w < n_dot * nbF; ++w) {
-      const int e = dot[w / nbF];
-      const ExpertWeights& ew = lw.experts[e];
-      const int r0 = static_cast<int>(w % nbF) * kRows, r1 = std::min(F, r0 + kRows);
-      for (int p = off[e]; p < off[e + 1]; p += kTok) {
-        const int na = std::min(kTok, off[e + 1] - p);
-        const float* x = xs + static_cast<int64_t>(p) * D;
-        // Gate and up rows alternate (two weight streams in flight), as in the row-by-row loop.
-        for (int r = r0; r < r1; ++r) {
-          linear_rows_dot(k, ew.gate, ew.gate_q, ew.gate_b, r, r + 1, x, xq + p * xrb, xrb, na, D,
-                   g + static_cast<int64_t>(p) * F, F);
-          linear_rows_dot(k, ew.up, ew.up_q, ew.up_b, r, r + 1, x, xq + p * xrb, xrb, na, D,
-                   u + static_cast<int64_t>(p) * F, F);
-        }
-      }
-    }
-#pragma omp for schedule(static)
-    for (int i = 0; i < n_dot; ++i) {
-      const ExpertWeights& ew = lw.experts[dot[i]];
-      for (int p = off[dot[i]]; p < off[dot[i] + 1]; ++p) {
-        float* gp = g + static_cast<int64_t>(p) * F;
-        expert_act(c, gp, u + static_cast<int64_t>(p) * F, F);
-        if (qtype_is_block(ew.down_q.type)) k.quantize_q8x(gp, hq + p * hrb, F);
-      }
-    }
-#pragma omp for schedule(static)
-    for (int64_t w = 0; w < n_dot * nbD; ++w) {
-      const int e = dot[w / nbD];
-      const ExpertWeights& ew = lw.experts[e];
-      const int r0 = static_cast<int>(w % nbD) * kRows, r1 = std::min(D, r0 + kRows);
-      for (int p = off[e]; p < off[e + 1]; p += kTok) {
-        const int na = std::min(kTok, off[e + 1] - p);
-        linear_rows_dot(k, ew.down, ew.down_q, ew.down_b, r0, r1, g + static_cast<int64_t>(p) * F,
-                 hq + p * hrb, hrb, na, F, ys + static_cast<int64_t>(p) * D, D);
-      }
-    }
-  }
-}
-
-// The assignments of one call: A (token, expert, weight) triples. tok == null: a fixed K per
-// token, assignment a = t*K + k belongs to token a / K (s->idx, s->w layout).
-struct Assignments {
-  int64_t A = 0;
-  const int32_t* tok = nullptr;
-  const int32_t* expert = nullptr;
-  const float* w = nullptr;
-};
-
-// Expert choice's (T, K) summary in s->idx / s->w: each token's K highest-weight experts (ties:
-// the lower expert, which comes first in assignment order), padded with -1 / 0.
-void summarize_expert_choice(const Routing& r, int T, int K, FfnScratch* s) {
-  for (int t = 0; t < T; ++t) {
+  const DispatchPlan& p = s->plan;
+  for (int t = 0; t < N; ++t) {
     int32_t* it = s->idx.data() + static_cast<int64_t>(t) * K;
     float* wt = s->w.data() + static_cast<int64_t>(t) * K;
     std::fill(it, it + K, -1);
     std::fill(wt, wt + K, 0.0f);
     int n = 0;
-    for (int j = s->tok_off[t]; j < s->tok_off[t + 1]; ++j) {
-      const int32_t a = s->tok_asg[j];
+    for (int j = p.tok_off[t]; j < p.tok_off[t + 1]; ++j) {
+      const int32_t a = p.tok_asg[j];
       int q = n < K ? n++ : K;
       while (q > 0 && wt[q - 1] < r.w[a]) {
         if (q < K) {
@@ -264,139 +93,173 @@ void summarize_expert_choice(const Routing& r, int T, int K, FfnScratch* s) {
   }
 }
 
-// Routes with router_forward (train = false, dropless) for the routers other than token choice.
-Assignments route_with_router(const ModelConfig& c, const LayerWeights& lw, const float* x, int T,
-                              FfnScratch* s, const int32_t* ids, int pos, uint64_t seed) {
+// Router logits and routing of the call.
+void route(MoeState* s, const ModelConfig& c, const LayerWeights& lw, const float* x, int N,
+           const MoeCall& call) {
   const RouterSpec& spec = c.router;
-  const int D = c.hidden, E = c.n_experts, K = c.top_k;
-  MOE_CHECK(s->use_router);
-  if (spec.kind == ROUTER_HASH && !ids)
-    fail("hash routing needs the token ids: moe_forward was called without them");
-  const bool learned = spec.kind != ROUTER_HASH && spec.kind != ROUTER_RANDOM;
-  if (learned) op_linear(s->logits.data(), x, lw.router.w, lw.router.b, T, E, D);
-  Routing& r = s->routing;
-  router_forward(&r, spec, learned ? s->logits.data() : nullptr, lw.e_bias, nullptr, ids, T, 0.0f,
-                 seed, false, pos);
-  Assignments as;
-  as.A = r.A;
-  if (spec.kind != ROUTER_EXPERT_CHOICE) {  // fixed K: assignment t*K+k, as token choice's
-    MOE_CHECK(r.A == T * K);
-    std::copy(r.expert.begin(), r.expert.begin() + r.A, s->idx.begin());
-    std::copy(r.w.begin(), r.w.begin() + r.A, s->w.begin());
-    as.expert = s->idx.data();
-    as.w = s->w.data();
-    return as;
+  const int D = c.hidden, E = c.n_experts;
+  if (spec.kind == ROUTER_HASH && !call.ids)
+    fail("hash routing needs the token ids: the MoE layer was called without them");
+  const bool learned = learned_router(spec);
+  const bool noisy = spec.kind == ROUTER_NOISY_TOPK && call.train;
+  if (learned) op_linear(s->logits.data(), x, lw.router.w, lw.router.b, N, E, D);
+  if (noisy) {
+    MOE_CHECK(call.w_noise && !s->nlogits.empty());
+    op_linear(s->nlogits.data(), x, call.w_noise, nullptr, N, E, D);
   }
-  // Each token's assignments, in assignment order.
-  int32_t* off = s->tok_off.data();
-  std::fill(off, off + T + 1, 0);
-  for (int a = 0; a < r.A; ++a) ++off[r.tok[a] + 1];
-  for (int t = 0; t < T; ++t) off[t + 1] += off[t];
-  for (int a = 0; a < r.A; ++a) s->tok_asg[off[r.tok[a]]++] = a;  // off[t] ends at off[t + 1]
-  for (int t = T; t > 0; --t) off[t] = off[t - 1];
-  off[0] = 0;
-  summarize_expert_choice(r, T, K, s);
-  as.tok = r.tok.data();
-  as.expert = r.expert.data();
-  as.w = r.w.data();
-  return as;
+  const float cf = call.losses ? call.losses->capacity_factor : 0.0f;
+  router_forward(&s->routing, spec, learned ? s->logits.data() : nullptr, lw.e_bias,
+                 noisy ? s->nlogits.data() : nullptr, call.ids, N, cf, call.seed, call.train,
+                 call.pos);
+}
+
+// Shared expert(s): out (N, D) += gate_t * FFN_shared(x)_t.
+void shared_forward(float* out, MoeState* s, const ModelConfig& c, const LayerWeights& lw,
+                    const float* x, int N) {
+  const int D = c.hidden, S = c.shared_ffn;
+  float* h = s->train ? s->sact.data() : s->sg.data();
+  linear_forward(s->sg.data(), x, lw.shared.gate, N, &s->lin);
+  linear_forward(s->su.data(), x, lw.shared.up, N, &s->lin);
+  op_swiglu(h, s->sg.data(), s->su.data(), static_cast<int64_t>(N) * S);
+  linear_forward(s->sy.data(), h, lw.shared.down, N, &s->lin);
+  if (c.shared_gate) op_linear(s->sgate.data(), x, lw.shared_gate.w, nullptr, N, 1, D);
+  for (int t = 0; t < N; ++t) {
+    const float gt = c.shared_gate ? op_sigmoid(s->sgate[t]) : 1.0f;
+    float* o = out + static_cast<int64_t>(t) * D;
+    const float* y = s->sy.data() + static_cast<int64_t>(t) * D;
+    for (int i = 0; i < D; ++i) o[i] += gt * y[i];
+  }
+}
+
+MoeLosses router_losses(const MoeState& s, const ModelConfig& c, const MoeCall& call, int N) {
+  MoeLosses L;
+  const MoeLossSpec* ls = call.losses;
+  const RouterSpec& spec = c.router;
+  if (!ls || !learned_router(spec)) return L;
+  const Routing& r = s.routing;
+  if (ls->aux > 0) L.aux = router_aux_loss(r, spec, ls->aux, 0.0f, nullptr);
+  if (ls->z > 0) L.z = router_z_loss(s.logits.data(), N, c.n_experts, ls->z, 0.0f, nullptr);
+  if (ls->seq_aux > 0)
+    L.seq_aux = router_seq_aux_loss(r, spec, call.seq_len, ls->seq_aux, 0.0f, nullptr);
+  if (ls->device > 0)
+    L.device = router_device_loss(r, spec, ls->n_devices, ls->device, 0.0f, nullptr);
+  return L;
 }
 
 }  // namespace
 
-void moe_forward(float* out, const ModelConfig& c, const LayerWeights& lw, const float* x, int T,
-                 FfnScratch* s, const int32_t* ids, int pos, uint64_t seed) {
-  MOE_CHECK(T <= s->T_max);
-  const int D = c.hidden, E = c.n_experts, K = c.top_k, F = c.expert_ffn;
-
-  // 1. Route.
-  Assignments as;
-  if (c.router.kind == ROUTER_TOKEN_CHOICE) {
-    op_linear(s->logits.data(), x, lw.router.w, lw.router.b, T, E, D);
-    moe_route(c.router, s->logits.data(), lw.e_bias, T, E, K, s->idx.data(), s->w.data(),
-              s->route_work.data());
-    as.A = static_cast<int64_t>(T) * K;
-    as.expert = s->idx.data();
-    as.w = s->w.data();
-  } else {
-    as = route_with_router(c, lw, x, T, s, ids, pos, seed);
-  }
-  const int64_t A = as.A;
-
-  // 2. Count per expert, prefix-sum, and place each assignment in its expert's segment.
-  int32_t* off = s->counts.data();
-  std::fill(off, off + E + 1, 0);
-  for (int64_t a = 0; a < A; ++a) ++off[as.expert[a] + 1];
-  for (int e = 0; e < E; ++e) off[e + 1] += off[e];
-  // Stable placement: the assignments of one expert keep assignment order.
-  int32_t* fill = s->cursor.data();
-  std::copy(off, off + E, fill);
-  for (int64_t a = 0; a < A; ++a) {
-    int32_t p = fill[as.expert[a]]++;
-    s->order[p] = static_cast<int32_t>(a);
-    s->slot[a] = p;
-  }
-
-  // 3. Gather inputs into expert order.
-  for (int64_t p = 0; p < A; ++p) {
-    const int64_t a = s->order[p];
-    const float* src = x + (as.tok ? as.tok[a] : a / K) * static_cast<int64_t>(D);
-    std::memcpy(s->xs.data() + p * D, src, sizeof(float) * D);
-  }
-
-  // 4. Run each expert on its segment only: short segments of raw experts through the dot
-  // kernels, all together; the others one by one (fp32 BLAS, or dequantized blocks and sgemm).
-  const auto use_dot = [&](int e) {
-    const int n = off[e + 1] - off[e];
-    const ExpertWeights& ew = lw.experts[e];
-    const QType t = ew.gate ? ew.down_q.type : ew.gate_q.type;  // the raw matrices' type
-    return n > 0 && is_raw(ew) && n <= ffn_dot_max_tokens(*s, t);
-  };
-  int n_dot = 0;
-  for (int e = 0; e < E; ++e)
-    if (use_dot(e)) s->dot_experts[n_dot++] = e;
-  if (n_dot > 0) experts_dot(c, lw, s, n_dot);
-  for (int e = 0; e < E; ++e) {
-    const int n = off[e + 1] - off[e];
-    if (n == 0 || use_dot(e)) continue;
-    const ExpertWeights& ew = lw.experts[e];
-    const float* xe = s->xs.data() + static_cast<int64_t>(off[e]) * D;
-    float* g = s->g.data() + static_cast<int64_t>(off[e]) * F;
-    float* u = s->u.data() + static_cast<int64_t>(off[e]) * F;
-    expert_matmul(g, xe, ew.gate, ew.gate_q, ew.gate_b, n, F, D, s);
-    expert_matmul(u, xe, ew.up, ew.up_q, ew.up_b, n, F, D, s);
-    expert_act(c, g, u, static_cast<int64_t>(n) * F);
-    expert_matmul(s->ys.data() + static_cast<int64_t>(off[e]) * D, g, ew.down, ew.down_q,
-                  ew.down_b, n, D, F, s);
-  }
-
-  // 5. Combine: out[t] = sum of w[a] * y[a] over the token's assignments, in assignment order
-  // (k order for a fixed K).
-  for (int t = 0; t < T; ++t) {
-    float* o = out + static_cast<int64_t>(t) * D;
-    std::fill(o, o + D, 0.0f);
-    const int64_t j0 = as.tok ? s->tok_off[t] : static_cast<int64_t>(t) * K;
-    const int64_t j1 = as.tok ? s->tok_off[t + 1] : static_cast<int64_t>(t + 1) * K;
-    for (int64_t j = j0; j < j1; ++j) {
-      const int64_t a = as.tok ? s->tok_asg[j] : j;
-      const float wk = as.w[a];
-      const float* y = s->ys.data() + static_cast<int64_t>(s->slot[a]) * D;
-      for (int i = 0; i < D; ++i) o[i] += wk * y[i];
-    }
-  }
-
+MoeLosses moe_layer_forward(float* out, MoeState* s, const ModelConfig& c, const LayerWeights& lw,
+                            const float* x, int N, const MoeCall& call) {
+  MOE_CHECK(N > 0 && N <= s->N_max);
+  MOE_CHECK(c.n_experts > 0 && c.top_k > 0);
+  const int D = c.hidden;
+  s->N = N;
+  // 1. Route, 2. plan, 3. dispatch, 4. experts, 5. combine.
+  route(s, c, lw, x, N, call);
+  dispatch_plan_build(&s->plan, s->routing);
+  summarize_routing(c, s);
+  const Dispatcher& d = *s->dispatcher;
+  s->seg = d.dispatch(s->plan, x, D, s->ex.xs.data());
+  experts_forward(&s->ex, c, lw, s->seg, s->train);
+  d.combine(s->plan, s->routing.w.data(), s->ex.ys.data(), D, out);
   // 6. Shared expert(s).
-  if (c.shared_ffn > 0) {
-    float* sh = s->tmp.data();
-    mlp_forward(sh, lw.shared, x, T, s->g.data(), s->u.data(), &s->lin);
-    if (c.shared_gate) op_linear(s->gate1.data(), x, lw.shared_gate.w, nullptr, T, 1, D);
-    for (int t = 0; t < T; ++t) {
-      const float gt = c.shared_gate ? op_sigmoid(s->gate1[t]) : 1.0f;
-      float* o = out + static_cast<int64_t>(t) * D;
-      const float* shr = sh + static_cast<int64_t>(t) * D;
-      for (int i = 0; i < D; ++i) o[i] += gt * shr[i];
+  if (c.shared_ffn > 0) shared_forward(out, s, c, lw, x, N);
+  return router_losses(*s, c, call, N);
+}
+
+namespace {
+
+// Router backward: combine-weight gradients plus the balancing losses, then the router linears;
+// dx (N, D) accumulates.
+void router_backward_all(float* dx, MoeState* s, const ModelConfig& c, const LayerWeights& lw,
+                         const LayerWeights& grads, float* g_noise, const float* x,
+                         const MoeCall& call, float loss_scale) {
+  const RouterSpec& spec = c.router;
+  if (!learned_router(spec)) return;
+  const int N = s->N, D = c.hidden, E = c.n_experts;
+  const int64_t ND = static_cast<int64_t>(N) * D;
+  auto wr = [](const float* p) { return const_cast<float*>(p); };  // gradient arenas are writable
+  const Routing& r = s->routing;
+  float* dl = s->dlogits.data();
+  router_backward(r, spec, s->dw.data(), dl, s->dnlogits.data());
+  if (const MoeLossSpec* ls = call.losses) {
+    if (ls->aux > 0) router_aux_loss(r, spec, ls->aux, loss_scale, dl);
+    if (ls->z > 0) router_z_loss(s->logits.data(), N, E, ls->z, loss_scale, dl);
+    if (ls->seq_aux > 0) router_seq_aux_loss(r, spec, call.seq_len, ls->seq_aux, loss_scale, dl);
+    if (ls->device > 0) router_device_loss(r, spec, ls->n_devices, ls->device, loss_scale, dl);
+  }
+  op_linear_backward(s->tmp.data(), wr(grads.router.w), wr(grads.router.b), dl, x, lw.router.w, N,
+                     E, D);
+  for (int64_t i = 0; i < ND; ++i) dx[i] += s->tmp[i];
+  if (spec.kind == ROUTER_NOISY_TOPK && call.w_noise) {
+    op_linear_backward(s->tmp.data(), g_noise, nullptr, s->dnlogits.data(), x, call.w_noise, N, E,
+                       D);
+    for (int64_t i = 0; i < ND; ++i) dx[i] += s->tmp[i];
+  }
+}
+
+// Shared expert(s) backward: out += gate_t * y_t; dx (N, D) accumulates.
+void shared_backward(float* dx, MoeState* s, const ModelConfig& c, const LayerWeights& lw,
+                     const LayerWeights& grads, const float* x, const float* dout) {
+  const int N = s->N, D = c.hidden, S = c.shared_ffn;
+  const int64_t ND = static_cast<int64_t>(N) * D;
+  auto wr = [](const float* p) { return const_cast<float*>(p); };
+  ExpertBuffers& b = s->ex;
+  float* dy = s->tmp.data();  // (N, D)
+  for (int t = 0; t < N; ++t) {
+    const float* go = dout + static_cast<int64_t>(t) * D;
+    float* dyt = dy + static_cast<int64_t>(t) * D;
+    if (!c.shared_gate) {
+      std::copy(go, go + D, dyt);
+      continue;
+    }
+    const float gt = op_sigmoid(s->sgate[t]);
+    const float* y = s->sy.data() + static_cast<int64_t>(t) * D;
+    float dgate = 0.0f;
+    for (int i = 0; i < D; ++i) {
+      dgate += go[i] * y[i];
+      dyt[i] = gt * go[i];
+    }
+    s->dsgate[t] = dgate * gt * (1.0f - gt);
+  }
+  if (c.shared_gate) {  // dx += dgate_logit * w_gate; dW_gate += dgate_logit^T x
+    float* gg = wr(grads.shared_gate.w);
+    for (int t = 0; t < N; ++t) {
+      const float dgl = s->dsgate[t];
+      const float* xt = x + static_cast<int64_t>(t) * D;
+      float* d = dx + static_cast<int64_t>(t) * D;
+      for (int i = 0; i < D; ++i) {
+        d[i] += dgl * lw.shared_gate.w[i];
+        gg[i] += dgl * xt[i];
+      }
     }
   }
+  op_linear_backward(b.dact.data(), wr(grads.shared.down.w), nullptr, dy, s->sact.data(),
+                     lw.shared.down.w, N, D, S);
+  op_swiglu_backward(b.dg.data(), b.du.data(), b.dact.data(), s->sg.data(), s->su.data(),
+                     static_cast<int64_t>(N) * S);
+  op_linear_backward(b.dxs.data(), wr(grads.shared.gate.w), nullptr, b.dg.data(), x,
+                     lw.shared.gate.w, N, S, D);
+  for (int64_t i = 0; i < ND; ++i) dx[i] += b.dxs[i];
+  op_linear_backward(b.dxs.data(), wr(grads.shared.up.w), nullptr, b.du.data(), x, lw.shared.up.w,
+                     N, S, D);
+  for (int64_t i = 0; i < ND; ++i) dx[i] += b.dxs[i];
+}
+
+}  // namespace
+
+void moe_layer_backward(float* dx, MoeState* s, const ModelConfig& c, const LayerWeights& lw,
+                        const LayerWeights& grads, float* g_noise, const float* x,
+                        const float* dout, const MoeCall& call, float loss_scale) {
+  MOE_CHECK(s->train && s->N > 0);
+  const int D = c.hidden;
+  const Dispatcher& d = *s->dispatcher;
+  d.combine_backward(s->plan, s->routing.w.data(), s->ex.ys.data(), dout, D, s->ex.dys.data(),
+                     s->dw.data());
+  experts_backward(&s->ex, c, lw, grads, s->seg);
+  d.dispatch_backward(s->plan, s->ex.dxs.data(), D, dx);
+  router_backward_all(dx, s, c, lw, grads, g_noise, x, call, loss_scale);
+  if (c.shared_ffn > 0) shared_backward(dx, s, c, lw, grads, x, dout);
 }
 
 }  // namespace moe

@@ -1,37 +1,28 @@
-// The feed-forward block: dense SwiGLU MLP and the sparse MoE layer.
+// The MoE layer: one pipeline for inference, training and routing analysis.
 //
-// The MoE layer is computed sparsely: route the tokens, sort the (token, expert) assignments by
-// expert into contiguous segments, run each expert only on its segment, then combine each token's
-// expert outputs with its routing weights (by token, in assignment order, so results do not depend
-// on threading).
+//   router logits -> route (router.h) -> dispatch plan (dispatch.h) -> dispatch
+//     -> grouped expert FFN (experts.h) -> combine -> + shared expert(s)
 //
-// Routing follows config.router.kind. Token choice (the Hugging Face families) runs moe_route
-// below. The training-time routers run router_forward of moe/router.h with train = false and no
-// capacity (dropless), so a moe_cpp model computes what the training forward computes in eval
-// mode (train_forward(..., train = false) of one sequence, capacity factor 0):
-//  - noisy top-k: no noise; the top K of the clean logits, softmax over the K selected. The noise
-//    projection is loaded with the model and unused.
-//  - hash: experts are a fixed function of the token id (moe_forward needs the ids).
+// moe_layer_forward runs it; with a state allocated for training it keeps every activation the
+// backward needs, and moe_layer_backward mirrors it stage by stage (parameter gradients
+// accumulate, dx is overwritten). moe_forward (inference) and moe_train_forward / backward
+// (moe_train.h) are this one function with their arguments fixed.
+//
+// Routing follows config.router (router_forward, the one implementation of every router kind).
+// Inference routes with train = false and no capacity (dropless):
+//  - noisy top-k: no noise; the top K of the clean logits, softmax over the K selected.
+//  - hash: experts are a fixed function of the token id (the ids are needed).
 //  - random: uniform draws keyed on (router_layer_seed(0, layer), position), as the training
 //    evaluation of a sequence starting at position 0; a decoded token draws what it would in a
-//    full-sequence call. Sequences other than the first of a training batch draw differently.
-//  - expert choice: each expert takes its top-C tokens among the T tokens of ONE moe_forward call
+//    full-sequence call.
+//  - expert choice: each expert takes its top-C tokens among the T tokens of ONE call
 //    (C = ceil(T*K/E), at most floor(T*K/E), at least 1; router.h), so a token gets a variable
 //    number of experts (0 to E) and its output depends on the other tokens of the call: it is
-//    non-causal, and decoding (T = 1: every expert takes the one token) differs from a
-//    full-sequence forward. It equals the training forward only for the same set of tokens.
+//    non-causal, and decoding (T = 1) differs from a full-sequence forward.
+// Training adds the router noise, capacity dropping and the balancing losses.
 //
-// Experts kept raw (BF16, Q8_0, Q4_0; model/weights.h) run without conversion at load. Short
-// segments (decode) go through the dot kernels of quant/quant.h, all such experts in one OpenMP
-// region split by (expert, block of output rows); the inputs of block-quantized matrices are
-// quantized to Q8_0 once per segment, which is the only numerical difference from running the
-// dequantized weights in fp32. Long segments (prefill) dequantize blocks of weight rows into a
-// buffer allocated once and use sgemm. On the dot path every output element is computed by one
-// thread in a fixed order, so results do not depend on the thread count; sgemm products large
-// enough to be split over threads (op_sgemm) may differ in the last bits between thread counts.
-// The shared expert(s) and dense MLPs run through linear_forward (ops/linear.h).
-//
-// Legend: T tokens, D model width, F expert width, E experts, K experts per token.
+// Legend: N (or T) tokens, D model width, F expert width, S shared width, E experts, K experts
+// per token, A assignments.
 #pragma once
 
 #include <cstdint>
@@ -39,88 +30,115 @@
 
 #include "model/config.h"
 #include "model/weights.h"
+#include "moe/dispatch.h"
+#include "moe/experts.h"
 #include "moe/router.h"
 #include "ops/linear.h"
 
 namespace moe {
 
-constexpr int kMaxGroups = 64;  // largest n_group a router may use
-
-// Routes T tokens. logits (T, E) are the router's outputs (bias included); e_bias (E) is the
-// selection-only correction bias or null. Writes idx (T, K) and weights w (T, K).
-// Ties between equal scores go to the lower expert index. work: (2E + kMaxGroups) floats.
-void moe_route(const RouterSpec& r, const float* logits, const float* e_bias, int T, int E, int K,
-               int32_t* idx, float* w, float* work);
-
-// Buffers for one FFN call of up to T_max tokens, allocated once. A_max = T_max * K assignments,
-// or max(T_max * K, E) for expert choice.
-struct FfnScratch {
-  int T_max = 0;
-  std::vector<float> logits;    // (T_max, E)
-  // After moe_forward: the (T, K) experts and combine weights of each token. For expert choice
-  // (a variable number of experts per token), each token's K highest-weight experts (ties: lower
-  // expert), padded with expert -1 and weight 0 when it has fewer than K.
-  std::vector<int32_t> idx;     // (T_max, K)
-  std::vector<float> w;         // (T_max, K)
-  std::vector<int32_t> counts;  // (E + 1) segment offsets after the prefix sum
-  std::vector<int32_t> cursor;  // (E) fill position per expert
-  std::vector<float> route_work;  // (2E + kMaxGroups)
-  std::vector<int32_t> order;   // (A_max) assignment at each sorted slot
-  std::vector<int32_t> slot;    // (A_max) sorted slot of each assignment
-  std::vector<float> xs;        // (A_max, D) gathered inputs, sorted by expert
-  std::vector<float> g;         // (max(A_max, T_max), Fmax) gate activations
-  std::vector<float> u;         // (max(A_max, T_max), Fmax) up activations
-  std::vector<float> ys;        // (A_max, D) expert outputs, sorted by expert
-  std::vector<float> tmp;       // (T_max, D)
-  std::vector<float> gate1;     // (T_max) shared-expert gate
-
-  // Raw experts (BF16 / Q8_0 / Q4_0, see ExpertWeights). A segment of at most
-  // quant_dot_max_tokens tokens runs row by row through the dot kernels (Q8_0 activations for the
-  // block types, each weight row against up to 4 tokens at once); a longer one dequantizes
-  // deq_rows weight rows at a time into wdeq for sgemm. 64: about where the two cost the same for
-  // Q4_0 / Q8_0 experts (`moe bench layer --dot-max-tokens`, OLMoE-1B-7B and Qwen3-30B-A3B,
-  // 2 threads, AVX-512 VNNI): the dot path was faster at ~32 tokens per expert, about as fast at
-  // ~64 and ~10% slower at ~128.
-  int quant_dot_max_tokens = 64;
-  // The same for BF16 experts, whose rows go one token at a time through dot_bf16_f32: at ~64
-  // tokens per expert that path took 1.4x (OLMoE) to 1.7x (gpt-oss) the time of sgemm.
-  int bf16_dot_max_tokens = 16;
-  int deq_rows = 0;
-  std::vector<uint8_t> xq;          // (A_max, Q8X bytes of D) gathered inputs as Q8X
-  std::vector<uint8_t> hq;          // (A_max, Q8X bytes of F) expert activations as Q8X
-  std::vector<float> wdeq;          // (deq_rows, max(D, F)) dequantized weight rows
-  std::vector<int32_t> dot_experts; // (E) experts of this call that use the dot kernels
-  LinearScratch lin;                // shared expert(s) and dense MLPs with raw matrices
-
-  // Routers other than token choice (allocated only for them): router_forward's state, and for
-  // expert choice each token's assignments in assignment order (tok_asg[tok_off[t]..tok_off[t+1]]).
-  bool use_router = false;
-  Routing routing;
-  std::vector<int32_t> tok_off;     // (T_max + 1)
-  std::vector<int32_t> tok_asg;     // (A_max)
+// Coefficients of the balancing and stability losses, and the capacity policy (router.h defines
+// each loss).
+struct MoeLossSpec {
+  float aux = 0.01f;       // Switch aux loss alpha (Switch Transformer's 1e-2)
+  float z = 0.001f;        // router z-loss beta (ST-MoE's 1e-3)
+  float seq_aux = 0.0f;    // DeepSeek sequence-wise aux loss alpha
+  float device = 0.0f;     // device-level balance loss alpha
+  int n_devices = 1;       // expert groups for the device-level loss
+  float capacity_factor = 0.0f;  // 0 = dropless
 };
 
-void ffn_scratch_init(FfnScratch* s, const ModelConfig& c, int T_max);
+// The loss values of one forward call (already multiplied by their coefficients).
+struct MoeLosses {
+  double aux = 0.0, z = 0.0, seq_aux = 0.0, device = 0.0;
+  double total() const { return aux + z + seq_aux + device; }
+};
 
+// The buffers of one MoE layer for calls of up to N_max tokens, allocated once. A_max =
+// max(N_max * K, E) assignments (expert choice takes at least one token per expert).
+struct MoeState {
+  int N_max = 0;
+  int N = 0;           // tokens of the last forward
+  bool train = false;  // activations kept for the backward, backward buffers allocated
+  const Dispatcher* dispatcher = nullptr;  // local_dispatcher() unless replaced
+
+  std::vector<float> logits;   // (N_max, E) router logits, bias included
+  std::vector<float> nlogits;  // (N_max, E) noise logits (noisy top-k, training)
+  Routing routing;             // the last call's assignments, scores and counts
+  // The last call's (N, K) experts and weights of each token. For expert choice (a variable
+  // number of experts per token), each token's K highest-weight experts (ties: lower expert),
+  // padded with expert -1 and weight 0.
+  std::vector<int32_t> idx;    // (N_max, K)
+  std::vector<float> w;        // (N_max, K)
+  DispatchPlan plan;
+  ExpertSegments seg;          // the experts this process ran in the last call
+  ExpertBuffers ex;
+  std::vector<float> sg, su;   // (N_max, S) shared expert gate / up (act in sg at inference)
+  std::vector<float> sact;     // (N_max, S) shared expert activation (training)
+  std::vector<float> sy;       // (N_max, D) shared expert output before its gate
+  std::vector<float> sgate;    // (N_max) shared gate logits
+  LinearScratch lin;           // shared expert(s) and dense MLPs with raw matrices
+  // Backward.
+  std::vector<float> dw;       // (A_max) combine-weight gradients
+  std::vector<float> dlogits;  // (N_max, E)
+  std::vector<float> dnlogits; // (N_max, E)
+  std::vector<float> dsgate;   // (N_max)
+  std::vector<float> tmp;      // (N_max, D)
+};
+
+void moe_state_init(MoeState* s, const ModelConfig& c, int N_max, bool train);
+
+// The arguments of one call beyond its inputs.
+struct MoeCall {
+  const int32_t* ids = nullptr;  // (N) token ids, needed by hash routing
+  int64_t pos = 0;               // index of the first token (random and noise draws)
+  uint64_t seed = 0;             // the layer's router seed (router_layer_seed)
+  bool train = false;            // router noise on
+  const MoeLossSpec* losses = nullptr;  // null: no losses, dropless
+  int seq_len = 0;               // tokens per sequence (sequence-wise loss)
+  const float* w_noise = nullptr;  // (E, D) noisy top-k's noise projection
+};
+
+// out (N, D) = MoE(x (N, D)). Returns the balancing losses (zero without call.losses).
+MoeLosses moe_layer_forward(float* out, MoeState* s, const ModelConfig& c, const LayerWeights& lw,
+                            const float* x, int N, const MoeCall& call);
+
+// dx (N, D) from dout (N, D) after a forward on a training state with the same call; grads
+// accumulate (same structure as the weights, pointing into a gradient arena), g_noise (E, D)
+// gets the noise projection's. loss_scale multiplies the balancing losses' gradients.
+void moe_layer_backward(float* dx, MoeState* s, const ModelConfig& c, const LayerWeights& lw,
+                        const LayerWeights& grads, float* g_noise, const float* x,
+                        const float* dout, const MoeCall& call, float loss_scale);
+
+// Inference names of the state and its set-up.
+using FfnScratch = MoeState;
+inline void ffn_scratch_init(FfnScratch* s, const ModelConfig& c, int T_max) {
+  moe_state_init(s, c, T_max, false);
+}
 // The most tokens a raw expert whose matrices are of type t may have in a call and still run
 // through the dot kernels.
 inline int ffn_dot_max_tokens(const FfnScratch& s, QType t) {
-  return qtype_is_block(t) ? s.quant_dot_max_tokens : s.bf16_dot_max_tokens;
+  return expert_dot_max_tokens(s.ex, t);
 }
 // Sets both thresholds (0: every raw expert through dequantize + sgemm).
 inline void ffn_set_dot_max_tokens(FfnScratch* s, int n) {
-  s->quant_dot_max_tokens = s->bf16_dot_max_tokens = n;
+  s->ex.quant_dot_max_tokens = s->ex.bf16_dot_max_tokens = n;
 }
 
 // out (T, D) = down(silu(gate x) * up x). g, u: scratch of (T, F); ls: for raw matrices.
 void mlp_forward(float* out, const MlpWeights& w, const float* x, int T, float* g, float* u,
                  LinearScratch* ls);
 
-// out (T, D) = MoE(x) for x (T, D): routed experts plus shared expert(s) if configured.
-// ids (T): the tokens' ids, needed by hash routing (MoeError if null then), else may be null.
-// pos: position of the first token (random routing's draws); seed: the layer's router seed
-// (router_layer_seed(0, layer) at inference; random routing). Leaves the routing in s->idx, s->w.
-void moe_forward(float* out, const ModelConfig& c, const LayerWeights& lw, const float* x, int T,
-                 FfnScratch* s, const int32_t* ids, int pos, uint64_t seed);
+// Inference: out (T, D) = MoE(x) for x (T, D), dropless, without noise. ids (T): the tokens' ids
+// (hash routing; MoeError if null then), else may be null. pos: position of the first token;
+// seed: the layer's router seed (router_layer_seed(0, layer)). Leaves the routing in s->idx, s->w.
+inline void moe_forward(float* out, const ModelConfig& c, const LayerWeights& lw, const float* x,
+                        int T, FfnScratch* s, const int32_t* ids, int pos, uint64_t seed) {
+  MoeCall call;
+  call.ids = ids;
+  call.pos = pos;
+  call.seed = seed;
+  moe_layer_forward(out, s, c, lw, x, T, call);
+}
 
 }  // namespace moe

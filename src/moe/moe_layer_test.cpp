@@ -22,9 +22,12 @@ Routed route(const RouterSpec& r, const std::vector<float>& logits, const std::v
   Routed o;
   o.idx.resize(T * K);
   o.w.resize(T * K);
-  std::vector<float> work(2 * E + kMaxGroups);
-  moe_route(r, logits.data(), bias ? bias->data() : nullptr, T, E, K, o.idx.data(), o.w.data(),
-            work.data());
+  Routing rt;
+  routing_init(&rt, T, E, K);
+  router_forward(&rt, r, logits.data(), bias ? bias->data() : nullptr, nullptr, nullptr, T, 0.0f, 0,
+                 false);
+  std::copy(rt.expert.begin(), rt.expert.begin() + T * K, o.idx.begin());
+  std::copy(rt.w.begin(), rt.w.begin() + T * K, o.w.begin());
   return o;
 }
 
@@ -221,9 +224,9 @@ std::vector<int> check_moe(const TinyMoe& m, int T) {
   std::vector<double> ref = ref_moe(m, x, T);
   for (size_t i = 0; i < out.size(); ++i) EXPECT_NEAR(out[i], ref[i], 1e-4) << i;
   // Each expert ran only on its own tokens: segment sizes add up to T*K.
-  EXPECT_EQ(s.counts[m.c.n_experts], T * m.c.top_k);
+  EXPECT_EQ(s.plan.off[m.c.n_experts], T * m.c.top_k);
   std::vector<int> per(m.c.n_experts);
-  for (int e = 0; e < m.c.n_experts; ++e) per[e] = s.counts[e + 1] - s.counts[e];
+  for (int e = 0; e < m.c.n_experts; ++e) per[e] = s.plan.off[e + 1] - s.plan.off[e];
   return per;
 }
 

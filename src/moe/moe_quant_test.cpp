@@ -119,10 +119,13 @@ std::vector<float> act_rounding(const std::vector<float>& x, QType w, bool emula
 std::vector<double> reference(const QuantMoe& m, const std::vector<float>& x, int T, bool emulate) {
   const ModelConfig& c = m.c;
   const int D = c.hidden, F = c.expert_ffn, E = c.n_experts, K = c.top_k;
-  std::vector<float> logits(T * E), w(T * K), work(2 * E + kMaxGroups);
-  std::vector<int32_t> idx(T * K);
+  std::vector<float> logits(T * E);
   op_linear(logits.data(), x.data(), m.router.data(), nullptr, T, E, D);
-  moe_route(c.router, logits.data(), nullptr, T, E, K, idx.data(), w.data(), work.data());
+  Routing rt;
+  routing_init(&rt, T, E, K);
+  router_forward(&rt, c.router, logits.data(), nullptr, nullptr, nullptr, T, 0.0f, 0, false);
+  const std::vector<int32_t> idx(rt.expert.begin(), rt.expert.begin() + T * K);
+  const std::vector<float> w(rt.w.begin(), rt.w.begin() + T * K);
   std::vector<double> out(T * D, 0.0);
   for (int t = 0; t < T; ++t) {
     const std::vector<float> xt(x.begin() + t * D, x.begin() + (t + 1) * D);

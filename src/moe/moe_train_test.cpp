@@ -26,7 +26,9 @@ struct Block {
     ranges.push_back({o, n});
     return o;
   }
-  Block(RouterSpec spec, int shared, bool gate) {
+  // oai: gpt-oss's clamped SwiGLU (limit 1.5, so some activations clamp), expert biases and a
+  // router bias.
+  Block(RouterSpec spec, int shared, bool gate, bool oai = false) {
     c.hidden = 6;
     c.n_experts = 4;
     c.top_k = 2;
@@ -34,12 +36,21 @@ struct Block {
     c.shared_ffn = shared;
     c.shared_gate = gate;
     c.router = spec;
+    if (oai) {
+      c.act = ACT_SWIGLU_OAI;
+      c.act_limit = 1.5f;
+      c.expert_bias = true;
+      c.router.has_bias = true;
+    }
     const int D = c.hidden, E = c.n_experts, F = c.expert_ffn, S = shared;
-    struct Off { size_t gate, up, down; };
-    size_t r = take(E * D), eb = take(E);
+    struct Off { size_t gate, up, down, gb = 0, ub = 0, db = 0; };
+    size_t r = take(E * D), eb = take(E), rb = oai ? take(E) : 0;
     noise = take(E * D);
     std::vector<Off> ex(E);
-    for (auto& o : ex) o = {take(F * D), take(F * D), take(D * F)};
+    for (auto& o : ex) {
+      o = {take(F * D), take(F * D), take(D * F)};
+      if (oai) o.gb = take(F), o.ub = take(F), o.db = take(D);
+    }
     size_t sgt = 0, sup = 0, sdn = 0, sg = 0;
     if (S) sgt = take(S * D), sup = take(S * D), sdn = take(D * S), sg = take(D);
     std::mt19937 gen(5);
@@ -48,10 +59,17 @@ struct Block {
     g.assign(p.size(), 0.0f);
     auto bind = [&](std::vector<float>& arena, LayerWeights& lw) {
       float* b = arena.data();
-      lw.router = {b + r, nullptr, E, D};
+      lw.router = {b + r, oai ? b + rb : nullptr, E, D};
       lw.e_bias = spec.has_correction_bias ? b + eb : nullptr;
       lw.experts.resize(E);
-      for (int e = 0; e < E; ++e) lw.experts[e] = {b + ex[e].gate, b + ex[e].up, b + ex[e].down};
+      for (int e = 0; e < E; ++e) {
+        lw.experts[e] = {b + ex[e].gate, b + ex[e].up, b + ex[e].down};
+        if (oai) {
+          lw.experts[e].gate_b = b + ex[e].gb;
+          lw.experts[e].up_b = b + ex[e].ub;
+          lw.experts[e].down_b = b + ex[e].db;
+        }
+      }
       if (S) {
         lw.shared.gate = {b + sgt, nullptr, S, D};
         lw.shared.up = {b + sup, nullptr, S, D};
@@ -76,8 +94,10 @@ double loss_of(Block& b, MoeActs* a, const MoeLossSpec& ls, const std::vector<fl
   return s;
 }
 
-void grad_check(RouterSpec spec, int shared, bool gate, MoeLossSpec ls, int N = 6) {
-  Block b(spec, shared, gate);
+// fd_h: the finite-difference step; the clamped activation needs a small one (its kinks).
+void grad_check(RouterSpec spec, int shared, bool gate, MoeLossSpec ls, int N = 6,
+                bool oai = false, float fd_h = 1e-2f) {
+  Block b(spec, shared, gate, oai);
   const int D = b.c.hidden, seq = 3;
   std::mt19937 gen(11);
   std::normal_distribution<float> nd(0.0f, 1.0f);
@@ -90,6 +110,15 @@ void grad_check(RouterSpec spec, int shared, bool gate, MoeLossSpec ls, int N = 
   moe_acts_init(&a, b.c, N);
   std::vector<float> out;
   loss_of(b, &a, ls, x, ids, coef, N, seq, &out);
+  if (oai) {  // the clamps must be exercised on both inputs
+    int g_clamped = 0, u_clamped = 0;
+    for (int64_t i = 0; i < static_cast<int64_t>(a.plan.rows) * b.c.expert_ffn; ++i) {
+      g_clamped += a.ex.g[i] > b.c.act_limit;
+      u_clamped += std::fabs(a.ex.u[i]) > b.c.act_limit;
+    }
+    EXPECT_GT(g_clamped, 0);
+    EXPECT_GT(u_clamped, 0);
+  }
   const std::vector<int32_t> sel(a.routing.expert.begin(), a.routing.expert.begin() + a.routing.A);
   const std::vector<char> kept(a.routing.kept.begin(), a.routing.kept.begin() + a.routing.A);
   std::vector<float> dx(N * D);
@@ -99,7 +128,7 @@ void grad_check(RouterSpec spec, int shared, bool gate, MoeLossSpec ls, int N = 
     return std::equal(sel.begin(), sel.end(), a.routing.expert.begin()) &&
            std::equal(kept.begin(), kept.end(), a.routing.kept.begin());
   };
-  const float h = 1e-2f;
+  const float h = fd_h;
   int checked = 0, total = 0;
   auto check = [&](std::vector<float>& v, const std::vector<float>& analytic, size_t i0, size_t n,
                    const char* what) {
@@ -156,6 +185,15 @@ TEST(MoeTrainGrad, GatedSharedExpertRenormCapacity) {
   ls.capacity_factor = 0.75f;
   ls.aux = 0.05f;
   grad_check(s, 4, true, ls, 8);
+}
+
+// gpt-oss: top-k then softmax with a router bias, clamped SwiGLU, expert biases.
+TEST(MoeTrainGrad, GptOssClampedSwigluBiases) {
+  RouterSpec s;
+  s.topk_then_softmax = true;
+  MoeLossSpec ls;
+  ls.aux = 0.05f;
+  grad_check(s, 0, false, ls, 6, true, 1e-3f);
 }
 
 TEST(MoeTrainGrad, NoisyTopK) {
@@ -235,7 +273,7 @@ TEST(MoeTrain, ForwardEqualsInferenceLayerForEveryRouterKind) {
         EXPECT_NEAR(y1[i], y2[i], 1e-5) << kind << " N " << N << " " << i;
       const Routing& r = a.routing;
       if (kind == ROUTER_EXPERT_CHOICE) {
-        EXPECT_EQ(fs.counts[b.c.n_experts], r.A);
+        EXPECT_EQ(fs.plan.off[b.c.n_experts], r.A);
         if (N == 1) EXPECT_EQ(r.A, b.c.n_experts);  // every expert takes the one token
         continue;
       }

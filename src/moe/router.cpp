@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "moe/capacity.h"
 #include "ops/ops.h"
 
 namespace moe {
@@ -94,29 +95,6 @@ void distinct_draws(uint64_t key, int E, int K, int32_t* idx) {
     bool dup = false;
     for (int q = 0; q < k; ++q) dup |= idx[q] == e;
     if (!dup) idx[k++] = e;
-  }
-}
-
-// Keeps at most `cap` assignments per expert: the highest weights, ties to the lower token.
-void apply_capacity(Routing* r, int cap) {
-  const int E = r->E, A = r->A;
-  int32_t* off = r->iwork.data();  // (E + 1)
-  int32_t* order = off + E + 1;    // (A)
-  std::fill(off, off + E + 1, 0);
-  for (int a = 0; a < A; ++a) ++off[r->expert[a] + 1];
-  for (int e = 0; e < E; ++e) off[e + 1] += off[e];
-  int32_t* fill = order + A;  // (E)
-  std::copy(off, off + E, fill);
-  for (int a = 0; a < A; ++a) order[fill[r->expert[a]]++] = a;
-  for (int e = 0; e < E; ++e) {
-    int32_t* b = order + off[e];
-    int n = off[e + 1] - off[e];
-    if (n <= cap) continue;
-    std::sort(b, b + n, [&](int32_t x, int32_t y) {
-      return r->w[x] > r->w[y] || (r->w[x] == r->w[y] && r->tok[x] < r->tok[y]);
-    });
-    for (int i = cap; i < n; ++i) r->kept[b[i]] = 0;
-    r->dropped += n - cap;
   }
 }
 
@@ -245,8 +223,10 @@ void router_forward(Routing* r, const RouterSpec& spec, const float* logits, con
       }
     }
     if (capacity_factor > 0.0f) {
-      r->capacity = static_cast<int>(std::ceil(static_cast<double>(N) * K / E * capacity_factor));
-      apply_capacity(r, r->capacity);
+      r->capacity = static_cast<int>(capacity_for(N, K, E, capacity_factor));
+      r->dropped = static_cast<int>(capacity_apply(r->tok.data(), r->expert.data(), r->w.data(),
+                                                   r->A, E, r->capacity, r->kept.data(), nullptr,
+                                                   r->iwork.data()));
     }
   }
   std::fill(r->sel_count.begin(), r->sel_count.end(), 0);
