@@ -142,7 +142,7 @@ TEST(RouterKindsInfer, ExpertChoiceDecodesOneToken) {
   for (int t = 0; t < 3; ++t) {
     infer_forward(k.m, &st, kIds + t, 1, false);
     for (int i = 0; i < V; ++i) ASSERT_TRUE(std::isfinite(st.logits[i])) << i;
-    EXPECT_EQ(st.ffn.counts[k.cfg().n_experts], k.cfg().n_experts);  // E assignments
+    EXPECT_EQ(st.ffn.plan.off[k.cfg().n_experts], k.cfg().n_experts);  // E assignments
     for (int q = 0; q < K; ++q) EXPECT_GE(cap.idx[0][q], 0);
     EXPECT_GE(cap.w[0][0], cap.w[0][1]);
   }

@@ -6,7 +6,7 @@
 #include <numeric>
 
 #include "core/error.h"
-#include "moe/router.h"
+#include "ops/router.h"
 
 namespace moe {
 

@@ -33,7 +33,7 @@
 #include <string>
 #include <vector>
 
-#include "moe/capacity.h"
+#include "ops/capacity.h"
 
 namespace moe {
 

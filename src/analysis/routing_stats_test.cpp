@@ -9,7 +9,7 @@
 
 #include "core/error.h"
 #include "model/config.h"
-#include "moe/router.h"
+#include "ops/router.h"
 
 namespace moe {
 namespace {

@@ -13,7 +13,7 @@
 #include "model/checkpoint_write.h"
 #include "model/weights.h"
 #include "moe/moe_layer.h"
-#include "moe/router.h"
+#include "ops/router.h"
 
 namespace moe {
 

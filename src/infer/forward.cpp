@@ -7,7 +7,7 @@
 #include <cstring>
 
 #include "core/error.h"
-#include "moe/router.h"
+#include "ops/router.h"
 #include "ops/linear.h"
 #include "ops/ops.h"
 
@@ -194,7 +194,7 @@ void infer_forward(const Model& m, InferState* s, const int32_t* ids, int T, boo
         s->capture->w[l].assign(s->ffn.w.begin(), s->ffn.w.begin() + TK);
       }
     } else {
-      mlp_forward(s->proj.data(), lw.mlp, s->xn.data(), T, s->ffn.ex.g.data(), s->ffn.ex.u.data(),
+      mlp_forward(s->proj.data(), lw.mlp, s->xn.data(), T, s->ffn.hg.data(), s->ffn.hu.data(),
                   &s->ffn.lin);
     }
     for (int64_t i = 0; i < TD; ++i) s->h[i] += s->proj[i];

@@ -20,7 +20,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "moe/router.h"
+#include "ops/experts.h"
+#include "ops/router.h"
 
 namespace moe {
 
@@ -40,13 +41,6 @@ struct DispatchPlan {
 void dispatch_plan_init(DispatchPlan* p, int N_max, int E, int A_max);
 // Builds the plan of a routing (its kept assignments).
 void dispatch_plan_build(DispatchPlan* p, const Routing& r);
-
-// The rows a process holds after dispatch: experts e0 .. e0 + n - 1, expert e0 + i in rows
-// [off[i], off[i + 1]).
-struct ExpertSegments {
-  int e0 = 0, n = 0;
-  const int32_t* off = nullptr;  // (n + 1)
-};
 
 class Dispatcher {
  public:

@@ -8,7 +8,7 @@
 #include <limits>
 #include <random>
 
-#include "moe/capacity.h"
+#include "ops/capacity.h"
 
 namespace moe {
 namespace {

@@ -26,9 +26,10 @@ void moe_state_init(MoeState* s, const ModelConfig& c, int N_max, bool train) {
   s->w.assign(N * K, 0.0f);
   dispatch_plan_init(&s->plan, N_max, static_cast<int>(E), static_cast<int>(A));
   s->seg = ExpertSegments();
-  expert_buffers_init(&s->ex, c, N_max, static_cast<int>(A), train);
-  s->sg.assign(N * S, 0.0f);
-  s->su.assign(N * S, 0.0f);
+  expert_buffers_init(&s->ex, expert_ffn_spec(c), static_cast<int>(E), static_cast<int>(A), train);
+  const int64_t H = std::max<int64_t>(S, c.dense_ffn);
+  s->hg.assign(N * H, 0.0f);
+  s->hu.assign(N * H, 0.0f);
   s->sact.assign(train ? N * S : 0, 0.0f);
   s->sy.assign(N * D, 0.0f);
   s->sgate.assign(N, 0.0f);
@@ -37,7 +38,11 @@ void moe_state_init(MoeState* s, const ModelConfig& c, int N_max, bool train) {
   s->dlogits.assign(train ? N * E : 0, 0.0f);
   s->dnlogits.assign(train ? N * E : 0, 0.0f);
   s->dsgate.assign(train ? N : 0, 0.0f);
+  s->dsact.assign(train ? N * S : 0, 0.0f);
+  s->dsg.assign(train ? N * S : 0, 0.0f);
+  s->dsu.assign(train ? N * S : 0, 0.0f);
   s->tmp.assign(train ? N * D : 0, 0.0f);
+  s->tmp2.assign(train ? N * D : 0, 0.0f);
 }
 
 void mlp_forward(float* out, const MlpWeights& w, const float* x, int T, float* g, float* u,
@@ -117,10 +122,10 @@ void route(MoeState* s, const ModelConfig& c, const LayerWeights& lw, const floa
 void shared_forward(float* out, MoeState* s, const ModelConfig& c, const LayerWeights& lw,
                     const float* x, int N) {
   const int D = c.hidden, S = c.shared_ffn;
-  float* h = s->train ? s->sact.data() : s->sg.data();
-  linear_forward(s->sg.data(), x, lw.shared.gate, N, &s->lin);
-  linear_forward(s->su.data(), x, lw.shared.up, N, &s->lin);
-  op_swiglu(h, s->sg.data(), s->su.data(), static_cast<int64_t>(N) * S);
+  float* h = s->train ? s->sact.data() : s->hg.data();
+  linear_forward(s->hg.data(), x, lw.shared.gate, N, &s->lin);
+  linear_forward(s->hu.data(), x, lw.shared.up, N, &s->lin);
+  op_swiglu(h, s->hg.data(), s->hu.data(), static_cast<int64_t>(N) * S);
   linear_forward(s->sy.data(), h, lw.shared.down, N, &s->lin);
   if (c.shared_gate) op_linear(s->sgate.data(), x, lw.shared_gate.w, nullptr, N, 1, D);
   for (int t = 0; t < N; ++t) {
@@ -160,7 +165,7 @@ MoeLosses moe_layer_forward(float* out, MoeState* s, const ModelConfig& c, const
   summarize_routing(c, s);
   const Dispatcher& d = *s->dispatcher;
   s->seg = d.dispatch(s->plan, x, D, s->ex.xs.data());
-  experts_forward(&s->ex, c, lw, s->seg, s->train);
+  experts_forward(&s->ex, expert_ffn_spec(c), lw.experts.data(), s->seg, s->train);
   d.combine(s->plan, s->routing.w.data(), s->ex.ys.data(), D, out);
   // 6. Shared expert(s).
   if (c.shared_ffn > 0) shared_forward(out, s, c, lw, x, N);
@@ -204,7 +209,6 @@ void shared_backward(float* dx, MoeState* s, const ModelConfig& c, const LayerWe
   const int N = s->N, D = c.hidden, S = c.shared_ffn;
   const int64_t ND = static_cast<int64_t>(N) * D;
   auto wr = [](const float* p) { return const_cast<float*>(p); };
-  ExpertBuffers& b = s->ex;
   float* dy = s->tmp.data();  // (N, D)
   for (int t = 0; t < N; ++t) {
     const float* go = dout + static_cast<int64_t>(t) * D;
@@ -234,16 +238,17 @@ void shared_backward(float* dx, MoeState* s, const ModelConfig& c, const LayerWe
       }
     }
   }
-  op_linear_backward(b.dact.data(), wr(grads.shared.down.w), nullptr, dy, s->sact.data(),
+  op_linear_backward(s->dsact.data(), wr(grads.shared.down.w), nullptr, dy, s->sact.data(),
                      lw.shared.down.w, N, D, S);
-  op_swiglu_backward(b.dg.data(), b.du.data(), b.dact.data(), s->sg.data(), s->su.data(),
+  op_swiglu_backward(s->dsg.data(), s->dsu.data(), s->dsact.data(), s->hg.data(), s->hu.data(),
                      static_cast<int64_t>(N) * S);
-  op_linear_backward(b.dxs.data(), wr(grads.shared.gate.w), nullptr, b.dg.data(), x,
-                     lw.shared.gate.w, N, S, D);
-  for (int64_t i = 0; i < ND; ++i) dx[i] += b.dxs[i];
-  op_linear_backward(b.dxs.data(), wr(grads.shared.up.w), nullptr, b.du.data(), x, lw.shared.up.w,
-                     N, S, D);
-  for (int64_t i = 0; i < ND; ++i) dx[i] += b.dxs[i];
+  float* dxs = s->tmp2.data();  // (N, D)
+  op_linear_backward(dxs, wr(grads.shared.gate.w), nullptr, s->dsg.data(), x, lw.shared.gate.w, N,
+                     S, D);
+  for (int64_t i = 0; i < ND; ++i) dx[i] += dxs[i];
+  op_linear_backward(dxs, wr(grads.shared.up.w), nullptr, s->dsu.data(), x, lw.shared.up.w, N, S,
+                     D);
+  for (int64_t i = 0; i < ND; ++i) dx[i] += dxs[i];
 }
 
 }  // namespace
@@ -256,7 +261,7 @@ void moe_layer_backward(float* dx, MoeState* s, const ModelConfig& c, const Laye
   const Dispatcher& d = *s->dispatcher;
   d.combine_backward(s->plan, s->routing.w.data(), s->ex.ys.data(), dout, D, s->ex.dys.data(),
                      s->dw.data());
-  experts_backward(&s->ex, c, lw, grads, s->seg);
+  experts_backward(&s->ex, expert_ffn_spec(c), lw.experts.data(), grads.experts.data(), s->seg);
   d.dispatch_backward(s->plan, s->ex.dxs.data(), D, dx);
   router_backward_all(dx, s, c, lw, grads, g_noise, x, call, loss_scale);
   if (c.shared_ffn > 0) shared_backward(dx, s, c, lw, grads, x, dout);

@@ -31,8 +31,8 @@
 #include "model/config.h"
 #include "model/weights.h"
 #include "moe/dispatch.h"
-#include "moe/experts.h"
-#include "moe/router.h"
+#include "ops/experts.h"
+#include "ops/router.h"
 #include "ops/linear.h"
 
 namespace moe {
@@ -73,7 +73,8 @@ struct MoeState {
   DispatchPlan plan;
   ExpertSegments seg;          // the experts this process ran in the last call
   ExpertBuffers ex;
-  std::vector<float> sg, su;   // (N_max, S) shared expert gate / up (act in sg at inference)
+  // Shared expert(s); hg, hu are also the dense MLPs' scratch at inference.
+  std::vector<float> hg, hu;   // (N_max, max(S, dense F)) gate / up (act in hg at inference)
   std::vector<float> sact;     // (N_max, S) shared expert activation (training)
   std::vector<float> sy;       // (N_max, D) shared expert output before its gate
   std::vector<float> sgate;    // (N_max) shared gate logits
@@ -83,7 +84,8 @@ struct MoeState {
   std::vector<float> dlogits;  // (N_max, E)
   std::vector<float> dnlogits; // (N_max, E)
   std::vector<float> dsgate;   // (N_max)
-  std::vector<float> tmp;      // (N_max, D)
+  std::vector<float> dsact, dsg, dsu;  // (N_max, S) shared expert
+  std::vector<float> tmp, tmp2;        // (N_max, D)
 };
 
 void moe_state_init(MoeState* s, const ModelConfig& c, int N_max, bool train);

@@ -20,7 +20,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "model/weights.h"
+#include "quant/weight_view.h"
 #include "quant/quant.h"
 
 namespace moe {

@@ -10,7 +10,7 @@
 
 #include <cstdint>
 
-#include "model/config.h"
+#include "core/specs.h"
 
 namespace moe {
 

@@ -7,7 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
-#include "moe/router.h"
+#include "ops/router.h"
 #include "text/bpe_train.h"
 #include "train/corpus.h"
 

@@ -7,7 +7,7 @@
 #include <cstring>
 
 #include "core/error.h"
-#include "moe/router.h"
+#include "ops/router.h"
 #include "ops/ops.h"
 
 namespace moe {

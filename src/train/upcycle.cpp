@@ -6,7 +6,7 @@
 #include "core/error.h"
 #include "io/mapped_file.h"
 #include "io/safetensors.h"
-#include "moe/router.h"
+#include "ops/router.h"
 #include "train/checkpoint.h"
 #include "train/train_model.h"
 

@@ -1,6 +1,6 @@
 // The expert activations against a double-precision definition, their gradients against finite
 // differences of it, and the grouped expert FFN against a per-token double-precision reference.
-#include "moe/experts.h"
+#include "ops/experts.h"
 
 #include <gtest/gtest.h>
 
@@ -15,19 +15,19 @@ double sigmoid_d(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 
 // The activation from its definition (hf_moe_architectures: gpt-oss clamps gate above and up on
 // both sides, then (up + 1) * gate * sigmoid(alpha * gate)).
-double act_ref(const ModelConfig& c, double g, double u) {
+double act_ref(const ExpertFfnSpec& c, double g, double u) {
   if (c.act == ACT_SWIGLU) return silu_d(g) * u;
-  const double gl = std::min(g, static_cast<double>(c.act_limit));
-  const double ul = std::max(-static_cast<double>(c.act_limit),
-                             std::min(u, static_cast<double>(c.act_limit)));
-  return (ul + 1.0) * gl * sigmoid_d(c.act_alpha * gl);
+  const double gl = std::min(g, static_cast<double>(c.limit));
+  const double ul = std::max(-static_cast<double>(c.limit),
+                             std::min(u, static_cast<double>(c.limit)));
+  return (ul + 1.0) * gl * sigmoid_d(c.alpha * gl);
 }
 
 TEST(ExpertAct, ForwardAndBackwardMatchDoubleReference) {
   for (ExpertAct kind : {ACT_SWIGLU, ACT_SWIGLU_OAI}) {
-    ModelConfig c;
+    ExpertFfnSpec c;
     c.act = kind;
-    c.act_limit = 1.5f;
+    c.limit = 1.5f;
     std::mt19937 gen(1);
     std::normal_distribution<float> nd(0.0f, 1.5f);
     const int n = 400;
@@ -41,8 +41,8 @@ TEST(ExpertAct, ForwardAndBackwardMatchDoubleReference) {
       EXPECT_NEAR(h[i], act_ref(c, g[i], u[i]), 1e-5 * (1 + std::fabs(h[i]))) << i;
       // Central differences of the double definition, away from the clamps' kinks.
       if (kind == ACT_SWIGLU_OAI) {
-        clamped += g[i] > c.act_limit || std::fabs(u[i]) > c.act_limit;
-        if (std::fabs(g[i] - c.act_limit) < 1e-3 || std::fabs(std::fabs(u[i]) - c.act_limit) < 1e-3)
+        clamped += g[i] > c.limit || std::fabs(u[i]) > c.limit;
+        if (std::fabs(g[i] - c.limit) < 1e-3 || std::fabs(std::fabs(u[i]) - c.limit) < 1e-3)
           continue;
       }
       const double fg = (act_ref(c, g[i] + e, u[i]) - act_ref(c, g[i] - e, u[i])) / (2 * e);
@@ -58,14 +58,12 @@ TEST(ExpertAct, ForwardAndBackwardMatchDoubleReference) {
 // FFN computed in double; the saved forward's activation buffer too.
 TEST(Experts, ForwardMatchesPerRowReference) {
   for (bool save : {false, true}) {
-    ModelConfig c;
+    ExpertFfnSpec c;
     c.hidden = 8;
-    c.n_experts = 4;
-    c.top_k = 2;
-    c.expert_ffn = 6;
+    c.ffn = 6;
     c.act = ACT_SWIGLU_OAI;
-    c.act_limit = 2.0f;
-    const int D = c.hidden, F = c.expert_ffn, E = c.n_experts;
+    c.limit = 2.0f;
+    const int D = c.hidden, F = c.ffn, E = 4;
     std::mt19937 gen(4);
     std::normal_distribution<float> nd(0.0f, 0.7f);
     auto rnd = [&](int n) {
@@ -74,22 +72,21 @@ TEST(Experts, ForwardMatchesPerRowReference) {
       return v;
     };
     std::vector<std::vector<float>> wg, wu, wd, bg, bu, bd;
-    LayerWeights lw;
-    lw.experts.resize(E);
+    std::vector<ExpertWeights> experts(E);
     for (int e = 0; e < E; ++e) {
       wg.push_back(rnd(F * D)), wu.push_back(rnd(F * D)), wd.push_back(rnd(D * F));
       bg.push_back(rnd(F)), bu.push_back(rnd(F)), bd.push_back(rnd(D));
     }
     for (int e = 0; e < E; ++e)
-      lw.experts[e] = {wg[e].data(), wu[e].data(), wd[e].data(), bg[e].data(), bu[e].data(),
+      experts[e] = {wg[e].data(), wu[e].data(), wd[e].data(), bg[e].data(), bu[e].data(),
                        bd[e].data()};
     const std::vector<int32_t> off = {0, 3, 3, 4, 9};  // expert 1 empty, expert 2 one row
     const int R = off[E];
     ExpertBuffers b;
-    expert_buffers_init(&b, c, R, R, save);
+    expert_buffers_init(&b, c, E, R, save);
     const std::vector<float> xs = rnd(R * D);
     std::copy(xs.begin(), xs.end(), b.xs.begin());
-    experts_forward(&b, c, lw, ExpertSegments{0, E, off.data()}, save);
+    experts_forward(&b, c, experts.data(), ExpertSegments{0, E, off.data()}, save);
     for (int e = 0; e < E; ++e)
       for (int r = off[e]; r < off[e + 1]; ++r) {
         std::vector<double> h(F);

@@ -14,22 +14,27 @@
 // output element is computed by one thread in a fixed order, so results do not depend on the
 // thread count. Training (save = true) needs fp32 weights and keeps g, u and the activation.
 //
-// Legend: R rows (kept assignments), D model width, F expert width, S shared-expert width.
+// Legend: R rows (kept assignments), D model width, F expert width, E experts.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
-#include "model/config.h"
-#include "model/weights.h"
-#include "moe/dispatch.h"
+#include "core/specs.h"
+#include "quant/weight_view.h"
 
 namespace moe {
 
+// The rows a process holds for its experts: experts e0 .. e0 + n - 1, expert e0 + i in rows
+// [off[i], off[i + 1]) (written by the dispatcher, moe/dispatch.h).
+struct ExpertSegments {
+  int e0 = 0, n = 0;
+  const int32_t* off = nullptr;  // (n + 1)
+};
+
 struct ExpertBuffers {
   std::vector<float> xs;    // (R_max, D) dispatched inputs, by expert
-  std::vector<float> g, u;  // (max(R_max, N_max), Fmax) gate / up pre-activations (act in g
-                            // when not saved); also the dense MLPs' scratch at inference
+  std::vector<float> g, u;  // (R_max, F) gate / up pre-activations (act in g when not saved)
   std::vector<float> act;   // (R_max, F) activations kept for the backward (training only)
   std::vector<float> ys;    // (R_max, D) expert outputs, by row
 
@@ -48,13 +53,13 @@ struct ExpertBuffers {
 
   // Backward (training only).
   std::vector<float> dys;             // (R_max, D) output gradients, by row
-  std::vector<float> dact, dg, du;    // (max(R_max, N_max), max(F, S))
+  std::vector<float> dact, dg, du;    // (R_max, F)
   std::vector<float> dxs;             // (R_max, D) input gradients, by row
-  std::vector<float> tmp;             // (N_max, D) one segment's up-projection input gradient
+  std::vector<float> tmp;             // (R_max, D) one segment's up-projection input gradient
 };
 
-// R_max rows and N_max tokens; train allocates act and the backward buffers.
-void expert_buffers_init(ExpertBuffers* b, const ModelConfig& c, int N_max, int R_max, bool train);
+// R_max rows of E experts; train allocates act and the backward buffers.
+void expert_buffers_init(ExpertBuffers* b, const ExpertFfnSpec& f, int E, int R_max, bool train);
 
 // The most rows a raw expert whose matrices are of type t may have and still use the dot kernels.
 inline int expert_dot_max_tokens(const ExpertBuffers& b, QType t) {
@@ -62,17 +67,19 @@ inline int expert_dot_max_tokens(const ExpertBuffers& b, QType t) {
 }
 
 // h (n) = act(g, u) elementwise; h may alias g.
-void expert_act_forward(const ModelConfig& c, float* h, const float* g, const float* u, int64_t n);
+void expert_act_forward(const ExpertFfnSpec& f, float* h, const float* g, const float* u,
+                        int64_t n);
 // dg, du (n) from dh (n) and the forward inputs g, u.
-void expert_act_backward(const ModelConfig& c, float* dg, float* du, const float* dh,
+void expert_act_backward(const ExpertFfnSpec& f, float* dg, float* du, const float* dh,
                          const float* g, const float* u, int64_t n);
 
-// ys rows = FFN_e(xs rows) for the experts of seg. save: keep g, u and act for the backward.
-void experts_forward(ExpertBuffers* b, const ModelConfig& c, const LayerWeights& lw,
+// ys rows = FFN_e(xs rows) for the experts of seg; experts: [E] all of the layer's experts.
+// save: keep g, u and act for the backward.
+void experts_forward(ExpertBuffers* b, const ExpertFfnSpec& f, const ExpertWeights* experts,
                      const ExpertSegments& seg, bool save);
 // dxs rows from dys rows (after a saved forward); the experts' parameter gradients accumulate
-// into gw (same structure as the weights, pointing into a gradient arena).
-void experts_backward(ExpertBuffers* b, const ModelConfig& c, const LayerWeights& lw,
-                      const LayerWeights& gw, const ExpertSegments& seg);
+// into grads ([E], the same structure as the weights, pointing into a gradient arena).
+void experts_backward(ExpertBuffers* b, const ExpertFfnSpec& f, const ExpertWeights* experts,
+                      const ExpertWeights* grads, const ExpertSegments& seg);
 
 }  // namespace moe

@@ -1,5 +1,5 @@
 // Trainable routers: gradient checks of every variant and loss, and hand-computed loss values.
-#include "moe/router.h"
+#include "ops/router.h"
 
 #include <gtest/gtest.h>
 

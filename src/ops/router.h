@@ -25,7 +25,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "model/config.h"
+#include "core/specs.h"
 
 namespace moe {
 

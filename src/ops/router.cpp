@@ -1,11 +1,11 @@
-#include "moe/router.h"
+#include "ops/router.h"
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 
 #include "core/error.h"
-#include "moe/capacity.h"
+#include "ops/capacity.h"
 #include "ops/ops.h"
 
 namespace moe {

@@ -1,4 +1,4 @@
-#include "moe/capacity.h"
+#include "ops/capacity.h"
 
 #include <algorithm>
 #include <cmath>
