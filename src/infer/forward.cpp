@@ -1,15 +1,12 @@
 #include "infer/forward.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "core/error.h"
+#include "ops/backend.h"
 #include "ops/router.h"
-#include "ops/linear.h"
-#include "ops/ops.h"
 
 namespace moe {
 
@@ -49,7 +46,7 @@ void infer_state_init(InferState* s, const Model& m, int T_max, int ctx) {
   }
   s->rope_cos.assign(T_max * R / 2, 0.0f);
   s->rope_sin.assign(T_max * R / 2, 0.0f);
-  s->scores.assign(static_cast<int64_t>(omp_get_max_threads()) * ctx, 0.0f);
+  s->scores.assign(backend().attention_scratch(ctx), 0.0f);
   s->logits.assign(T_max * static_cast<int64_t>(c.vocab), 0.0f);
   ffn_scratch_init(&s->ffn, c, T_max);
   int64_t K_max = D;  // widest input of an attention matrix
@@ -62,41 +59,43 @@ void infer_state_init(InferState* s, const Model& m, int T_max, int ctx) {
 namespace {
 
 void attention_gqa(const Model& m, InferState* s, int l, int T) {
+  const Backend& be = backend();
   const ModelConfig& c = m.cfg;
   const LayerWeights& lw = m.layers[l];
   const int H = c.n_heads, KV = c.n_kv_heads, hd = c.head_dim;
   float* q = s->q.data();  // (T, H, hd)
   float* k = s->k.data();  // (T, KV, hd)
   float* v = s->v.data();  // (T, KV, hd)
-  linear_forward(q, s->xn.data(), lw.q, T, &s->lin);
-  linear_forward(k, s->xn.data(), lw.k, T, &s->lin);
-  linear_forward(v, s->xn.data(), lw.v, T, &s->lin);
+  be.linear(q, s->xn.data(), lw.q, T, &s->lin);
+  be.linear(k, s->xn.data(), lw.k, T, &s->lin);
+  be.linear(v, s->xn.data(), lw.v, T, &s->lin);
   if (c.qk_norm == QKNORM_FULL) {
-    op_rmsnorm(q, q, lw.q_norm, T, H * hd, c.rms_eps);
-    op_rmsnorm(k, k, lw.k_norm, T, KV * hd, c.rms_eps);
+    be.rmsnorm(q, q, lw.q_norm, T, H * hd, c.rms_eps);
+    be.rmsnorm(k, k, lw.k_norm, T, KV * hd, c.rms_eps);
   } else if (c.qk_norm == QKNORM_HEAD) {
-    op_rmsnorm(q, q, lw.q_norm, T * H, hd, c.rms_eps);
-    op_rmsnorm(k, k, lw.k_norm, T * KV, hd, c.rms_eps);
+    be.rmsnorm(q, q, lw.q_norm, T * H, hd, c.rms_eps);
+    be.rmsnorm(k, k, lw.k_norm, T * KV, hd, c.rms_eps);
   }
   if (c.clip_qkv > 0) {
-    op_clamp(q, static_cast<int64_t>(T) * H * hd, c.clip_qkv);
-    op_clamp(k, static_cast<int64_t>(T) * KV * hd, c.clip_qkv);
-    op_clamp(v, static_cast<int64_t>(T) * KV * hd, c.clip_qkv);
+    be.clamp(q, static_cast<int64_t>(T) * H * hd, c.clip_qkv);
+    be.clamp(k, static_cast<int64_t>(T) * KV * hd, c.clip_qkv);
+    be.clamp(v, static_cast<int64_t>(T) * KV * hd, c.clip_qkv);
   }
-  op_rope(q, T, H, static_cast<int64_t>(H) * hd, hd, hd, s->rope_cos.data(), s->rope_sin.data(),
+  be.rope(q, T, H, static_cast<int64_t>(H) * hd, hd, hd, s->rope_cos.data(), s->rope_sin.data(),
           c.rope.layout);
-  op_rope(k, T, KV, static_cast<int64_t>(KV) * hd, hd, hd, s->rope_cos.data(), s->rope_sin.data(),
+  be.rope(k, T, KV, static_cast<int64_t>(KV) * hd, hd, hd, s->rope_cos.data(), s->rope_sin.data(),
           c.rope.layout);
   LayerCache& lc = s->cache[l];
   const int64_t row = static_cast<int64_t>(KV) * hd;
   std::memcpy(lc.k.data() + s->pos * row, k, sizeof(float) * T * row);
   std::memcpy(lc.v.data() + s->pos * row, v, sizeof(float) * T * row);
-  op_attention(s->att.data(), q, lc.k.data(), lc.v.data(), T, s->pos, H, KV, hd, hd, c.attn_scale,
-               c.window[l], lw.sinks, s->scores.data());
-  linear_forward(s->proj.data(), s->att.data(), lw.o, T, &s->lin);
+  be.attention(s->att.data(), q, lc.k.data(), lc.v.data(), T, s->pos, H, KV, hd, hd, c.attn_scale,
+               c.window[l], lw.sinks, s->scores.data(), nullptr);
+  be.linear(s->proj.data(), s->att.data(), lw.o, T, &s->lin);
 }
 
 void attention_mla(const Model& m, InferState* s, int l, int T) {
+  const Backend& be = backend();
   const ModelConfig& c = m.cfg;
   const LayerWeights& lw = m.layers[l];
   const int H = c.n_heads, nope = c.qk_nope_dim, R = c.qk_rope_dim;
@@ -104,45 +103,45 @@ void attention_mla(const Model& m, InferState* s, int l, int T) {
   const float kMlaNormEps = 1e-6f;  // q_a_layernorm / kv_a_layernorm are built with the default eps
   float* q = s->q.data();  // (T, H, dq)
   if (c.q_lora_rank > 0) {
-    linear_forward(s->qa.data(), s->xn.data(), lw.q_a, T, &s->lin);
-    op_rmsnorm(s->qa.data(), s->qa.data(), lw.q_a_norm, T, c.q_lora_rank, kMlaNormEps);
-    linear_forward(q, s->qa.data(), lw.q_b, T, &s->lin);
+    be.linear(s->qa.data(), s->xn.data(), lw.q_a, T, &s->lin);
+    be.rmsnorm(s->qa.data(), s->qa.data(), lw.q_a_norm, T, c.q_lora_rank, kMlaNormEps);
+    be.linear(q, s->qa.data(), lw.q_b, T, &s->lin);
   } else {
-    linear_forward(q, s->xn.data(), lw.q, T, &s->lin);
+    be.linear(q, s->xn.data(), lw.q, T, &s->lin);
   }
   // Compressed latent and shared rope key go straight into the cache.
   float* ckv = s->ckv.data();  // (T, Lc + R)
-  linear_forward(ckv, s->xn.data(), lw.kv_a, T, &s->lin);
+  be.linear(ckv, s->xn.data(), lw.kv_a, T, &s->lin);
   LayerCache& lc = s->cache[l];
   for (int t = 0; t < T; ++t) {
     const float* row = ckv + static_cast<int64_t>(t) * (Lc + R);
-    op_rmsnorm(lc.k.data() + static_cast<int64_t>(s->pos + t) * Lc, row, lw.kv_a_norm, 1, Lc,
+    be.rmsnorm(lc.k.data() + static_cast<int64_t>(s->pos + t) * Lc, row, lw.kv_a_norm, 1, Lc,
                kMlaNormEps);
     std::memcpy(lc.v.data() + static_cast<int64_t>(s->pos + t) * R, row + Lc, sizeof(float) * R);
   }
-  op_rope(lc.v.data() + static_cast<int64_t>(s->pos) * R, T, 1, R, R, R, s->rope_cos.data(),
+  be.rope(lc.v.data() + static_cast<int64_t>(s->pos) * R, T, 1, R, R, R, s->rope_cos.data(),
           s->rope_sin.data(), c.rope.layout);
   float* qpe = s->qpe.data();  // (T, H, R)
   for (int64_t th = 0; th < static_cast<int64_t>(T) * H; ++th)
     std::memcpy(qpe + th * R, q + th * dq + nope, sizeof(float) * R);
-  op_rope(qpe, T, H, static_cast<int64_t>(H) * R, R, R, s->rope_cos.data(), s->rope_sin.data(),
+  be.rope(qpe, T, H, static_cast<int64_t>(H) * R, R, R, s->rope_cos.data(), s->rope_sin.data(),
           c.rope.layout);
   // Absorb W_uk into the queries: qlat[t,h] = q_nope[t,h] . W_uk[h], W_uk[h] = kv_b rows
   // h*(nope+dv) .. +nope, each of width Lc.
   const float* wkv = lw.kv_b.w;  // (H*(nope+dv), Lc)
   for (int h = 0; h < H; ++h) {
-    op_gemm(false, T, Lc, nope, q + h * dq, H * dq, wkv + static_cast<int64_t>(h) * (nope + dv) * Lc,
+    be.gemm(false, T, Lc, nope, q + h * dq, H * dq, wkv + static_cast<int64_t>(h) * (nope + dv) * Lc,
             Lc, s->qlat.data() + static_cast<int64_t>(h) * Lc, H * Lc);
   }
-  op_mla_attention(s->olat.data(), s->qlat.data(), qpe, lc.k.data(), lc.v.data(), T, s->pos, H, Lc,
+  be.mla_attention(s->olat.data(), s->qlat.data(), qpe, lc.k.data(), lc.v.data(), T, s->pos, H, Lc,
                    R, c.attn_scale, s->scores.data());
   // Expand with W_uv: att[t,h] = olat[t,h] . W_uv[h]^T, W_uv[h] = the dv rows after W_uk[h].
   for (int h = 0; h < H; ++h) {
-    op_gemm(true, T, dv, Lc, s->olat.data() + static_cast<int64_t>(h) * Lc, H * Lc,
+    be.gemm(true, T, dv, Lc, s->olat.data() + static_cast<int64_t>(h) * Lc, H * Lc,
             wkv + (static_cast<int64_t>(h) * (nope + dv) + nope) * Lc, Lc,
             s->att.data() + static_cast<int64_t>(h) * dv, H * dv);
   }
-  linear_forward(s->proj.data(), s->att.data(), lw.o, T, &s->lin);
+  be.linear(s->proj.data(), s->att.data(), lw.o, T, &s->lin);
 }
 
 void perturb_embeddings(InferState* s, int T, int D) {
@@ -160,6 +159,7 @@ void perturb_embeddings(InferState* s, int T, int D) {
 }  // namespace
 
 void infer_forward(const Model& m, InferState* s, const int32_t* ids, int T, bool all_logits) {
+  const Backend& be = backend();
   const ModelConfig& c = m.cfg;
   if (T <= 0) fail("no input tokens");
   if (T > s->T_max) fail("%d tokens exceed the %d this state was sized for", T, s->T_max);
@@ -172,7 +172,7 @@ void infer_forward(const Model& m, InferState* s, const int32_t* ids, int T, boo
                 sizeof(float) * D);
   }
   if (s->embed_noise > 0.0f) perturb_embeddings(s, T, D);
-  op_rope_table(s->rope_cos.data(), s->rope_sin.data(), c.rope, s->pos, T);
+  be.rope_table(s->rope_cos.data(), s->rope_sin.data(), c.rope, s->pos, T);
   if (s->capture) {
     s->capture->idx.resize(c.n_layers);
     s->capture->w.resize(c.n_layers);
@@ -180,11 +180,11 @@ void infer_forward(const Model& m, InferState* s, const int32_t* ids, int T, boo
   const int64_t TD = static_cast<int64_t>(T) * D;
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& lw = m.layers[l];
-    op_rmsnorm(s->xn.data(), s->h.data(), lw.attn_norm, T, D, c.rms_eps);
+    be.rmsnorm(s->xn.data(), s->h.data(), lw.attn_norm, T, D, c.rms_eps);
     if (c.mla) attention_mla(m, s, l, T);
     else attention_gqa(m, s, l, T);
-    for (int64_t i = 0; i < TD; ++i) s->h[i] += s->proj[i];
-    op_rmsnorm(s->xn.data(), s->h.data(), lw.ffn_norm, T, D, c.rms_eps);
+    be.add(s->h.data(), s->proj.data(), TD);
+    be.rmsnorm(s->xn.data(), s->h.data(), lw.ffn_norm, T, D, c.rms_eps);
     if (c.is_moe[l]) {
       moe_forward(s->proj.data(), c, lw, s->xn.data(), T, &s->ffn, ids, s->pos,
                   router_layer_seed(0, l));
@@ -197,14 +197,18 @@ void infer_forward(const Model& m, InferState* s, const int32_t* ids, int T, boo
       mlp_forward(s->proj.data(), lw.mlp, s->xn.data(), T, s->ffn.hg.data(), s->ffn.hu.data(),
                   &s->ffn.lin);
     }
-    for (int64_t i = 0; i < TD; ++i) s->h[i] += s->proj[i];
+    be.add(s->h.data(), s->proj.data(), TD);
   }
   const int first = all_logits ? 0 : T - 1;
   const int n = T - first;
   const float* hrow = s->h.data() + static_cast<int64_t>(first) * D;
-  op_rmsnorm(s->xn.data(), hrow, m.final_norm, n, D, c.rms_eps);
-  linear_forward(s->logits.data(), s->xn.data(), m.lm_head, m.lm_head_q, nullptr, n, V, D,
-                 &s->lin);
+  be.rmsnorm(s->xn.data(), hrow, m.final_norm, n, D, c.rms_eps);
+  Linear head;
+  head.w = m.lm_head;
+  head.q = m.lm_head_q;
+  head.out = V;
+  head.in = D;
+  be.linear(s->logits.data(), s->xn.data(), head, n, &s->lin);
   s->pos += T;
 }
 

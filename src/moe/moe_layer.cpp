@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "ops/backend.h"
 #include "ops/ops.h"
 
 namespace moe {
@@ -47,15 +48,24 @@ void moe_state_init(MoeState* s, const ModelConfig& c, int N_max, bool train) {
 
 void mlp_forward(float* out, const MlpWeights& w, const float* x, int T, float* g, float* u,
                  LinearScratch* ls) {
+  const Backend& be = backend();
   const int F = w.gate.out;
-  linear_forward(g, x, w.gate, T, ls);
-  linear_forward(u, x, w.up, T, ls);
-  const int64_t n = static_cast<int64_t>(T) * F;
-  for (int64_t i = 0; i < n; ++i) g[i] = op_silu(g[i]) * u[i];
-  linear_forward(out, g, w.down, T, ls);
+  be.linear(g, x, w.gate, T, ls);
+  be.linear(u, x, w.up, T, ls);
+  be.swiglu(g, g, u, static_cast<int64_t>(T) * F);
+  be.linear(out, g, w.down, T, ls);
 }
 
 namespace {
+
+// The noisy top-k router's (E, D) noise projection as a linear layer.
+Linear noise_linear(const float* w, int E, int D) {
+  Linear l;
+  l.w = w;
+  l.out = E;
+  l.in = D;
+  return l;
+}
 
 bool learned_router(const RouterSpec& spec) {
   return spec.kind != ROUTER_HASH && spec.kind != ROUTER_RANDOM;
@@ -105,15 +115,16 @@ void route(MoeState* s, const ModelConfig& c, const LayerWeights& lw, const floa
   const int D = c.hidden, E = c.n_experts;
   if (spec.kind == ROUTER_HASH && !call.ids)
     fail("hash routing needs the token ids: the MoE layer was called without them");
+  const Backend& be = backend();
   const bool learned = learned_router(spec);
   const bool noisy = spec.kind == ROUTER_NOISY_TOPK && call.train;
-  if (learned) op_linear(s->logits.data(), x, lw.router.w, lw.router.b, N, E, D);
+  if (learned) be.linear(s->logits.data(), x, lw.router, N, &s->lin);
   if (noisy) {
     MOE_CHECK(call.w_noise && !s->nlogits.empty());
-    op_linear(s->nlogits.data(), x, call.w_noise, nullptr, N, E, D);
+    be.linear(s->nlogits.data(), x, noise_linear(call.w_noise, E, D), N, &s->lin);
   }
   const float cf = call.losses ? call.losses->capacity_factor : 0.0f;
-  router_forward(&s->routing, spec, learned ? s->logits.data() : nullptr, lw.e_bias,
+  be.route(&s->routing, spec, learned ? s->logits.data() : nullptr, lw.e_bias,
                  noisy ? s->nlogits.data() : nullptr, call.ids, N, cf, call.seed, call.train,
                  call.pos);
 }
@@ -121,13 +132,14 @@ void route(MoeState* s, const ModelConfig& c, const LayerWeights& lw, const floa
 // Shared expert(s): out (N, D) += gate_t * FFN_shared(x)_t.
 void shared_forward(float* out, MoeState* s, const ModelConfig& c, const LayerWeights& lw,
                     const float* x, int N) {
+  const Backend& be = backend();
   const int D = c.hidden, S = c.shared_ffn;
   float* h = s->train ? s->sact.data() : s->hg.data();
-  linear_forward(s->hg.data(), x, lw.shared.gate, N, &s->lin);
-  linear_forward(s->hu.data(), x, lw.shared.up, N, &s->lin);
-  op_swiglu(h, s->hg.data(), s->hu.data(), static_cast<int64_t>(N) * S);
-  linear_forward(s->sy.data(), h, lw.shared.down, N, &s->lin);
-  if (c.shared_gate) op_linear(s->sgate.data(), x, lw.shared_gate.w, nullptr, N, 1, D);
+  be.linear(s->hg.data(), x, lw.shared.gate, N, &s->lin);
+  be.linear(s->hu.data(), x, lw.shared.up, N, &s->lin);
+  be.swiglu(h, s->hg.data(), s->hu.data(), static_cast<int64_t>(N) * S);
+  be.linear(s->sy.data(), h, lw.shared.down, N, &s->lin);
+  if (c.shared_gate) be.linear(s->sgate.data(), x, lw.shared_gate, N, &s->lin);
   for (int t = 0; t < N; ++t) {
     const float gt = c.shared_gate ? op_sigmoid(s->sgate[t]) : 1.0f;
     float* o = out + static_cast<int64_t>(t) * D;
@@ -141,13 +153,12 @@ MoeLosses router_losses(const MoeState& s, const ModelConfig& c, const MoeCall& 
   const MoeLossSpec* ls = call.losses;
   const RouterSpec& spec = c.router;
   if (!ls || !learned_router(spec)) return L;
+  const Backend& be = backend();
   const Routing& r = s.routing;
-  if (ls->aux > 0) L.aux = router_aux_loss(r, spec, ls->aux, 0.0f, nullptr);
-  if (ls->z > 0) L.z = router_z_loss(s.logits.data(), N, c.n_experts, ls->z, 0.0f, nullptr);
-  if (ls->seq_aux > 0)
-    L.seq_aux = router_seq_aux_loss(r, spec, call.seq_len, ls->seq_aux, 0.0f, nullptr);
-  if (ls->device > 0)
-    L.device = router_device_loss(r, spec, ls->n_devices, ls->device, 0.0f, nullptr);
+  if (ls->aux > 0) L.aux = be.aux_loss(r, spec, ls->aux, 0.0f, nullptr);
+  if (ls->z > 0) L.z = be.z_loss(s.logits.data(), N, c.n_experts, ls->z, 0.0f, nullptr);
+  if (ls->seq_aux > 0) L.seq_aux = be.seq_aux_loss(r, spec, call.seq_len, ls->seq_aux, 0.0f, nullptr);
+  if (ls->device > 0) L.device = be.device_loss(r, spec, ls->n_devices, ls->device, 0.0f, nullptr);
   return L;
 }
 
@@ -165,7 +176,7 @@ MoeLosses moe_layer_forward(float* out, MoeState* s, const ModelConfig& c, const
   summarize_routing(c, s);
   const Dispatcher& d = *s->dispatcher;
   s->seg = d.dispatch(s->plan, x, D, s->ex.xs.data());
-  experts_forward(&s->ex, expert_ffn_spec(c), lw.experts.data(), s->seg, s->train);
+  backend().experts(&s->ex, expert_ffn_spec(c), lw.experts.data(), s->seg, s->train);
   d.combine(s->plan, s->routing.w.data(), s->ex.ys.data(), D, out);
   // 6. Shared expert(s).
   if (c.shared_ffn > 0) shared_forward(out, s, c, lw, x, N);
@@ -184,22 +195,23 @@ void router_backward_all(float* dx, MoeState* s, const ModelConfig& c, const Lay
   const int N = s->N, D = c.hidden, E = c.n_experts;
   const int64_t ND = static_cast<int64_t>(N) * D;
   auto wr = [](const float* p) { return const_cast<float*>(p); };  // gradient arenas are writable
+  const Backend& be = backend();
   const Routing& r = s->routing;
   float* dl = s->dlogits.data();
-  router_backward(r, spec, s->dw.data(), dl, s->dnlogits.data());
+  be.route_backward(r, spec, s->dw.data(), dl, s->dnlogits.data());
   if (const MoeLossSpec* ls = call.losses) {
-    if (ls->aux > 0) router_aux_loss(r, spec, ls->aux, loss_scale, dl);
-    if (ls->z > 0) router_z_loss(s->logits.data(), N, E, ls->z, loss_scale, dl);
-    if (ls->seq_aux > 0) router_seq_aux_loss(r, spec, call.seq_len, ls->seq_aux, loss_scale, dl);
-    if (ls->device > 0) router_device_loss(r, spec, ls->n_devices, ls->device, loss_scale, dl);
+    if (ls->aux > 0) be.aux_loss(r, spec, ls->aux, loss_scale, dl);
+    if (ls->z > 0) be.z_loss(s->logits.data(), N, E, ls->z, loss_scale, dl);
+    if (ls->seq_aux > 0) be.seq_aux_loss(r, spec, call.seq_len, ls->seq_aux, loss_scale, dl);
+    if (ls->device > 0) be.device_loss(r, spec, ls->n_devices, ls->device, loss_scale, dl);
   }
-  op_linear_backward(s->tmp.data(), wr(grads.router.w), wr(grads.router.b), dl, x, lw.router.w, N,
+  be.linear_backward(s->tmp.data(), wr(grads.router.w), wr(grads.router.b), dl, x, lw.router.w, N,
                      E, D);
-  for (int64_t i = 0; i < ND; ++i) dx[i] += s->tmp[i];
+  be.add(dx, s->tmp.data(), ND);
   if (spec.kind == ROUTER_NOISY_TOPK && call.w_noise) {
-    op_linear_backward(s->tmp.data(), g_noise, nullptr, s->dnlogits.data(), x, call.w_noise, N, E,
+    be.linear_backward(s->tmp.data(), g_noise, nullptr, s->dnlogits.data(), x, call.w_noise, N, E,
                        D);
-    for (int64_t i = 0; i < ND; ++i) dx[i] += s->tmp[i];
+    be.add(dx, s->tmp.data(), ND);
   }
 }
 
@@ -238,17 +250,18 @@ void shared_backward(float* dx, MoeState* s, const ModelConfig& c, const LayerWe
       }
     }
   }
-  op_linear_backward(s->dsact.data(), wr(grads.shared.down.w), nullptr, dy, s->sact.data(),
+  const Backend& be = backend();
+  be.linear_backward(s->dsact.data(), wr(grads.shared.down.w), nullptr, dy, s->sact.data(),
                      lw.shared.down.w, N, D, S);
-  op_swiglu_backward(s->dsg.data(), s->dsu.data(), s->dsact.data(), s->hg.data(), s->hu.data(),
+  be.swiglu_backward(s->dsg.data(), s->dsu.data(), s->dsact.data(), s->hg.data(), s->hu.data(),
                      static_cast<int64_t>(N) * S);
   float* dxs = s->tmp2.data();  // (N, D)
-  op_linear_backward(dxs, wr(grads.shared.gate.w), nullptr, s->dsg.data(), x, lw.shared.gate.w, N,
+  be.linear_backward(dxs, wr(grads.shared.gate.w), nullptr, s->dsg.data(), x, lw.shared.gate.w, N,
                      S, D);
-  for (int64_t i = 0; i < ND; ++i) dx[i] += dxs[i];
-  op_linear_backward(dxs, wr(grads.shared.up.w), nullptr, s->dsu.data(), x, lw.shared.up.w, N, S,
+  be.add(dx, dxs, ND);
+  be.linear_backward(dxs, wr(grads.shared.up.w), nullptr, s->dsu.data(), x, lw.shared.up.w, N, S,
                      D);
-  for (int64_t i = 0; i < ND; ++i) dx[i] += dxs[i];
+  be.add(dx, dxs, ND);
 }
 
 }  // namespace
@@ -261,7 +274,8 @@ void moe_layer_backward(float* dx, MoeState* s, const ModelConfig& c, const Laye
   const Dispatcher& d = *s->dispatcher;
   d.combine_backward(s->plan, s->routing.w.data(), s->ex.ys.data(), dout, D, s->ex.dys.data(),
                      s->dw.data());
-  experts_backward(&s->ex, expert_ffn_spec(c), lw.experts.data(), grads.experts.data(), s->seg);
+  backend().experts_backward(&s->ex, expert_ffn_spec(c), lw.experts.data(), grads.experts.data(),
+                             s->seg);
   d.dispatch_backward(s->plan, s->ex.dxs.data(), D, dx);
   router_backward_all(dx, s, c, lw, grads, g_noise, x, call, loss_scale);
   if (c.shared_ffn > 0) shared_backward(dx, s, c, lw, grads, x, dout);

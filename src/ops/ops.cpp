@@ -157,6 +157,14 @@ void op_clamp(float* x, int64_t n, float c) {
   for (int64_t i = 0; i < n; ++i) x[i] = std::min(c, std::max(-c, x[i]));
 }
 
+void op_add(float* y, const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+int64_t op_attention_scratch(int C) {
+  return static_cast<int64_t>(omp_get_max_threads()) * C;
+}
+
 void op_rope_table(float* cos_out, float* sin_out, const RopeSpec& rope, int pos0, int T) {
   const int half = rope.dim / 2;
   const float af = static_cast<float>(rope.attention_factor);

@@ -50,6 +50,12 @@ void op_rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, 
 // x[i] = clamp(x[i], -c, c) for n elements.
 void op_clamp(float* x, int64_t n, float c);
 
+// y[i] += x[i] for n elements.
+void op_add(float* y, const float* x, int64_t n);
+
+// Floats of scratch op_attention / op_mla_attention need for a context of C positions.
+int64_t op_attention_scratch(int C);
+
 // cos/sin tables (T, R/2) for positions pos0 .. pos0+T-1, scaled by the rope attention factor.
 void op_rope_table(float* cos_out, float* sin_out, const RopeSpec& rope, int pos0, int T);
 
