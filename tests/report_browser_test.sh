@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Renders the routing report in headless Chromium: the page must load without console errors,
-# every section must hold a plot with data, and a screenshot is taken. Skips (exit 0) when
-# /usr/bin/chromium is not installed.
+# every section must hold a plot with data, and a screenshot is taken. Fails when
+# /usr/bin/chromium is not installed (scripts/install_deps.sh installs it).
 #
 # The report is a real one: `moe inspect --data --report` on a small MoE trained by the
 # InspectReport test of moe_tests (REPORT_SOURCE=demo uses the synthetic ReportDemo report).
@@ -15,8 +15,8 @@ set -euo pipefail
 
 CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
 if [[ ! -x "$CHROMIUM" ]]; then
-  echo "SKIP: $CHROMIUM is not installed (apt-get install -y chromium); report not rendered"
-  exit 0
+  echo "FAIL: $CHROMIUM is not installed (apt-get install -y chromium); report not rendered"
+  exit 1
 fi
 
 root=$(cd "$(dirname "$0")/.." && pwd)

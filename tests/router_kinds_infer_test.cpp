@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "infer/forward.h"
+#include "ref_routing.h"
 #include "test_util.h"
 #include "train/checkpoint.h"
 
@@ -82,35 +83,78 @@ TEST(RouterKindsInfer, FullSequenceLogitsEqualTrainingEval) {
       infer_forward(k.m, &st, kIds, kT, true);
       EXPECT_LT(rel_diff(st.logits.data(), k.acts.logits.data(), int64_t{kT} * V), 1e-5f)
           << kind << " shared " << shared;
-      // The capture holds the training forward's routing (fixed K: assignment t*K + k).
-      const int K = k.cfg().top_k;
+      // The capture and the training forward's routing both equal the routing rule written from
+      // its definition (ref_routing.h), applied in double to the MoE input the training forward
+      // saved (its FFN norm output) and the layer's router weights.
+      const int K = k.cfg().top_k, E = k.cfg().n_experts, D = k.cfg().hidden;
+      const RouterSpec& spec = k.cfg().router;
+      ASSERT_TRUE(spec.score == SCORE_SOFTMAX && spec.group == GROUP_NONE && !spec.has_bias &&
+                  !spec.has_correction_bias && !spec.topk_then_softmax)
+          << kind << ": the reference knows plain softmax scores only";
       for (int l = 0; l < k.cfg().n_layers; ++l) {
         if (!k.cfg().is_moe[l]) {
           EXPECT_TRUE(cap.idx[l].empty());
           continue;
         }
-        const Routing& r = k.acts.layers[l].moe.routing;
         ASSERT_EQ(cap.idx[l].size(), static_cast<size_t>(kT * K));
-        if (k.cfg().router.kind == ROUTER_EXPERT_CHOICE) {
-          // Each token's K highest-weight experts, -1 padded.
+        const Routing& r = k.acts.layers[l].moe.routing;
+        const RouterKind rk = spec.kind;
+        const bool learned = rk != ROUTER_HASH && rk != ROUTER_RANDOM;  // has a router matrix
+        const std::vector<double> lg =
+            learned ? moe_test::ref_router_logits(k.tm.w.layers[l].router.w,
+                                                  k.acts.layers[l].xn2.data(), kT, E, D)
+                    : std::vector<double>();
+        std::vector<moe_test::RefChoice> want(kT);
+        std::vector<std::vector<std::pair<int, double>>> train(kT);  // training forward, per token
+        for (int a = 0; a < r.A; ++a) train[r.tok[a]].push_back({r.expert[a], r.w[a]});
+        if (rk == ROUTER_EXPERT_CHOICE) {
+          const auto per_token = moe_test::ref_expert_choice(lg, kT, E, K, 0.0, spec.scale);
           for (int t = 0; t < kT; ++t) {
-            std::vector<std::pair<float, int32_t>> mine;
-            for (int a = 0; a < r.A; ++a)
-              if (r.tok[a] == t) mine.push_back({r.w[a], r.expert[a]});
-            std::stable_sort(mine.begin(), mine.end(),
-                             [](const auto& x, const auto& y) { return x.first > y.first; });
+            std::sort(train[t].begin(), train[t].end());
+            ASSERT_EQ(train[t].size(), per_token[t].size()) << kind << " layer " << l << " t " << t;
+            for (size_t q = 0; q < train[t].size(); ++q) {
+              EXPECT_EQ(train[t][q].first, per_token[t][q].first) << kind << " t " << t;
+              EXPECT_NEAR(train[t][q].second, per_token[t][q].second, 1e-5) << kind << " t " << t;
+            }
+            want[t] = moe_test::ref_top_assignments(per_token[t], K);
+          }
+        } else if (rk == ROUTER_TOKEN_CHOICE || rk == ROUTER_NOISY_TOPK) {
+          for (int t = 0; t < kT; ++t) {
+            const double* row = lg.data() + static_cast<size_t>(t) * E;
+            want[t] = rk == ROUTER_NOISY_TOPK  // eval mode: no noise
+                          ? moe_test::ref_topk_then_softmax(row, E, K, spec.scale)
+                          : moe_test::ref_softmax_topk(row, E, K, spec.norm_topk, spec.scale);
+            ASSERT_EQ(train[t].size(), static_cast<size_t>(K)) << kind << " t " << t;
             for (int q = 0; q < K; ++q) {
-              const bool has = q < static_cast<int>(mine.size());
-              EXPECT_EQ(cap.idx[l][t * K + q], has ? mine[q].second : -1) << kind << " t " << t;
-              EXPECT_EQ(cap.w[l][t * K + q], has ? mine[q].first : 0.0f) << kind << " t " << t;
+              EXPECT_EQ(r.expert[t * K + q], want[t].expert[q]) << kind << " layer " << l;
+              EXPECT_NEAR(r.w[t * K + q], want[t].w[q], 1e-5) << kind << " layer " << l;
             }
           }
-          continue;
+        } else {
+          // Hash and random routing: K distinct experts per token, each weighted scale / K, the
+          // same in training and in the capture; hash routing gives equal token ids equal experts.
+          for (int t = 0; t < kT; ++t) {
+            want[t].expert.assign(r.expert.begin() + t * K, r.expert.begin() + (t + 1) * K);
+            want[t].w.assign(K, static_cast<double>(spec.scale) / K);
+            std::vector<int> e = want[t].expert;
+            std::sort(e.begin(), e.end());
+            EXPECT_EQ(std::unique(e.begin(), e.end()), e.end()) << kind << " t " << t;
+            for (int v : e) EXPECT_TRUE(v >= 0 && v < E) << kind << " t " << t;
+            for (int u = 0; u < t && rk == ROUTER_HASH; ++u) {
+              if (kIds[u] != kIds[t]) continue;
+              std::vector<int> f(r.expert.begin() + u * K, r.expert.begin() + (u + 1) * K);
+              std::sort(f.begin(), f.end());
+              EXPECT_EQ(e, f) << "hash: tokens " << u << " and " << t << " share id " << kIds[t];
+            }
+          }
         }
-        EXPECT_EQ(cap.idx[l], std::vector<int32_t>(r.expert.begin(), r.expert.begin() + kT * K))
-            << kind << " layer " << l;
-        for (int a = 0; a < kT * K; ++a)
-          EXPECT_NEAR(cap.w[l][a], r.w[a], 1e-6f) << kind << " layer " << l << " a " << a;
+        for (int t = 0; t < kT; ++t)
+          for (int q = 0; q < K; ++q) {
+            EXPECT_EQ(cap.idx[l][t * K + q], want[t].expert[q])
+                << kind << " layer " << l << " t " << t;
+            EXPECT_NEAR(cap.w[l][t * K + q], want[t].w[q], 1e-5)
+                << kind << " layer " << l << " t " << t;
+          }
       }
     }
   }

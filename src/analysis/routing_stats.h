@@ -92,7 +92,7 @@ struct DropStats {
 // Capacity dropping of `r` (weights required) with the given capacity factor. NaN weights rank
 // below every number.
 DropStats capacity_drops(const TopK& r, double capacity_factor);
-// C = ceil(N*K/E * cf) (0 for cf <= 0): capacity_for of moe/capacity.h, as the router uses it.
+// C = ceil(N*K/E * cf) (0 for cf <= 0): capacity_for of ops/capacity.h, as the router uses it.
 
 struct Consistency {
   double mean_jaccard = 1.0;

@@ -7,6 +7,7 @@
 #include <random>
 
 #include "ops/ops.h"
+#include "ref_routing.h"
 
 namespace moe {
 namespace {
@@ -161,15 +162,19 @@ std::vector<double> ref_moe(const TinyMoe& m, const std::vector<float>& x, int T
   std::vector<double> out(T * D, 0.0);
   for (int t = 0; t < T; ++t) {
     const float* xt = x.data() + t * D;
-    std::vector<float> lg(E);
-    for (int e = 0; e < E; ++e) {
-      double s = m.lw.router.b ? m.lw.router.b[e] : 0.0;
-      for (int i = 0; i < D; ++i) s += static_cast<double>(m.lw.router.w[e * D + i]) * xt[i];
-      lg[e] = static_cast<float>(s);
-    }
-    Routed r = route(c.router, lg, nullptr, E, K);
+    // Routing from its definition (softmax over E, the K most probable, optionally renormalised),
+    // not from the router under test.
+    EXPECT_TRUE(c.router.kind == ROUTER_TOKEN_CHOICE && c.router.score == SCORE_SOFTMAX &&
+                !c.router.topk_then_softmax && c.router.group == GROUP_NONE &&
+                !c.router.has_correction_bias)
+        << "ref_moe only knows softmax top-k routing";
+    std::vector<double> lg = moe_test::ref_router_logits(m.lw.router.w, xt, 1, E, D);
+    if (m.lw.router.b)
+      for (int e = 0; e < E; ++e) lg[e] += m.lw.router.b[e];
+    const moe_test::RefChoice r =
+        moe_test::ref_softmax_topk(lg.data(), E, K, c.router.norm_topk, c.router.scale);
     for (int k = 0; k < K; ++k) {
-      const ExpertWeights& ew = m.lw.experts[r.idx[k]];
+      const ExpertWeights& ew = m.lw.experts[r.expert[k]];
       std::vector<double> h(F);
       for (int f = 0; f < F; ++f) {
         double g = ew.gate_b ? ew.gate_b[f] : 0, u = ew.up_b ? ew.up_b[f] : 0;
@@ -223,6 +228,19 @@ std::vector<int> check_moe(const TinyMoe& m, int T) {
   moe_forward(out.data(), m.c, m.lw, x.data(), T, &s, nullptr, 0, 0);
   std::vector<double> ref = ref_moe(m, x, T);
   for (size_t i = 0; i < out.size(); ++i) EXPECT_NEAR(out[i], ref[i], 1e-4) << i;
+  // The (T, K) routing the layer reports is the reference routing of each token.
+  const int E = m.c.n_experts, K = m.c.top_k, D = m.c.hidden;
+  std::vector<double> lg = moe_test::ref_router_logits(m.lw.router.w, x.data(), T, E, D);
+  if (m.lw.router.b)
+    for (int i = 0; i < T * E; ++i) lg[i] += m.lw.router.b[i % E];
+  for (int t = 0; t < T; ++t) {
+    const moe_test::RefChoice r = moe_test::ref_softmax_topk(
+        lg.data() + static_cast<size_t>(t) * E, E, K, m.c.router.norm_topk, m.c.router.scale);
+    for (int k = 0; k < K; ++k) {
+      EXPECT_EQ(s.idx[t * K + k], r.expert[k]) << "token " << t << " k " << k;
+      EXPECT_NEAR(s.w[t * K + k], r.w[k], 1e-6) << "token " << t << " k " << k;
+    }
+  }
   // Each expert ran only on its own tokens: segment sizes add up to T*K.
   EXPECT_EQ(s.plan.off[m.c.n_experts], T * m.c.top_k);
   std::vector<int> per(m.c.n_experts);

@@ -4,10 +4,12 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
 #include "moe/moe_layer.h"
+#include "ref_routing.h"
 
 namespace moe {
 namespace {
@@ -249,6 +251,7 @@ TEST(MoeTrain, ForwardEqualsInferenceLayer) {
 // Every router kind: the inference layer computes the training forward of eval mode (no noise,
 // dropless), with the same seed and token ids; fixed-K routers leave their (T, K) routing in idx/w.
 TEST(MoeTrain, ForwardEqualsInferenceLayerForEveryRouterKind) {
+  std::vector<int> first_random;  // random routing's experts of position 0 at N = 7
   for (RouterKind kind : {ROUTER_NOISY_TOPK, ROUTER_EXPERT_CHOICE, ROUTER_HASH, ROUTER_RANDOM}) {
     for (int N : {7, 1}) {
       RouterSpec s;
@@ -271,16 +274,74 @@ TEST(MoeTrain, ForwardEqualsInferenceLayerForEveryRouterKind) {
       moe_forward(y2.data(), b.c, b.w, x.data(), N, &fs, ids.data(), 0, 17);
       for (int i = 0; i < N * D; ++i)
         EXPECT_NEAR(y1[i], y2[i], 1e-5) << kind << " N " << N << " " << i;
+      // Both layers' routing against the rule written from its definition (ref_routing.h):
+      // training forward assignments (r) and the inference layer's (T, K) report (fs.idx/w).
       const Routing& r = a.routing;
+      const int E = b.c.n_experts;
+      const std::vector<double> lg = moe_test::ref_router_logits(b.w.router.w, x.data(), N, E, D);
+      std::vector<moe_test::RefChoice> want(N);
+      std::vector<std::vector<std::pair<int, double>>> got(N);  // training forward, per token
+      for (int q = 0; q < r.A; ++q) got[r.tok[q]].push_back({r.expert[q], r.w[q]});
       if (kind == ROUTER_EXPERT_CHOICE) {
-        EXPECT_EQ(fs.plan.off[b.c.n_experts], r.A);
-        if (N == 1) EXPECT_EQ(r.A, b.c.n_experts);  // every expert takes the one token
-        continue;
+        const auto per_token = moe_test::ref_expert_choice(lg, N, E, K, 0.0, s.scale);
+        int A = 0;
+        for (int t = 0; t < N; ++t) {
+          A += static_cast<int>(per_token[t].size());
+          std::sort(got[t].begin(), got[t].end());
+          ASSERT_EQ(got[t].size(), per_token[t].size()) << "N " << N << " token " << t;
+          for (size_t q = 0; q < got[t].size(); ++q) {
+            EXPECT_EQ(got[t][q].first, per_token[t][q].first) << "N " << N << " token " << t;
+            EXPECT_NEAR(got[t][q].second, per_token[t][q].second, 1e-6) << "N " << N;
+          }
+          want[t] = moe_test::ref_top_assignments(per_token[t], K);
+        }
+        EXPECT_EQ(r.A, A);
+        EXPECT_EQ(fs.plan.off[E], A);
+        if (N == 1) {
+          EXPECT_EQ(A, E);  // every expert takes the one token
+        }
+      } else if (kind == ROUTER_NOISY_TOPK) {  // eval mode: no noise
+        for (int t = 0; t < N; ++t)
+          want[t] = moe_test::ref_topk_then_softmax(lg.data() + static_cast<size_t>(t) * E, E, K,
+                                                    s.scale);
+      } else {
+        // Hash and random routing: K distinct experts per token, each weighted scale / K; hash
+        // routing gives equal token ids the same experts, and random routing draws per position
+        // (so the first token routes alike for N = 7 and N = 1).
+        for (int t = 0; t < N; ++t) {
+          want[t].expert.assign(fs.idx.begin() + t * K, fs.idx.begin() + (t + 1) * K);
+          std::vector<int> e = want[t].expert;
+          std::sort(e.begin(), e.end());
+          EXPECT_EQ(std::unique(e.begin(), e.end()), e.end()) << kind << " token " << t;
+          for (int v : e) EXPECT_TRUE(v >= 0 && v < E) << kind << " token " << t;
+          want[t].w.assign(K, static_cast<double>(s.scale) / K);
+        }
+        if (kind == ROUTER_HASH) {
+          for (int t = 0; t < N; ++t)
+            for (int u = 0; u < t; ++u)
+              if (ids[t] == ids[u]) {
+                std::vector<int> a1 = want[t].expert, a2 = want[u].expert;
+                std::sort(a1.begin(), a1.end());
+                std::sort(a2.begin(), a2.end());
+                EXPECT_EQ(a1, a2) << "hash: tokens " << u << " and " << t << " share id " << ids[t];
+              }
+        }
+        if (kind == ROUTER_RANDOM) {
+          if (N == 7) {
+            first_random = want[0].expert;
+          } else {
+            EXPECT_EQ(want[0].expert, first_random) << "random: the draw of position 0";
+          }
+        }
       }
-      EXPECT_EQ(std::vector<int32_t>(fs.idx.begin(), fs.idx.begin() + N * K),
-                std::vector<int32_t>(r.expert.begin(), r.expert.begin() + N * K));
-      EXPECT_EQ(std::vector<float>(fs.w.begin(), fs.w.begin() + N * K),
-                std::vector<float>(r.w.begin(), r.w.begin() + N * K));
+      for (int t = 0; t < N; ++t)
+        for (int k = 0; k < K; ++k) {
+          EXPECT_EQ(fs.idx[t * K + k], want[t].expert[k]) << kind << " N " << N << " t " << t;
+          EXPECT_NEAR(fs.w[t * K + k], want[t].w[k], 1e-6) << kind << " N " << N << " t " << t;
+          if (kind == ROUTER_EXPERT_CHOICE) continue;
+          EXPECT_EQ(r.expert[t * K + k], want[t].expert[k]) << kind << " N " << N << " t " << t;
+          EXPECT_NEAR(r.w[t * K + k], want[t].w[k], 1e-6) << kind << " N " << N << " t " << t;
+        }
     }
   }
 }
