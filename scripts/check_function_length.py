@@ -7,7 +7,7 @@ class body) that are not themselves namespaces, types, initialisers or extern "C
 and nested blocks count toward the function that holds them. Comments, string and character
 literals are skipped, so braces inside them do not count.
 
-Usage: check_function_length.py [--limit N] [--list] [--self-test] [ROOT]   (ROOT: the repository)
+Usage: check_function_length.py [--limit N] [--self-test] [ROOT]   (ROOT: the repository)
 """
 import argparse
 import os
@@ -150,7 +150,6 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("root", nargs="?", default=os.path.join(os.path.dirname(__file__), ".."))
     ap.add_argument("--limit", type=int, default=LIMIT)
-    ap.add_argument("--list", action="store_true", help="print every function over the limit, allowlisted too")
     ap.add_argument("--self-test", action="store_true", help="check the counter itself and exit")
     args = ap.parse_args()
     if args.self_test:
@@ -174,9 +173,8 @@ def main():
                         continue
                     entry = f"{rel}:{a}: {name} is {length} lines (limit {args.limit})"
                     (allowed if rel.startswith(ALLOWLIST_PREFIXES) else bad).append(entry)
-    if args.list:
-        for e in allowed:
-            print("allowlisted: " + e)
+    for e in allowed:  # shown, so that the allowlist shrinks as the rewrites land
+        print("allowlisted (being rewritten): " + e)
     for e in bad:
         print(e)
     if n_funcs == 0:

@@ -19,6 +19,7 @@
 #include "text/tokenizer.h"
 #include "train/dataset.h"
 #include "train/optim.h"
+#include "train/trainer.h"
 
 namespace moe {
 namespace {
@@ -185,6 +186,52 @@ TEST(TrainFreeze, ParseRejectsBadValues) {
     ParamGroups h;
     EXPECT_THROW(param_groups_parse(&h, "", bad), MoeError) << bad;
   }
+}
+
+// One AdamW step on a small model with constant gradients: each tensor moves by its group's
+// multiplier times the default step; frozen tensors have no moments and do not move.
+TEST(TrainFreeze, AdamWStepScalesPerGroupAndSkipsFrozen) {
+  TrainArgs a;
+  a.layers = 2, a.d_model = 16, a.heads = 2, a.experts = 4, a.top_k = 2, a.expert_ffn = 8;
+  a.first_dense = 1;
+  auto step_delta = [&](const std::string& freeze, const std::string& lr_groups,
+                        std::vector<float>* delta, AdamW* opt, TrainModel* tm) {
+    train_model_alloc(tm, train_model_config(a, 40, 0));
+    train_model_init_weights(tm, 3, 0.02f);
+    ParamGroups g;
+    param_groups_parse(&g, freeze, lr_groups);
+    param_groups_freeze(tm, g);
+    adamw_init(opt, *tm, AdamWParams(), g);
+    for (size_t i = 0; i < tm->grads.size(); ++i) tm->grads[i] = (i % 3 == 0 ? -0.5f : 0.25f);
+    const std::vector<float> before = tm->params;
+    grad_clip(tm, 0.0f);
+    adamw_step(opt, tm, 1e-2f);
+    delta->resize(before.size());
+    for (size_t i = 0; i < before.size(); ++i) (*delta)[i] = tm->params[i] - before[i];
+  };
+  TrainModel t1, t2;
+  AdamW o1, o2;
+  std::vector<float> d1, d2;
+  step_delta("", "", &d1, &o1, &t1);
+  step_delta("experts,norms", "attention=0.5,lm-head=3", &d2, &o2, &t2);
+  int64_t state = 0;
+  for (size_t i = 0; i < t2.specs.size(); ++i) {
+    const TensorSpec& sp = t2.specs[i];
+    int64_t n = 1;
+    for (int64_t d : sp.shape) n *= d;
+    const ParamGroup g = param_group_of(sp.name);
+    const bool frozen = g == PG_EXPERTS || g == PG_NORMS;
+    EXPECT_EQ(o2.state_off[i] < 0, frozen) << sp.name;
+    if (!frozen) state += (n + 15) / 16 * 16;
+    const double mult = frozen ? 0.0 : g == PG_ATTENTION ? 0.5 : g == PG_LM_HEAD ? 3.0 : 1.0;
+    for (int64_t j = 0; j < n; ++j) {
+      const float a1 = d1[t1.offset[i] + j], a2 = d2[t2.offset[i] + j];
+      if (frozen) ASSERT_EQ(a2, 0.0f) << sp.name;
+      else ASSERT_NEAR(a2, mult * a1, 1e-3 * std::fabs(mult * a1) + 1e-9) << sp.name << " " << j;
+    }
+  }
+  EXPECT_EQ(static_cast<int64_t>(o2.m.size()), state);
+  EXPECT_LT(o2.m.size(), o1.m.size());
 }
 
 TEST(TrainFreeze, CliRejectsUnknownGroupInOneLine) {
