@@ -153,7 +153,11 @@ double eval_loss(TrainModel* tm, TrainActs* acts, const Dataset& d, int windows,
     for (int b = 0; b < B; ++b) {
       int32_t* ids = acts->ids.data() + b * T;
       int32_t* tg = acts->targets.data() + b * T;
-      if (!dataset_val_window(d, w0 + b, windows, T, ids, tg)) std::fill(tg, tg + T, -1);
+      if (dataset_val_window(d, w0 + b, windows, T, ids, tg)) continue;
+      // Past the last window: not scored; its tokens (a copy of the batch's first window, not
+      // whatever the last training batch left) still take part in capacity-limited routing.
+      std::copy(acts->ids.data(), acts->ids.data() + T, ids);
+      std::fill(tg, tg + T, -1);
     }
     StepLosses L = train_forward(tm, acts, 0, false);
     sum += L.ce * L.n_targets;
