@@ -421,200 +421,243 @@ std::vector<Slot> make_slots(const ModelConfig& c, const BenchLayer& L,
 
 std::string pct(double f) { return strfmt("%.0f%%", 100.0 * f); }
 
-}  // namespace
+// What the phases of one layer bench share.
+struct LayerRun {
+  const ModelConfig* c = nullptr;
+  const LayerBenchOptions* opt = nullptr;
+  std::string model;
+  BenchLayer L;
+  FfnScratch s;
+  std::vector<float> X;      // (T_max, D) inputs, N(0, 1)
+  std::vector<float> out;    // (T_max, D)
+  std::vector<int32_t> ids;  // (T_max) token ids (hash routing)
+  uint64_t route_seed = 0;
+  void log(const std::string& m) const {
+    if (opt->log) opt->log(m);
+  }
+};
 
-LayerBenchResult layer_bench_run(const ModelConfig& cfg, const std::string& model,
-                                 const std::string& config_path, const LayerBenchOptions& opt) {
-  const ModelConfig& c = cfg;
-  const auto log = [&](const std::string& s) {
-    if (opt.log) opt.log(s);
-  };
+// Checks the options and fills the result's description of the layer and the machine.
+void layer_bench_describe(const ModelConfig& c, const std::string& model,
+                          const std::string& config_path, const LayerBenchOptions& opt,
+                          LayerBenchResult* r) {
   if (c.n_experts <= 0 || c.top_k <= 0 || c.expert_ffn <= 0 || c.n_moe_layers() == 0)
     fail("%s: the model has no MoE layer (routed experts) to benchmark", config_path.c_str());
   if (opt.tokens.empty()) fail("layer bench: no token counts");
   for (int T : opt.tokens)
     if (T <= 0) fail("layer bench: token count %d must be positive", T);
   if (opt.validate_tokens <= 0) fail("layer bench: validate_tokens must be positive");
-  const int D = c.hidden, E = c.n_experts, K = c.top_k;
-  const int layer = static_cast<int>(std::find(c.is_moe.begin(), c.is_moe.end(), 1) - c.is_moe.begin());
-  const uint64_t route_seed = router_layer_seed(0, layer);
+  r->model = model;
+  r->config_path = config_path;
+  r->type = opt.type;
+  r->D = c.hidden;
+  r->F = c.expert_ffn;
+  r->E = c.n_experts;
+  r->K = c.top_k;
+  r->Fs = c.shared_ffn;
+  r->shared_gate = c.shared_gate;
+  r->expert_bias = c.expert_bias;
+  r->router_bias = c.router.has_bias;
+  r->act = c.act == ACT_SWIGLU ? "swiglu" : "swiglu_oai";
+  r->router = router_kind_name(c.router.kind);
+  r->quick = opt.quick;
+  r->machine = machine_info();
+}
 
-  LayerBenchResult r;
-  r.model = model;
-  r.config_path = config_path;
-  r.type = opt.type;
-  r.D = D;
-  r.F = c.expert_ffn;
-  r.E = E;
-  r.K = K;
-  r.Fs = c.shared_ffn;
-  r.shared_gate = c.shared_gate;
-  r.expert_bias = c.expert_bias;
-  r.router_bias = c.router.has_bias;
-  r.act = c.act == ACT_SWIGLU ? "swiglu" : "swiglu_oai";
-  r.router = router_kind_name(c.router.kind);
-  r.quick = opt.quick;
-  r.machine = machine_info();
-  const CpuShare run_share = cpu_share_start();
-
-  BenchLayer L;
-  {
-    const ExpertLayout el = expert_layout(c, opt.type);
-    const DenseLayout dl = dense_layout(c);
-    r.expert_bytes = el.l.read;
-    r.dense_bytes = dl.l.read;
-    r.layer_bytes = E * el.l.read + dl.l.read;
-    const int64_t need = E * el.l.size + dl.l.size;
-    if (need > r.machine.mem_available * 85 / 100)
-      fail("layer bench: one %s layer of %s takes %s, but only %s of memory is available",
-           qtype_name(opt.type), model.c_str(), human_bytes(need).c_str(),
-           human_bytes(r.machine.mem_available).c_str());
-    log(strfmt("building one %s layer of %s: %d experts of %s, router + shared %s (%s)",
-               qtype_name(opt.type), model.c_str(), E, human_bytes(el.l.read).c_str(),
-               human_bytes(dl.l.read).c_str(), human_bytes(need).c_str()));
-  }
-  build_layer(c, opt.type, opt.seed, &L);
-
-  const int T_max = std::max(opt.validate_tokens, *std::max_element(opt.tokens.begin(), opt.tokens.end()));
-  FfnScratch s;
-  ffn_scratch_init(&s, c, T_max);
-  std::vector<float> X(static_cast<size_t>(T_max) * D), out(static_cast<size_t>(T_max) * D);
+// Builds the layer's weights (refusing what does not fit in memory) and the inputs.
+void layer_bench_build(LayerRun* run, LayerBenchResult* r) {
+  const ModelConfig& c = *run->c;
+  const LayerBenchOptions& opt = *run->opt;
+  const int D = c.hidden, E = c.n_experts;
+  const int layer =
+      static_cast<int>(std::find(c.is_moe.begin(), c.is_moe.end(), 1) - c.is_moe.begin());
+  run->route_seed = router_layer_seed(0, layer);
+  const ExpertLayout el = expert_layout(c, opt.type);
+  const DenseLayout dl = dense_layout(c);
+  r->expert_bytes = el.l.read;
+  r->dense_bytes = dl.l.read;
+  r->layer_bytes = E * el.l.read + dl.l.read;
+  const int64_t need = E * el.l.size + dl.l.size;
+  if (need > r->machine.mem_available * 85 / 100)
+    fail("layer bench: one %s layer of %s takes %s, but only %s of memory is available",
+         qtype_name(opt.type), run->model.c_str(), human_bytes(need).c_str(),
+         human_bytes(r->machine.mem_available).c_str());
+  run->log(strfmt("building one %s layer of %s: %d experts of %s, router + shared %s (%s)",
+                  qtype_name(opt.type), run->model.c_str(), E, human_bytes(el.l.read).c_str(),
+                  human_bytes(dl.l.read).c_str(), human_bytes(need).c_str()));
+  build_layer(c, opt.type, opt.seed, &run->L);
+  const int T_max =
+      std::max(opt.validate_tokens, *std::max_element(opt.tokens.begin(), opt.tokens.end()));
+  ffn_scratch_init(&run->s, c, T_max);
+  run->X.assign(static_cast<size_t>(T_max) * D, 0.0f);
+  run->out.assign(static_cast<size_t>(T_max) * D, 0.0f);
   for (int t = 0; t < T_max; ++t) {
-    float* xt = X.data() + static_cast<int64_t>(t) * D;
+    float* xt = run->X.data() + static_cast<int64_t>(t) * D;
     random_normal_row(opt.seed, 0xa11ce, t, xt, D);
     for (int i = 0; i < D; ++i) xt[i] *= 50.0f;  // N(0, 1)
   }
-  std::vector<int32_t> ids(T_max);
-  for (int t = 0; t < T_max; ++t) ids[t] = c.vocab > 0 ? t % c.vocab : 0;
+  run->ids.resize(T_max);
+  for (int t = 0; t < T_max; ++t) run->ids[t] = c.vocab > 0 ? t % c.vocab : 0;
+}
 
-  // Validation.
-  {
-    const int Tv = opt.validate_tokens;
-    log(strfmt("validating %d tokens against the double-precision reference", Tv));
-    moe_forward(out.data(), c, L.lw, X.data(), Tv, &s, ids.data(), 0, route_seed);
-    const std::vector<Asg> as = assignments_of(c, s, Tv);
-    const bool token_choice = c.router.kind == ROUTER_TOKEN_CHOICE;
-    if (token_choice) check_routing(c, L, X.data(), Tv, s);
-    const std::vector<double> ref = reference(c, L, X.data(), Tv, as, false);
-    const bool block = qtype_is_block(opt.type);
-    LayerCheck dot;
-    dot.path = "dot";
-    dot.tokens = Tv;
-    dot.routing_checked = token_choice;
-    dot.rel_err = rel_err(out.data(), ref);
-    dot.tol = block ? 0.05 : 1e-4;
-    dot.ok = dot.rel_err <= dot.tol;
-    if (block) {
-      dot.rel_err_q8 = rel_err(out.data(), reference(c, L, X.data(), Tv, as, true));
-      dot.tol_q8 = 3e-3;
-      dot.ok = dot.ok && dot.rel_err_q8 <= dot.tol_q8;
-    }
-    r.checks.push_back(dot);
-    if (L.raw) {
-      const int keep_q = s.ex.quant_dot_max_tokens, keep_bf16 = s.ex.bf16_dot_max_tokens;
-      ffn_set_dot_max_tokens(&s, 0);
-      moe_forward(out.data(), c, L.lw, X.data(), Tv, &s, ids.data(), 0, route_seed);
-      s.ex.quant_dot_max_tokens = keep_q;
-      s.ex.bf16_dot_max_tokens = keep_bf16;
-      LayerCheck gemm;
-      gemm.path = "gemm";
-      gemm.tokens = Tv;
-      gemm.routing_checked = token_choice;
-      gemm.rel_err = rel_err(out.data(), ref);
-      gemm.tol = 1e-4;
-      gemm.ok = gemm.rel_err <= gemm.tol;
-      r.checks.push_back(gemm);
-    }
-    for (const LayerCheck& ck : r.checks) {
-      log(strfmt("  %s path: relative error %.3g (tolerance %.3g)%s", ck.path.c_str(), ck.rel_err,
-                 ck.tol,
-                 ck.rel_err_q8 >= 0
-                     ? strfmt(", %.3g against Q8_0-rounded activations (tolerance %.3g)",
-                              ck.rel_err_q8, ck.tol_q8).c_str()
-                     : ""));
-      if (!ck.ok)
-        fail("layer bench: %s: moe_forward's %s path differs from the reference: relative error "
-             "%.3g (tolerance %.3g)%s",
-             model.c_str(), ck.path.c_str(), ck.rel_err, ck.tol,
-             ck.rel_err_q8 >= 0 ? strfmt(", %.3g against Q8_0-rounded activations (tolerance %.3g)",
-                                         ck.rel_err_q8, ck.tol_q8).c_str()
-                                : "");
-    }
+// Validates moe_forward (dot path, and the gemm path for raw weights) against the double
+// reference before anything is timed; fails on a mismatch.
+void layer_bench_validate(LayerRun* run, LayerBenchResult* r) {
+  const ModelConfig& c = *run->c;
+  const LayerBenchOptions& opt = *run->opt;
+  FfnScratch& s = run->s;
+  const int Tv = opt.validate_tokens;
+  run->log(strfmt("validating %d tokens against the double-precision reference", Tv));
+  moe_forward(run->out.data(), c, run->L.lw, run->X.data(), Tv, &s, run->ids.data(), 0,
+              run->route_seed);
+  const std::vector<Asg> as = assignments_of(c, s, Tv);
+  const bool token_choice = c.router.kind == ROUTER_TOKEN_CHOICE;
+  if (token_choice) check_routing(c, run->L, run->X.data(), Tv, s);
+  const std::vector<double> ref = reference(c, run->L, run->X.data(), Tv, as, false);
+  const bool block = qtype_is_block(opt.type);
+  LayerCheck dot;
+  dot.path = "dot";
+  dot.tokens = Tv;
+  dot.routing_checked = token_choice;
+  dot.rel_err = rel_err(run->out.data(), ref);
+  dot.tol = block ? 0.05 : 1e-4;
+  dot.ok = dot.rel_err <= dot.tol;
+  if (block) {
+    dot.rel_err_q8 = rel_err(run->out.data(), reference(c, run->L, run->X.data(), Tv, as, true));
+    dot.tol_q8 = 3e-3;
+    dot.ok = dot.ok && dot.rel_err_q8 <= dot.tol_q8;
   }
-
-  if (opt.dot_max_tokens >= 0) {
-    ffn_set_dot_max_tokens(&s, opt.dot_max_tokens);
-    log(strfmt("segments of at most %d tokens use the dot kernels", opt.dot_max_tokens));
+  r->checks.push_back(dot);
+  if (run->L.raw) {
+    const int keep_q = s.ex.quant_dot_max_tokens, keep_bf16 = s.ex.bf16_dot_max_tokens;
+    ffn_set_dot_max_tokens(&s, 0);
+    moe_forward(run->out.data(), c, run->L.lw, run->X.data(), Tv, &s, run->ids.data(), 0,
+                run->route_seed);
+    s.ex.quant_dot_max_tokens = keep_q;
+    s.ex.bf16_dot_max_tokens = keep_bf16;
+    LayerCheck gemm;
+    gemm.path = "gemm";
+    gemm.tokens = Tv;
+    gemm.routing_checked = token_choice;
+    gemm.rel_err = rel_err(run->out.data(), ref);
+    gemm.tol = 1e-4;
+    gemm.ok = gemm.rel_err <= gemm.tol;
+    r->checks.push_back(gemm);
   }
+  for (const LayerCheck& ck : r->checks) {
+    const std::string q8 =
+        ck.rel_err_q8 >= 0 ? strfmt(", %.3g against Q8_0-rounded activations (tolerance %.3g)",
+                                    ck.rel_err_q8, ck.tol_q8)
+                           : "";
+    run->log(strfmt("  %s path: relative error %.3g (tolerance %.3g)%s", ck.path.c_str(),
+                    ck.rel_err, ck.tol, q8.c_str()));
+    if (!ck.ok)
+      fail("layer bench: %s: moe_forward's %s path differs from the reference: relative error "
+           "%.3g (tolerance %.3g)%s",
+           run->model.c_str(), ck.path.c_str(), ck.rel_err, ck.tol, q8.c_str());
+  }
+}
 
-  // The machine's limits.
-  const int64_t bw_bytes = opt.bw_bytes > 0 ? opt.bw_bytes : default_bandwidth_bytes(r.machine.llc_bytes);
-  log(strfmt("measuring DRAM read bandwidth (%s, %d threads) and sgemm (n = %d)",
-             human_bytes(bw_bytes).c_str(), r.machine.threads, opt.gemm_n));
-  r.bw = measure_read_bandwidth(bw_bytes, opt.bw_reps);
-  r.gemm = measure_sgemm(opt.gemm_n, 3);
-  log(strfmt("  DRAM read %.1f GB/s, sgemm %.1f GFLOP/s", r.bw.best_gbps, r.gemm.best_gflops));
+// The machine's limits: DRAM read bandwidth and sgemm throughput.
+void layer_bench_limits(const LayerRun& run, LayerBenchResult* r) {
+  const LayerBenchOptions& opt = *run.opt;
+  const int64_t bw_bytes =
+      opt.bw_bytes > 0 ? opt.bw_bytes : default_bandwidth_bytes(r->machine.llc_bytes);
+  run.log(strfmt("measuring DRAM read bandwidth (%s, %d threads) and sgemm (n = %d)",
+                 human_bytes(bw_bytes).c_str(), r->machine.threads, opt.gemm_n));
+  r->bw = measure_read_bandwidth(bw_bytes, opt.bw_reps);
+  r->gemm = measure_sgemm(opt.gemm_n, 3);
+  run.log(strfmt("  DRAM read %.1f GB/s, sgemm %.1f GFLOP/s", r->bw.best_gbps,
+                 r->gemm.best_gflops));
+}
 
+// Times T tokens through the layer, cold (weights cycled through copies larger than the cache)
+// and warm, and appends one case per mode.
+void layer_bench_time(LayerRun* run, int T, LayerBenchResult* r) {
+  const ModelConfig& c = *run->c;
+  const LayerBenchOptions& opt = *run->opt;
+  const BenchLayer& L = run->L;
+  FfnScratch& s = run->s;
+  const int D = c.hidden, E = c.n_experts;
   const int64_t cold_target = opt.cold_target_bytes > 0
                                   ? opt.cold_target_bytes
-                                  : std::max<int64_t>(int64_t{1} << 30, 4 * r.machine.llc_bytes);
-  for (int T : opt.tokens) {
-    const auto call = [&](const LayerWeights& w) {
-      moe_forward(out.data(), c, w, X.data(), T, &s, ids.data(), 0, route_seed);
-    };
-    call(L.lw);  // which experts do these T tokens select?
-    std::vector<int> touched;
-    int n_dot = 0;
-    for (int e = 0; e < E; ++e) {
-      const int n = s.plan.off[e + 1] - s.plan.off[e];
-      if (n == 0) continue;
-      touched.push_back(e);
-      const QType t = L.el.gate.type != QT_F32 ? L.el.gate.type : L.el.down.type;
-      n_dot += L.raw && n <= ffn_dot_max_tokens(s, t);
-    }
-    const int64_t A = s.plan.off[E];
-    const int64_t Fe = c.expert_ffn, Fs = c.shared_ffn;
-    const double flops = 2.0 * static_cast<double>(A) * 3 * D * Fe + 2.0 * T * 3.0 * D * Fs +
-                         2.0 * T * D * E + (c.shared_gate ? 2.0 * T * D : 0.0);
-    const int64_t bytes = r.dense_bytes + static_cast<int64_t>(touched.size()) * r.expert_bytes;
-    for (int mode = 0; mode < 2; ++mode) {
-      const bool cold = mode == 0;
-      if ((cold && !opt.cold) || (!cold && !opt.warm)) continue;
-      int n_slots = 1;
-      if (cold) {
-        n_slots = static_cast<int>(std::min<int64_t>((cold_target + bytes - 1) / bytes, 1 << 16));
-        const int64_t room = std::min<int64_t>(opt.cold_max_bytes, mem_available() / 2);
-        n_slots = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(n_slots, 1 + room / bytes)));
-      }
-      const std::vector<Slot> slots = cold ? make_slots(c, L, touched, n_slots) : std::vector<Slot>();
-      const CpuShare share = cpu_share_start();
-      const TimeStats ts = time_calls(
-          [&](int i) { call(cold ? slots[i % n_slots].lw : L.lw); }, 1, opt.min_reps,
-          opt.max_reps, opt.min_time_s);
-      LayerCase k;
-      k.cpu = cpu_share_since(share);
-      k.tokens = T;
-      k.cold = cold;
-      k.slots = n_slots;
-      k.reuse_bytes = n_slots * bytes;
-      k.time = ts;
-      k.flops = flops;
-      k.bytes = bytes;
-      k.experts_touched = static_cast<int>(touched.size());
-      k.dot_experts = n_dot;
-      k.gflops = flops / ts.median_s / 1e9;
-      k.gbps = static_cast<double>(bytes) / ts.median_s / 1e9;
-      k.frac_dram = k.gbps / r.bw.best_gbps;
-      k.frac_sgemm = k.gflops / r.gemm.best_gflops;
-      k.frac_roof = std::max(static_cast<double>(bytes) / (r.bw.best_gbps * 1e9),
-                             flops / (r.gemm.best_gflops * 1e9)) /
-                    ts.median_s;
-      log(strfmt("  T=%d %s: %.1f us/call, %.1f GFLOP/s, %.2f GB/s (%s of DRAM, %s of roofline)",
-                 T, cold ? "cold" : "warm", ts.median_s * 1e6, k.gflops, k.gbps,
-                 pct(k.frac_dram).c_str(), pct(k.frac_roof).c_str()));
-      r.cases.push_back(k);
-    }
+                                  : std::max<int64_t>(int64_t{1} << 30, 4 * r->machine.llc_bytes);
+  const auto call = [&](const LayerWeights& w) {
+    moe_forward(run->out.data(), c, w, run->X.data(), T, &s, run->ids.data(), 0, run->route_seed);
+  };
+  call(L.lw);  // which experts do these T tokens select?
+  std::vector<int> touched;
+  int n_dot = 0;
+  for (int e = 0; e < E; ++e) {
+    const int n = s.plan.off[e + 1] - s.plan.off[e];
+    if (n == 0) continue;
+    touched.push_back(e);
+    const QType t = L.el.gate.type != QT_F32 ? L.el.gate.type : L.el.down.type;
+    n_dot += L.raw && n <= ffn_dot_max_tokens(s, t);
   }
+  const int64_t A = s.plan.off[E];
+  const int64_t Fe = c.expert_ffn, Fs = c.shared_ffn;
+  const double flops = 2.0 * static_cast<double>(A) * 3 * D * Fe + 2.0 * T * 3.0 * D * Fs +
+                       2.0 * T * D * E + (c.shared_gate ? 2.0 * T * D : 0.0);
+  const int64_t bytes = r->dense_bytes + static_cast<int64_t>(touched.size()) * r->expert_bytes;
+  for (int mode = 0; mode < 2; ++mode) {
+    const bool cold = mode == 0;
+    if ((cold && !opt.cold) || (!cold && !opt.warm)) continue;
+    int n_slots = 1;
+    if (cold) {
+      n_slots = static_cast<int>(std::min<int64_t>((cold_target + bytes - 1) / bytes, 1 << 16));
+      const int64_t room = std::min<int64_t>(opt.cold_max_bytes, mem_available() / 2);
+      n_slots = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(n_slots, 1 + room / bytes)));
+    }
+    const std::vector<Slot> slots = cold ? make_slots(c, L, touched, n_slots) : std::vector<Slot>();
+    const CpuShare share = cpu_share_start();
+    const TimeStats ts = time_calls(
+        [&](int i) { call(cold ? slots[i % n_slots].lw : L.lw); }, 1, opt.min_reps,
+        opt.max_reps, opt.min_time_s);
+    LayerCase k;
+    k.cpu = cpu_share_since(share);
+    k.tokens = T;
+    k.cold = cold;
+    k.slots = n_slots;
+    k.reuse_bytes = n_slots * bytes;
+    k.time = ts;
+    k.flops = flops;
+    k.bytes = bytes;
+    k.experts_touched = static_cast<int>(touched.size());
+    k.dot_experts = n_dot;
+    k.gflops = flops / ts.median_s / 1e9;
+    k.gbps = static_cast<double>(bytes) / ts.median_s / 1e9;
+    k.frac_dram = k.gbps / r->bw.best_gbps;
+    k.frac_sgemm = k.gflops / r->gemm.best_gflops;
+    k.frac_roof = std::max(static_cast<double>(bytes) / (r->bw.best_gbps * 1e9),
+                           flops / (r->gemm.best_gflops * 1e9)) /
+                  ts.median_s;
+    run->log(strfmt("  T=%d %s: %.1f us/call, %.1f GFLOP/s, %.2f GB/s (%s of DRAM, %s of roofline)",
+                    T, cold ? "cold" : "warm", ts.median_s * 1e6, k.gflops, k.gbps,
+                    pct(k.frac_dram).c_str(), pct(k.frac_roof).c_str()));
+    r->cases.push_back(k);
+  }
+}
+
+}  // namespace
+
+LayerBenchResult layer_bench_run(const ModelConfig& cfg, const std::string& model,
+                                 const std::string& config_path, const LayerBenchOptions& opt) {
+  LayerBenchResult r;
+  layer_bench_describe(cfg, model, config_path, opt, &r);
+  const CpuShare run_share = cpu_share_start();
+  LayerRun run;
+  run.c = &cfg;
+  run.opt = &opt;
+  run.model = model;
+  layer_bench_build(&run, &r);
+  layer_bench_validate(&run, &r);
+  if (opt.dot_max_tokens >= 0) {
+    ffn_set_dot_max_tokens(&run.s, opt.dot_max_tokens);
+    run.log(strfmt("segments of at most %d tokens use the dot kernels", opt.dot_max_tokens));
+  }
+  layer_bench_limits(run, &r);
+  for (int T : opt.tokens) layer_bench_time(&run, T, &r);
   r.load_end = load_average();
   r.cpu = cpu_share_since(run_share);
   return r;

@@ -230,6 +230,295 @@ int ModelConfig::n_moe_layers() const {
   return n;
 }
 
+namespace {
+
+// What every family's parser reads from: the config being filled and the JSON it comes from.
+struct ConfigSrc {
+  ModelConfig& c;
+  const json& root;
+  const JReader& j;
+  const std::string& path;
+  bool attention_bias = false;  // attention_bias (default: true for gpt-oss)
+};
+
+Arch parse_arch(const JReader& j, const std::string& path) {
+  std::string mt = j.str_or("model_type", "");
+  if (mt.empty()) fail("%s: field 'model_type' is missing (supported: %s)", path.c_str(),
+                       arch_supported_list().c_str());
+  for (int i = 0; i < ARCH_COUNT; ++i)
+    if (mt == kArchNames[i]) return static_cast<Arch>(i);
+  fail("%s: field 'model_type': '%s' is not supported (supported: %s)", path.c_str(), mt.c_str(),
+       arch_supported_list().c_str());
+}
+
+bool is_deepseek(Arch a) { return a == ARCH_DEEPSEEK_V2 || a == ARCH_DEEPSEEK_V3; }
+
+// Fields every family has: sizes, norms, heads, expert count and width, special tokens.
+void parse_common(ConfigSrc* s) {
+  ModelConfig& c = s->c;
+  const JReader& j = s->j;
+  const Arch a = c.arch;
+  c.vocab = j.positive("vocab_size");
+  c.hidden = j.positive("hidden_size");
+  c.n_layers = j.positive("num_hidden_layers");
+  c.n_heads = j.positive("num_attention_heads");
+  c.n_kv_heads = j.positive_or("num_key_value_heads", c.n_heads);
+  const bool eps5 = a == ARCH_MIXTRAL || a == ARCH_OLMOE || a == ARCH_GPT_OSS;
+  c.rms_eps = static_cast<float>(j.num_or("rms_norm_eps", eps5 ? 1e-5 : 1e-6));
+  if (!(c.rms_eps > 0)) j.bad("rms_norm_eps", "must be positive");
+  c.max_pos = j.positive_or("max_position_embeddings", 4096);
+  c.tie_embeddings = j.boolean_or("tie_word_embeddings", false);
+  if (c.n_heads % c.n_kv_heads != 0)
+    j.bad("num_key_value_heads", "must divide num_attention_heads");
+  c.head_dim = j.positive_or("head_dim", 0);
+  if (c.head_dim == 0) {
+    if (c.hidden % c.n_heads != 0) j.bad("hidden_size", "must be a multiple of num_attention_heads");
+    c.head_dim = c.hidden / c.n_heads;
+  }
+  c.dense_ffn = j.positive_or("intermediate_size", 0);
+  c.mla = is_deepseek(a);
+  c.window.assign(c.n_layers, 0);
+  s->attention_bias = j.boolean_or("attention_bias", a == ARCH_GPT_OSS);
+
+  const char* ekey = j.first_present({"num_local_experts", "num_experts", "n_routed_experts"});
+  if (!ekey) fail("%s: field 'num_local_experts' (or num_experts / n_routed_experts) is missing",
+                  s->path.c_str());
+  c.n_experts = j.integer(ekey);
+  if (c.n_experts < 0) j.bad(ekey, "must be >= 0");
+  const char* kkey = j.first_present({"num_experts_per_tok", "experts_per_token"});
+  if (!kkey) fail("%s: field 'num_experts_per_tok' is missing", s->path.c_str());
+  c.top_k = j.positive(kkey);
+  if (c.n_experts > 0 && c.top_k > c.n_experts) j.bad(kkey, "must not exceed the number of experts");
+  const bool uses_moe_width =
+      a == ARCH_QWEN2_MOE || a == ARCH_QWEN3_MOE || a == ARCH_MOE_CPP || is_deepseek(a);
+  c.expert_ffn = uses_moe_width ? j.positive("moe_intermediate_size") : j.positive("intermediate_size");
+  c.is_moe.assign(c.n_layers, 1);
+  c.eos_ids = read_eos(s->root);
+  c.bos_id = j.integer_or("bos_token_id", -1);
+}
+
+// Sliding windows of width w on the layers layer_types names (gpt-oss, Qwen2-MoE); without
+// layer_types, gpt-oss alternates from layer 0 and Qwen2-MoE uses max_window_layers.
+void parse_layer_windows(ConfigSrc* s, int w) {
+  ModelConfig& c = s->c;
+  const JReader& j = s->j;
+  if (j.has("layer_types")) {
+    const json& lt = s->root.at("layer_types");
+    if (!lt.is_array() || static_cast<int>(lt.size()) != c.n_layers)
+      j.bad("layer_types", "must be a list with one entry per layer");
+    for (int i = 0; i < c.n_layers; ++i) {
+      if (!lt[i].is_string()) j.bad("layer_types", "entries must be strings");
+      std::string t = lt[i].get<std::string>();
+      if (t == "sliding_attention") c.window[i] = w;
+      else if (t != "full_attention")
+        fail("%s: field 'layer_types': unknown layer type '%s'", s->path.c_str(), t.c_str());
+    }
+  } else if (c.arch == ARCH_GPT_OSS) {
+    for (int i = 0; i < c.n_layers; i += 2) c.window[i] = w;
+  } else {
+    int mwl = j.integer_or("max_window_layers", 28);
+    for (int i = 0; i < c.n_layers; ++i)
+      if (i % 2 == 0 && i < mwl) c.window[i] = w;
+  }
+}
+
+// Qwen-style dense layers: mlp_only_layers and decoder_sparse_step.
+void parse_sparse_layers(ConfigSrc* s) {
+  ModelConfig& c = s->c;
+  std::vector<int> only = s->j.int_list_or_empty("mlp_only_layers");
+  int step = s->j.positive_or("decoder_sparse_step", 1);
+  for (int i = 0; i < c.n_layers; ++i) {
+    bool dense = false;
+    for (int l : only) dense |= l == i;
+    c.is_moe[i] = !dense && c.n_experts > 0 && (i + 1) % step == 0;
+  }
+}
+
+int first_k_dense(ConfigSrc* s) {
+  int k = s->j.integer_or("first_k_dense_replace", 0);
+  if (k < 0) s->j.bad("first_k_dense_replace", "must be >= 0");
+  return k;
+}
+
+void parse_mixtral(ConfigSrc* s) {
+  int w = s->j.integer_or("sliding_window", 0);
+  if (w < 0) s->j.bad("sliding_window", "must be >= 0");
+  s->c.window.assign(s->c.n_layers, w);
+  s->c.router.norm_topk = true;
+}
+
+void parse_qwen_moe(ConfigSrc* s) {
+  ModelConfig& c = s->c;
+  const JReader& j = s->j;
+  if (c.arch == ARCH_QWEN2_MOE) {
+    c.qkv_bias = j.boolean_or("qkv_bias", true);
+  } else {
+    c.qkv_bias = c.o_bias = s->attention_bias;
+    c.qk_norm = QKNORM_HEAD;
+  }
+  if (j.boolean_or("use_sliding_window", false)) {
+    int w = j.integer_or("sliding_window", 4096);
+    if (w <= 0) j.bad("sliding_window", "must be positive when sliding attention is used");
+    if (c.arch == ARCH_QWEN3_MOE) c.window.assign(c.n_layers, w);
+    else parse_layer_windows(s, w);
+  }
+  parse_sparse_layers(s);
+  c.router.norm_topk = j.boolean_or("norm_topk_prob", false);
+  if (c.arch == ARCH_QWEN2_MOE) {
+    c.shared_ffn = j.integer_or("shared_expert_intermediate_size", 5632);
+    if (c.shared_ffn < 0) j.bad("shared_expert_intermediate_size", "must be >= 0");
+    c.shared_gate = c.shared_ffn > 0;
+  }
+}
+
+void parse_olmoe(ConfigSrc* s) {
+  ModelConfig& c = s->c;
+  c.qkv_bias = c.o_bias = s->attention_bias;
+  c.qk_norm = QKNORM_FULL;
+  c.clip_qkv = static_cast<float>(s->j.num_or("clip_qkv", 0.0));
+  if (c.clip_qkv < 0) s->j.bad("clip_qkv", "must be positive");
+  c.router.norm_topk = s->j.boolean_or("norm_topk_prob", false);
+}
+
+void parse_deepseek(ConfigSrc* s) {
+  ModelConfig& c = s->c;
+  const JReader& j = s->j;
+  c.o_bias = s->attention_bias;  // MLA: q_a_proj, kv_a_proj_with_mqa and o_proj
+  c.q_lora_rank = j.has("q_lora_rank") ? j.positive("q_lora_rank") : 0;
+  c.kv_lora_rank = j.positive("kv_lora_rank");
+  c.qk_nope_dim = j.positive("qk_nope_head_dim");
+  c.qk_rope_dim = j.positive("qk_rope_head_dim");
+  c.v_head_dim = j.positive("v_head_dim");
+  if (c.qk_rope_dim % 2) j.bad("qk_rope_head_dim", "must be even");
+  c.head_dim = c.qk_rope_dim;
+  const int k = first_k_dense(s);
+  for (int i = 0; i < c.n_layers; ++i) c.is_moe[i] = i >= k;
+  RouterSpec& r = c.router;
+  if (c.arch == ARCH_DEEPSEEK_V2) {
+    std::string m = j.str_or("topk_method", "greedy");
+    if (m == "group_limited_greedy") r.group = GROUP_MAX;
+    else if (m != "greedy")
+      fail("%s: field 'topk_method': '%s' is not supported for deepseek_v2 (supported: greedy, "
+           "group_limited_greedy)", s->path.c_str(), m.c_str());
+  } else {
+    r.score = SCORE_SIGMOID;
+    r.has_correction_bias = true;
+    r.group = GROUP_TOP2_SUM;
+    r.norm_topk = j.boolean_or("norm_topk_prob", true);
+    r.norm_eps = 1e-20f;
+  }
+  r.scale = static_cast<float>(j.num_or("routed_scaling_factor", 1.0));
+  int ns = j.integer_or("n_shared_experts", 0);
+  if (ns < 0) j.bad("n_shared_experts", "must be >= 0");
+  c.shared_ffn = ns * c.expert_ffn;
+}
+
+void parse_gpt_oss(ConfigSrc* s) {
+  ModelConfig& c = s->c;
+  c.qkv_bias = c.o_bias = s->attention_bias;
+  c.sinks = true;
+  int w = s->j.integer_or("sliding_window", 128);
+  if (w <= 0) s->j.bad("sliding_window", "must be positive when sliding attention is used");
+  parse_layer_windows(s, w);
+  c.router.topk_then_softmax = true;
+  c.router.has_bias = true;
+  c.act = ACT_SWIGLU_OAI;
+  c.expert_bias = true;
+}
+
+// moe.cpp's own checkpoints: the router is described by a "router" object.
+void parse_moe_cpp_router(ConfigSrc* s) {
+  const JReader& j = s->j;
+  const std::string& path = s->path;
+  RouterSpec& r = s->c.router;
+  if (!j.has("router")) j.bad("router", "is missing");
+  const json& ro = s->root.at("router");
+  if (!ro.is_object()) j.bad("router", "must be an object");
+  const std::string rpath = path + " (router)";
+  JReader jr{ro, rpath};
+  auto sub = [&](const char* k) { return strfmt("router.%s", k); };
+  std::string kind = jr.str_or("kind", "token_choice");
+  if (!router_kind_parse(kind, &r.kind))
+    fail("%s: field '%s': unknown router kind '%s'", path.c_str(), sub("kind").c_str(), kind.c_str());
+  std::string score = jr.str_or("score", "softmax");
+  if (score == "sigmoid") r.score = SCORE_SIGMOID;
+  else if (score != "softmax")
+    fail("%s: field '%s': must be 'softmax' or 'sigmoid'", path.c_str(), sub("score").c_str());
+  r.topk_then_softmax = jr.boolean_or("topk_then_softmax", false);
+  r.norm_topk = jr.boolean_or("norm_topk_prob", false);
+  r.has_correction_bias = jr.boolean_or("correction_bias", false);
+  r.scale = static_cast<float>(jr.num_or("routed_scaling_factor", 1.0));
+  if (r.score == SCORE_SIGMOID && r.norm_topk) r.norm_eps = 1e-20f;
+  int ng = jr.integer_or("n_group", 1);
+  if (ng > 1) r.group = r.score == SCORE_SIGMOID ? GROUP_TOP2_SUM : GROUP_MAX;
+}
+
+void parse_moe_cpp(ConfigSrc* s) {
+  ModelConfig& c = s->c;
+  const JReader& j = s->j;
+  c.qkv_bias = j.boolean_or("qkv_bias", false);
+  std::string qn = j.str_or("qk_norm", "head");
+  if (qn == "head") c.qk_norm = QKNORM_HEAD;
+  else if (qn == "full") c.qk_norm = QKNORM_FULL;
+  else if (qn != "none") j.bad("qk_norm", "must be 'none', 'head' or 'full'");
+  parse_sparse_layers(s);
+  const int k = first_k_dense(s);
+  for (int i = 0; i < std::min(k, c.n_layers); ++i) c.is_moe[i] = 0;
+  parse_moe_cpp_router(s);
+  c.shared_ffn = j.integer_or("shared_expert_intermediate_size", 0);
+  if (c.shared_ffn < 0) j.bad("shared_expert_intermediate_size", "must be >= 0");
+  c.shared_gate = c.shared_ffn > 0 && j.boolean_or("shared_expert_gate", false);
+}
+
+// Rope (theta, type, layout, inverse frequencies) and the attention scale.
+void parse_rope_and_scale(ConfigSrc* s) {
+  ModelConfig& c = s->c;
+  const Arch a = c.arch;
+  const bool ds = is_deepseek(a);
+  double theta_default = a == ARCH_MIXTRAL ? 1e6 : a == ARCH_GPT_OSS ? 150000.0 : 10000.0;
+  json oss_default = {{"rope_type", "yarn"},   {"factor", 32.0},      {"beta_fast", 32.0},
+                      {"beta_slow", 1.0},      {"truncate", false},
+                      {"original_max_position_embeddings", 4096}};
+  parse_rope(&c, s->root, s->path, theta_default, a == ARCH_GPT_OSS ? &oss_default : nullptr);
+  c.rope.dim = ds ? c.qk_rope_dim : c.head_dim;
+  if (c.rope.dim % 2) s->j.bad("head_dim", "must be even for rotary embeddings");
+  c.rope.layout = ROPE_HALF;
+  if (a == ARCH_DEEPSEEK_V2 || (a == ARCH_DEEPSEEK_V3 && s->j.boolean_or("rope_interleave", true)))
+    c.rope.layout = ROPE_INTERLEAVED;
+  compute_inv_freq(&c.rope);
+  if (ds) {
+    double sc = 1.0 / std::sqrt(static_cast<double>(c.qk_nope_dim + c.qk_rope_dim));
+    if (c.rope.type != "default" && c.rope.mscale_all_dim != 0) {
+      double m = yarn_get_mscale(c.rope.factor, c.rope.mscale_all_dim);
+      sc *= m * m;
+    }
+    c.attn_scale = static_cast<float>(sc);
+  } else {
+    c.attn_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim)));
+  }
+}
+
+// Group-limited routing (n_group, topk_group), from the router object for moe_cpp.
+void parse_router_groups(ConfigSrc* s) {
+  ModelConfig& c = s->c;
+  RouterSpec& r = c.router;
+  if (r.group == GROUP_NONE) return;
+  const bool own = c.arch == ARCH_MOE_CPP;
+  const std::string gpath = own ? s->path + " (router)" : s->path;
+  JReader jg{own ? s->root.at("router") : s->root, gpath};
+  const JReader& j = s->j;
+  r.n_group = jg.positive_or("n_group", 1);
+  r.topk_group = jg.positive_or("topk_group", r.n_group);
+  if (r.n_group > 64) j.bad("n_group", "must be at most 64");
+  if (c.n_experts % r.n_group) j.bad("n_group", "must divide the number of experts");
+  if (r.topk_group > r.n_group) j.bad("topk_group", "must not exceed n_group");
+  int gsize = c.n_experts / r.n_group;
+  if (r.group == GROUP_TOP2_SUM && gsize < 2) j.bad("n_group", "leaves groups of fewer than 2 experts");
+  if (c.top_k > r.topk_group * gsize) j.bad("topk_group", "keeps fewer experts than num_experts_per_tok");
+}
+
+}  // namespace
+
 void config_parse(ModelConfig* cfg, const std::string& text, const std::string& path) {
   json root;
   try {
@@ -242,270 +531,26 @@ void config_parse(ModelConfig* cfg, const std::string& text, const std::string& 
   ModelConfig& c = *cfg;
   c = ModelConfig();
   c.path = path;
-
-  std::string mt = j.str_or("model_type", "");
-  if (mt.empty()) fail("%s: field 'model_type' is missing (supported: %s)", path.c_str(),
-                       arch_supported_list().c_str());
-  int arch = -1;
-  for (int i = 0; i < ARCH_COUNT; ++i)
-    if (mt == kArchNames[i]) arch = i;
-  if (arch < 0)
-    fail("%s: field 'model_type': '%s' is not supported (supported: %s)", path.c_str(), mt.c_str(),
-         arch_supported_list().c_str());
-  c.arch = static_cast<Arch>(arch);
-  const Arch a = c.arch;
-  const bool ds = a == ARCH_DEEPSEEK_V2 || a == ARCH_DEEPSEEK_V3;
-
-  c.vocab = j.positive("vocab_size");
-  c.hidden = j.positive("hidden_size");
-  c.n_layers = j.positive("num_hidden_layers");
-  c.n_heads = j.positive("num_attention_heads");
-  c.n_kv_heads = j.positive_or("num_key_value_heads", c.n_heads);
-  c.rms_eps = static_cast<float>(j.num_or("rms_norm_eps", a == ARCH_MIXTRAL || a == ARCH_OLMOE ||
-                                                                  a == ARCH_GPT_OSS
-                                                              ? 1e-5
-                                                              : 1e-6));
-  if (!(c.rms_eps > 0)) j.bad("rms_norm_eps", "must be positive");
-  c.max_pos = j.positive_or("max_position_embeddings", 4096);
-  c.tie_embeddings = j.boolean_or("tie_word_embeddings", false);
-  if (c.n_heads % c.n_kv_heads != 0)
-    j.bad("num_key_value_heads", "must divide num_attention_heads");
-  c.head_dim = j.positive_or("head_dim", 0);
-  if (c.head_dim == 0) {
-    if (c.hidden % c.n_heads != 0) j.bad("hidden_size", "must be a multiple of num_attention_heads");
-    c.head_dim = c.hidden / c.n_heads;
-  }
-  c.dense_ffn = j.positive_or("intermediate_size", 0);
-
-  // Attention flavour.
-  c.mla = ds;
-  c.window.assign(c.n_layers, 0);
-  bool attention_bias = j.boolean_or("attention_bias", a == ARCH_GPT_OSS);
-  switch (a) {
-    case ARCH_MIXTRAL: {
-      int w = j.integer_or("sliding_window", 0);
-      if (w < 0) j.bad("sliding_window", "must be >= 0");
-      c.window.assign(c.n_layers, w);
-      break;
-    }
+  c.arch = parse_arch(j, path);
+  ConfigSrc s{c, root, j, path};
+  parse_common(&s);
+  switch (c.arch) {
+    case ARCH_MIXTRAL: parse_mixtral(&s); break;
     case ARCH_QWEN2_MOE:
-      c.qkv_bias = j.boolean_or("qkv_bias", true);
-      break;
-    case ARCH_QWEN3_MOE:
-      c.qkv_bias = c.o_bias = attention_bias;
-      c.qk_norm = QKNORM_HEAD;
-      break;
-    case ARCH_OLMOE:
-      c.qkv_bias = c.o_bias = attention_bias;
-      c.qk_norm = QKNORM_FULL;
-      c.clip_qkv = static_cast<float>(j.num_or("clip_qkv", 0.0));
-      if (c.clip_qkv < 0) j.bad("clip_qkv", "must be positive");
-      break;
-    case ARCH_GPT_OSS:
-      c.qkv_bias = c.o_bias = attention_bias;
-      c.sinks = true;
-      break;
-    case ARCH_MOE_CPP: {
-      c.qkv_bias = j.boolean_or("qkv_bias", false);
-      std::string qn = j.str_or("qk_norm", "head");
-      if (qn == "head") c.qk_norm = QKNORM_HEAD;
-      else if (qn == "full") c.qk_norm = QKNORM_FULL;
-      else if (qn != "none") j.bad("qk_norm", "must be 'none', 'head' or 'full'");
-      break;
-    }
-    default:
-      c.o_bias = attention_bias;  // MLA: q_a_proj, kv_a_proj_with_mqa and o_proj
-      break;
+    case ARCH_QWEN3_MOE: parse_qwen_moe(&s); break;
+    case ARCH_OLMOE: parse_olmoe(&s); break;
+    case ARCH_DEEPSEEK_V2:
+    case ARCH_DEEPSEEK_V3: parse_deepseek(&s); break;
+    case ARCH_GPT_OSS: parse_gpt_oss(&s); break;
+    case ARCH_MOE_CPP: parse_moe_cpp(&s); break;
+    default: MOE_CHECK(false);
   }
-  // Sliding windows defined per layer type.
-  bool qwen_sw = (a == ARCH_QWEN2_MOE || a == ARCH_QWEN3_MOE) && j.boolean_or("use_sliding_window", false);
-  if (a == ARCH_GPT_OSS || qwen_sw) {
-    int w = j.integer_or("sliding_window", a == ARCH_GPT_OSS ? 128 : 4096);
-    if (w <= 0) j.bad("sliding_window", "must be positive when sliding attention is used");
-    if (a == ARCH_QWEN3_MOE) {
-      c.window.assign(c.n_layers, w);
-    } else if (j.has("layer_types")) {
-      const json& lt = root.at("layer_types");
-      if (!lt.is_array() || static_cast<int>(lt.size()) != c.n_layers)
-        j.bad("layer_types", "must be a list with one entry per layer");
-      for (int i = 0; i < c.n_layers; ++i) {
-        if (!lt[i].is_string()) j.bad("layer_types", "entries must be strings");
-        std::string t = lt[i].get<std::string>();
-        if (t == "sliding_attention") c.window[i] = w;
-        else if (t != "full_attention")
-          fail("%s: field 'layer_types': unknown layer type '%s'", path.c_str(), t.c_str());
-      }
-    } else if (a == ARCH_GPT_OSS) {
-      for (int i = 0; i < c.n_layers; i += 2) c.window[i] = w;
-    } else {
-      int mwl = j.integer_or("max_window_layers", 28);
-      for (int i = 0; i < c.n_layers; ++i)
-        if (i % 2 == 0 && i < mwl) c.window[i] = w;
-    }
-  }
-
-  // MLA dimensions.
-  if (ds) {
-    c.q_lora_rank = j.has("q_lora_rank") ? j.positive("q_lora_rank") : 0;
-    c.kv_lora_rank = j.positive("kv_lora_rank");
-    c.qk_nope_dim = j.positive("qk_nope_head_dim");
-    c.qk_rope_dim = j.positive("qk_rope_head_dim");
-    c.v_head_dim = j.positive("v_head_dim");
-    if (c.qk_rope_dim % 2) j.bad("qk_rope_head_dim", "must be even");
-    c.head_dim = c.qk_rope_dim;
-  }
-
-  // Rope.
-  double theta_default = a == ARCH_MIXTRAL ? 1e6 : a == ARCH_GPT_OSS ? 150000.0 : 10000.0;
-  json oss_default = {{"rope_type", "yarn"},   {"factor", 32.0},      {"beta_fast", 32.0},
-                      {"beta_slow", 1.0},      {"truncate", false},
-                      {"original_max_position_embeddings", 4096}};
-  parse_rope(cfg, root, path, theta_default, a == ARCH_GPT_OSS ? &oss_default : nullptr);
-  c.rope.dim = ds ? c.qk_rope_dim : c.head_dim;
-  if (c.rope.dim % 2) j.bad("head_dim", "must be even for rotary embeddings");
-  c.rope.layout = ROPE_HALF;
-  if (a == ARCH_DEEPSEEK_V2 || (a == ARCH_DEEPSEEK_V3 && j.boolean_or("rope_interleave", true)))
-    c.rope.layout = ROPE_INTERLEAVED;
-  compute_inv_freq(&c.rope);
-  if (ds) {
-    double s = 1.0 / std::sqrt(static_cast<double>(c.qk_nope_dim + c.qk_rope_dim));
-    if (c.rope.type != "default" && c.rope.mscale_all_dim != 0) {
-      double m = yarn_get_mscale(c.rope.factor, c.rope.mscale_all_dim);
-      s *= m * m;
-    }
-    c.attn_scale = static_cast<float>(s);
-  } else {
-    c.attn_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim)));
-  }
-
-  // Experts and routing.
+  parse_rope_and_scale(&s);
   const char* ekey = j.first_present({"num_local_experts", "num_experts", "n_routed_experts"});
-  if (!ekey) fail("%s: field 'num_local_experts' (or num_experts / n_routed_experts) is missing",
-                  path.c_str());
-  c.n_experts = j.integer(ekey);
-  if (c.n_experts < 0) j.bad(ekey, "must be >= 0");
-  const char* kkey = j.first_present({"num_experts_per_tok", "experts_per_token"});
-  if (!kkey) fail("%s: field 'num_experts_per_tok' is missing", path.c_str());
-  c.top_k = j.positive(kkey);
-  if (c.n_experts > 0 && c.top_k > c.n_experts) j.bad(kkey, "must not exceed the number of experts");
-  bool uses_moe_width = a == ARCH_QWEN2_MOE || a == ARCH_QWEN3_MOE || a == ARCH_MOE_CPP || ds;
-  c.expert_ffn = uses_moe_width ? j.positive("moe_intermediate_size") : j.positive("intermediate_size");
-
-  c.is_moe.assign(c.n_layers, 1);
-  if (a == ARCH_QWEN2_MOE || a == ARCH_QWEN3_MOE || a == ARCH_MOE_CPP) {
-    std::vector<int> only = j.int_list_or_empty("mlp_only_layers");
-    int step = j.positive_or("decoder_sparse_step", 1);
-    for (int i = 0; i < c.n_layers; ++i) {
-      bool dense = false;
-      for (int l : only) dense |= l == i;
-      c.is_moe[i] = !dense && c.n_experts > 0 && (i + 1) % step == 0;
-    }
-    if (a == ARCH_MOE_CPP) {
-      int k = j.integer_or("first_k_dense_replace", 0);
-      if (k < 0) j.bad("first_k_dense_replace", "must be >= 0");
-      for (int i = 0; i < std::min(k, c.n_layers); ++i) c.is_moe[i] = 0;
-    }
-  } else if (ds) {
-    int k = j.integer_or("first_k_dense_replace", 0);
-    if (k < 0) j.bad("first_k_dense_replace", "must be >= 0");
-    for (int i = 0; i < c.n_layers; ++i) c.is_moe[i] = i >= k;
-  }
   if (c.n_moe_layers() > 0 && c.n_experts <= 0) j.bad(ekey, "must be positive");
-  bool has_dense = c.n_moe_layers() < c.n_layers;
-  if (has_dense && c.dense_ffn <= 0) j.bad("intermediate_size", "is needed by the dense layers");
-
-  RouterSpec& r = c.router;
-  switch (a) {
-    case ARCH_MIXTRAL:
-      r.norm_topk = true;
-      break;
-    case ARCH_QWEN2_MOE:
-    case ARCH_QWEN3_MOE:
-    case ARCH_OLMOE:
-      r.norm_topk = j.boolean_or("norm_topk_prob", false);
-      break;
-    case ARCH_DEEPSEEK_V2: {
-      std::string m = j.str_or("topk_method", "greedy");
-      if (m == "group_limited_greedy") r.group = GROUP_MAX;
-      else if (m != "greedy")
-        fail("%s: field 'topk_method': '%s' is not supported for deepseek_v2 (supported: greedy, "
-             "group_limited_greedy)", path.c_str(), m.c_str());
-      r.scale = static_cast<float>(j.num_or("routed_scaling_factor", 1.0));
-      break;
-    }
-    case ARCH_DEEPSEEK_V3:
-      r.score = SCORE_SIGMOID;
-      r.has_correction_bias = true;
-      r.group = GROUP_TOP2_SUM;
-      r.norm_topk = j.boolean_or("norm_topk_prob", true);
-      r.norm_eps = 1e-20f;
-      r.scale = static_cast<float>(j.num_or("routed_scaling_factor", 1.0));
-      break;
-    case ARCH_GPT_OSS:
-      r.topk_then_softmax = true;
-      r.has_bias = true;
-      c.act = ACT_SWIGLU_OAI;
-      c.expert_bias = true;
-      break;
-    case ARCH_MOE_CPP: {
-      if (!j.has("router")) j.bad("router", "is missing");
-      const json& ro = root.at("router");
-      if (!ro.is_object()) j.bad("router", "must be an object");
-      const std::string rpath = path + " (router)";
-      JReader jr{ro, rpath};
-      auto sub = [&](const char* k) { return strfmt("router.%s", k); };
-      std::string kind = jr.str_or("kind", "token_choice");
-      if (!router_kind_parse(kind, &r.kind))
-        fail("%s: field '%s': unknown router kind '%s'", path.c_str(), sub("kind").c_str(), kind.c_str());
-      std::string score = jr.str_or("score", "softmax");
-      if (score == "sigmoid") r.score = SCORE_SIGMOID;
-      else if (score != "softmax")
-        fail("%s: field '%s': must be 'softmax' or 'sigmoid'", path.c_str(), sub("score").c_str());
-      r.topk_then_softmax = jr.boolean_or("topk_then_softmax", false);
-      r.norm_topk = jr.boolean_or("norm_topk_prob", false);
-      r.has_correction_bias = jr.boolean_or("correction_bias", false);
-      r.scale = static_cast<float>(jr.num_or("routed_scaling_factor", 1.0));
-      if (r.score == SCORE_SIGMOID && r.norm_topk) r.norm_eps = 1e-20f;
-      int ng = jr.integer_or("n_group", 1);
-      if (ng > 1) {
-        r.group = r.score == SCORE_SIGMOID ? GROUP_TOP2_SUM : GROUP_MAX;
-      }
-      break;
-    }
-    default:
-      break;
-  }
-  if (r.group != GROUP_NONE) {
-    const json& gsrc = a == ARCH_MOE_CPP ? root.at("router") : root;
-    const std::string gpath = a == ARCH_MOE_CPP ? path + " (router)" : path;
-    JReader jg{gsrc, gpath};
-    r.n_group = jg.positive_or("n_group", 1);
-    r.topk_group = jg.positive_or("topk_group", r.n_group);
-    if (r.n_group > 64) j.bad("n_group", "must be at most 64");
-    if (c.n_experts % r.n_group) j.bad("n_group", "must divide the number of experts");
-    if (r.topk_group > r.n_group) j.bad("topk_group", "must not exceed n_group");
-    int gsize = c.n_experts / r.n_group;
-    if (r.group == GROUP_TOP2_SUM && gsize < 2) j.bad("n_group", "leaves groups of fewer than 2 experts");
-    if (c.top_k > r.topk_group * gsize) j.bad("topk_group", "keeps fewer experts than num_experts_per_tok");
-  }
-
-  // Shared experts.
-  if (a == ARCH_QWEN2_MOE) {
-    c.shared_ffn = j.integer_or("shared_expert_intermediate_size", 5632);
-    if (c.shared_ffn < 0) j.bad("shared_expert_intermediate_size", "must be >= 0");
-    c.shared_gate = c.shared_ffn > 0;
-  } else if (a == ARCH_MOE_CPP) {
-    c.shared_ffn = j.integer_or("shared_expert_intermediate_size", 0);
-    if (c.shared_ffn < 0) j.bad("shared_expert_intermediate_size", "must be >= 0");
-    c.shared_gate = c.shared_ffn > 0 && j.boolean_or("shared_expert_gate", false);
-  } else if (ds) {
-    int ns = j.integer_or("n_shared_experts", 0);
-    if (ns < 0) j.bad("n_shared_experts", "must be >= 0");
-    c.shared_ffn = ns * c.expert_ffn;
-  }
-
-  c.eos_ids = read_eos(root);
-  c.bos_id = j.integer_or("bos_token_id", -1);
+  if (c.n_moe_layers() < c.n_layers && c.dense_ffn <= 0)
+    j.bad("intermediate_size", "is needed by the dense layers");
+  parse_router_groups(&s);
 }
 
 void config_load(ModelConfig* cfg, const std::string& dir) {

@@ -14,13 +14,6 @@ namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
 // Indices of the k largest of a[0..n), largest first; ties go to the lower index; NaN ranks last.
 void topk_indices(const float* a, int n, int k, int32_t* out) {
   auto val = [&](int i) { return std::isnan(a[i]) ? kNegInf : a[i]; };
@@ -99,16 +92,6 @@ void distinct_draws(uint64_t key, int E, int K, int32_t* idx) {
 }
 
 }  // namespace
-
-double rng_uniform(uint64_t seed, uint64_t i) {
-  return static_cast<double>(splitmix64(seed * 0xd1342543de82ef95ULL + i) >> 11) *
-         (1.0 / 9007199254740992.0);
-}
-
-double rng_normal(uint64_t seed, uint64_t i) {
-  const double u1 = 1.0 - rng_uniform(seed, 2 * i), u2 = rng_uniform(seed, 2 * i + 1);
-  return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
-}
 
 void routing_init(Routing* r, int N_max, int E, int K) {
   MOE_CHECK(N_max > 0 && E > 0 && K > 0 && K <= E);

@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/rng.h"  // rng_uniform, rng_normal, splitmix64
 #include "core/specs.h"
 
 namespace moe {
@@ -85,9 +86,5 @@ double router_seq_aux_loss(const Routing& r, const RouterSpec& spec, int seq_len
                            float grad_scale, float* dlogits);
 double router_device_loss(const Routing& r, const RouterSpec& spec, int n_devices, float alpha,
                           float grad_scale, float* dlogits);
-
-// Deterministic draws for (seed, i): uniform in [0, 1) and standard normal.
-double rng_uniform(uint64_t seed, uint64_t i);
-double rng_normal(uint64_t seed, uint64_t i);
 
 }  // namespace moe

@@ -23,6 +23,16 @@ std::vector<StWriteTensor> arena_tensors(const TrainModel& tm, const float* base
   return ts;
 }
 
+// The optimizer moments of the tensors that have them (frozen tensors have none).
+std::vector<StWriteTensor> state_tensors(const TrainModel& tm, const AdamW& opt, const float* base,
+                                         const std::string& prefix) {
+  std::vector<StWriteTensor> ts;
+  for (size_t i = 0; i < tm.specs.size(); ++i)
+    if (opt.state_off[i] >= 0)
+      ts.push_back({prefix + tm.specs[i].name, DT_F32, tm.specs[i].shape, base + opt.state_off[i]});
+  return ts;
+}
+
 void write_text(const std::string& path, const std::string& s) {
   write_file_atomic(path, s.data(), s.size());
 }
@@ -56,8 +66,8 @@ void checkpoint_save(const TrainModel& tm, const AdamW& opt, int64_t step, uint6
   fs::remove_all(tmp, ec);
   export_model(tm, tmp, tokenizer_path);
   st_write(tmp + "/optimizer.safetensors", [&] {
-    auto ts = arena_tensors(tm, opt.m.data(), "exp_avg.");
-    auto vs = arena_tensors(tm, opt.v.data(), "exp_avg_sq.");
+    auto ts = state_tensors(tm, opt, opt.m.data(), "exp_avg.");
+    auto vs = state_tensors(tm, opt, opt.v.data(), "exp_avg_sq.");
     ts.insert(ts.end(), vs.begin(), vs.end());
     return ts;
   }());
@@ -82,14 +92,20 @@ int64_t checkpoint_load(TrainModel* tm, AdamW* opt, const std::string& dir, uint
   st_open_file(&w, dir + "/model.safetensors");
   train_model_load_weights(tm, w);
   st_open_file(&o, dir + "/optimizer.safetensors");
+  // Moments of every tensor that has optimizer state now; extra ones (a group frozen now) are
+  // ignored, missing ones (a group frozen then, trainable now) are an error.
   for (size_t i = 0; i < tm->specs.size(); ++i) {
+    if (opt->state_off[i] < 0) continue;
     for (int which = 0; which < 2; ++which) {
       const std::string name = (which ? "exp_avg_sq." : "exp_avg.") + tm->specs[i].name;
+      if (!o.find(name))
+        fail("%s/optimizer.safetensors: tensor '%s' is missing (was its group frozen in the run "
+             "being resumed? resume with the same --freeze)", dir.c_str(), name.c_str());
       const StTensor& t = o.get(name);
       if (t.dtype != DT_F32 || t.shape != tm->specs[i].shape)
         fail("%s/optimizer.safetensors: tensor '%s' does not match the model", dir.c_str(), name.c_str());
       std::vector<float>& dst = which ? opt->v : opt->m;
-      std::memcpy(dst.data() + tm->offset[i], t.data, t.nbytes);
+      std::memcpy(dst.data() + opt->state_off[i], t.data, t.nbytes);
     }
   }
   const std::string sp = dir + "/trainer_state.json";

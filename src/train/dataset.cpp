@@ -7,8 +7,9 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
-#include "ops/router.h"
+#include "core/rng.h"
 #include "text/bpe_train.h"
+#include "text/tokenizer.h"
 #include "train/corpus.h"
 
 namespace moe {
@@ -100,19 +101,98 @@ int32_t Shard::token(int64_t i) const {
 
 bool dataset_is_prepared(const std::string& dir) { return file_exists(dir + "/meta.json"); }
 
-void dataset_prepare(const std::string& corpus_path, const std::string& out_dir,
-                     const PrepareParams& p) {
-  Corpus corpus;
-  corpus_load(&corpus, corpus_path);
-  if (corpus.docs.empty()) fail("%s: no documents", corpus_path.c_str());
-  // Every k-th document goes to validation.
-  const size_t nd = corpus.docs.size();
-  const size_t k = p.val_fraction > 0 ? std::max<size_t>(2, static_cast<size_t>(1.0 / p.val_fraction + 0.5)) : 0;
+namespace {
+
+// Every k-th document goes to validation (the last one for small corpora); 1 = validation.
+std::vector<char> split_validation(size_t nd, double val_fraction) {
+  const size_t k =
+      val_fraction > 0 ? std::max<size_t>(2, static_cast<size_t>(1.0 / val_fraction + 0.5)) : 0;
   std::vector<char> is_val(nd, 0);
   if (k > 0 && nd >= 2) {
     for (size_t i = k / 2; i < nd; i += k) is_val[i] = 1;
     if (std::count(is_val.begin(), is_val.end(), 1) == 0) is_val[nd - 1] = 1;  // small corpora
   }
+  return is_val;
+}
+
+// The tokens of one document with their byte offsets (begin empty: no offsets known).
+struct DocTokens {
+  std::vector<int32_t> ids;
+  std::vector<uint32_t> begin;
+};
+
+// Appends a tokenized document (and the eos token) to its stream with its labels.
+void append_doc(Stream* s, const DocTokens& t, const Document& d, const std::string& clean,
+                bool labeled, int32_t eos) {
+  for (size_t k = 0; k < t.ids.size(); ++k) {
+    s->ids.push_back(t.ids[k]);
+    if (!labeled) continue;
+    size_t b = t.begin.empty() ? clean.size() : t.begin[k];
+    while (b < clean.size() && (clean[b] == ' ' || clean[b] == '\n')) ++b;
+    s->genre.push_back(static_cast<uint8_t>(d.genre));
+    s->pos.push_back(b < d.pos.size() ? d.pos[b] : 255);
+  }
+  s->ids.push_back(eos);
+  if (labeled) {
+    s->genre.push_back(static_cast<uint8_t>(d.genre));
+    s->pos.push_back(255);
+  }
+}
+
+// The tokenizer of the data: a BPE trained on the training documents, or p.tokenizer.
+struct DataTokenizer {
+  bool trained = true;
+  BpeModel bpe;
+  Tokenizer tok;
+  std::unordered_map<std::string, std::vector<int32_t>> cache;  // BPE word cache
+  int vocab = 0;
+  int32_t eos = -1;
+  std::string json;  // tokenizer.json written into the data folder
+};
+
+void data_tokenizer_init(DataTokenizer* dt, const PrepareParams& p,
+                         const std::vector<std::string_view>& train_texts) {
+  if (p.tokenizer.empty()) {
+    BpeTrainParams bp;
+    bp.vocab_size = p.vocab_size;
+    bpe_train(&dt->bpe, train_texts, bp);
+    dt->vocab = static_cast<int>(dt->bpe.tokens.size());
+    dt->eos = dt->bpe.special_id("<|endoftext|>");
+    dt->json = bpe_tokenizer_json(dt->bpe);
+    return;
+  }
+  dt->trained = false;
+  tokenizer_load(&dt->tok, p.tokenizer);
+  dt->vocab = tokenizer_vocab_size(dt->tok);
+  dt->eos = p.eos_id >= 0 ? p.eos_id : tokenizer_token_id(dt->tok, "<|endoftext|>");
+  if (dt->eos < 0)
+    fail("%s: no end-of-text token to separate documents (no eos_token_id in the config and no "
+         "<|endoftext|>)", p.tokenizer.c_str());
+  if (dt->eos >= dt->vocab)
+    fail("%s: the end-of-text id %d is outside the tokenizer's %d tokens", p.tokenizer.c_str(),
+         dt->eos, dt->vocab);
+  dt->json = read_text_file(p.tokenizer);
+}
+
+void data_tokenizer_encode(DataTokenizer* dt, const std::string& text, DocTokens* out) {
+  out->ids.clear();
+  out->begin.clear();
+  if (dt->trained) {
+    bpe_encode(dt->bpe, text, &out->ids, &out->begin, &dt->cache);
+  } else {
+    out->ids = tokenizer_encode(dt->tok, text, false);
+  }
+}
+
+}  // namespace
+
+void dataset_prepare(const std::string& corpus_path, const std::string& out_dir,
+                     const PrepareParams& p) {
+  Corpus corpus;
+  corpus_load(&corpus, corpus_path);
+  if (corpus.docs.empty()) fail("%s: no documents", corpus_path.c_str());
+  const size_t nd = corpus.docs.size();
+  const std::vector<char> is_val = split_validation(nd, p.val_fraction);
   std::vector<std::string> clean(nd);
   std::vector<std::string_view> train_texts;
   for (size_t i = 0; i < nd; ++i) {
@@ -121,50 +201,27 @@ void dataset_prepare(const std::string& corpus_path, const std::string& out_dir,
     if (!is_val[i]) train_texts.push_back(clean[i]);
   }
   if (train_texts.empty()) for (const std::string& t : clean) train_texts.push_back(t);
-  BpeModel bpe;
-  BpeTrainParams bp;
-  bp.vocab_size = p.vocab_size;
-  bpe_train(&bpe, train_texts, bp);
-  const int vocab = static_cast<int>(bpe.tokens.size());
-  const int32_t eos = bpe.special_id("<|endoftext|>");
+  DataTokenizer dt;
+  data_tokenizer_init(&dt, p, train_texts);
   Stream train, val;
-  std::unordered_map<std::string, std::vector<int32_t>> cache;
-  std::vector<int32_t> ids;
-  std::vector<uint32_t> begin;
+  DocTokens toks;
   for (size_t i = 0; i < nd; ++i) {
-    const Document& d = corpus.docs[i];
-    Stream& s = is_val[i] ? val : train;
-    ids.clear();
-    begin.clear();
-    bpe_encode(bpe, clean[i], &ids, &begin, &cache);
-    for (size_t t = 0; t < ids.size(); ++t) {
-      s.ids.push_back(ids[t]);
-      if (!corpus.labeled) continue;
-      size_t b = begin[t];
-      while (b < clean[i].size() && (clean[i][b] == ' ' || clean[i][b] == '\n')) ++b;
-      s.genre.push_back(static_cast<uint8_t>(d.genre));
-      s.pos.push_back(b < d.pos.size() ? d.pos[b] : 255);
-    }
-    s.ids.push_back(eos);
-    if (corpus.labeled) {
-      s.genre.push_back(static_cast<uint8_t>(d.genre));
-      s.pos.push_back(255);
-    }
+    data_tokenizer_encode(&dt, clean[i], &toks);
+    append_doc(is_val[i] ? &val : &train, toks, corpus.docs[i], clean[i], corpus.labeled, dt.eos);
   }
   if (val.ids.empty()) val = train;  // a single document: validate on it
   std::error_code ec;
   std::filesystem::create_directories(out_dir, ec);
   if (ec) fail("%s: cannot create the folder: %s", out_dir.c_str(), ec.message().c_str());
-  const std::string tok = bpe_tokenizer_json(bpe);
-  write_file_atomic(out_dir + "/tokenizer.json", tok.data(), tok.size());
-  write_shard(out_dir + "/train.bin", train, vocab, corpus.labeled);
-  write_shard(out_dir + "/val.bin", val, vocab, corpus.labeled);
+  write_file_atomic(out_dir + "/tokenizer.json", dt.json.data(), dt.json.size());
+  write_shard(out_dir + "/train.bin", train, dt.vocab, corpus.labeled);
+  write_shard(out_dir + "/val.bin", val, dt.vocab, corpus.labeled);
   nlohmann::ordered_json meta;
   meta["format"] = "moe.cpp token shards";
   meta["version"] = kVersion;
   meta["source"] = corpus_path;
-  meta["vocab_size"] = vocab;
-  meta["eos_token_id"] = eos;
+  meta["vocab_size"] = dt.vocab;
+  meta["eos_token_id"] = dt.eos;
   meta["train_tokens"] = train.ids.size();
   meta["val_tokens"] = val.ids.size();
   meta["documents"] = nd;
@@ -173,8 +230,9 @@ void dataset_prepare(const std::string& corpus_path, const std::string& out_dir,
   meta["pos_tags"] = corpus.pos_tags;
   const std::string ms = meta.dump(2) + "\n";
   write_file_atomic(out_dir + "/meta.json", ms.data(), ms.size());
-  std::fprintf(stderr, "data: %zu documents -> %zu train + %zu val tokens, vocab %d (%s)\n", nd,
-               train.ids.size(), val.ids.size(), vocab, out_dir.c_str());
+  std::fprintf(stderr, "data: %zu documents -> %zu train + %zu val tokens, vocab %d%s (%s)\n", nd,
+               train.ids.size(), val.ids.size(), dt.vocab,
+               dt.trained ? "" : strfmt(" from %s", p.tokenizer.c_str()).c_str(), out_dir.c_str());
 }
 
 void dataset_open(Dataset* d, const std::string& dir) {

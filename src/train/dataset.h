@@ -23,10 +23,15 @@ namespace moe {
 struct PrepareParams {
   int vocab_size = 4096;
   double val_fraction = 0.05;  // of documents, taken evenly spaced
+  // A tokenizer.json to use instead of training a BPE (e.g. the one of a checkpoint being
+  // fine-tuned); its vocabulary size goes into meta.json, and documents end with eos_id (-1: the
+  // tokenizer's "<|endoftext|>"). Part-of-speech labels are not kept (no byte offsets).
+  std::string tokenizer;
+  int32_t eos_id = -1;
 };
 
-// Loads a corpus (Brown or text), trains the tokenizer, tokenizes and writes the data folder.
-// Prints a one-line summary to stderr.
+// Loads a corpus (Brown or text), trains the tokenizer (or loads p.tokenizer), tokenizes and
+// writes the data folder. Prints a one-line summary to stderr.
 void dataset_prepare(const std::string& corpus_path, const std::string& out_dir,
                      const PrepareParams& p);
 

@@ -1,33 +1,133 @@
 #include "train/optim.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 
 #include "core/error.h"
 
 namespace moe {
 
-void adamw_init(AdamW* opt, const TrainModel& tm, const AdamWParams& p) {
-  opt->p = p;
-  opt->step = 0;
-  opt->m.assign(tm.params.size(), 0.0f);
-  opt->v.assign(tm.params.size(), 0.0f);
+namespace {
+
+constexpr const char* kGroupNames[PG_COUNT] = {"embeddings", "attention",      "norms",
+                                               "router",     "experts",        "shared-experts",
+                                               "dense-mlp",  "lm-head"};
+
+bool has(const std::string& s, const char* part) { return s.find(part) != std::string::npos; }
+
+bool ends_with(const std::string& s, const std::string& suf) {
+  return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
 }
 
-void adamw_step(AdamW* opt, TrainModel* tm, float lr) {
+std::string group_list() {
+  std::string s;
+  for (int g = 0; g < PG_COUNT; ++g) s += (g ? ", " : "") + std::string(kGroupNames[g]);
+  return s;
+}
+
+ParamGroup parse_group(const char* flag, const std::string& name) {
+  for (int g = 0; g < PG_COUNT; ++g)
+    if (name == kGroupNames[g]) return static_cast<ParamGroup>(g);
+  fail("%s: unknown group '%s' (one of: %s)", flag, name.c_str(), group_list().c_str());
+}
+
+// Comma-separated items; empty items are an error.
+std::vector<std::string> split_list(const char* flag, const std::string& s) {
+  std::vector<std::string> out;
+  size_t b = 0;
+  while (true) {
+    const size_t e = s.find(',', b);
+    std::string item = s.substr(b, e == std::string::npos ? std::string::npos : e - b);
+    if (item.empty()) fail("%s '%s': empty item in the comma list", flag, s.c_str());
+    out.push_back(item);
+    if (e == std::string::npos) return out;
+    b = e + 1;
+  }
+}
+
+int64_t numel(const TensorSpec& s) {
+  int64_t n = 1;
+  for (int64_t d : s.shape) n *= d;
+  return n;
+}
+
+}  // namespace
+
+const char* param_group_name(ParamGroup g) { return kGroupNames[g]; }
+
+ParamGroup param_group_of(const std::string& n) {
+  if (n == "model.embed_tokens.weight") return PG_EMBEDDINGS;
+  if (n == "lm_head.weight") return PG_LM_HEAD;
+  if (ends_with(n, "norm.weight") || ends_with(n, "layernorm.weight")) return PG_NORMS;
+  if (n.rfind("model.layers.", 0) != 0) fail("tensor '%s' belongs to no parameter group", n.c_str());
+  if (has(n, ".self_attn.")) return PG_ATTENTION;
+  const bool ffn = has(n, ".mlp.") || has(n, ".block_sparse_moe.");
+  if (!ffn) fail("tensor '%s' belongs to no parameter group", n.c_str());
+  if (has(n, ".shared_expert.") || has(n, ".shared_experts.") || has(n, ".shared_expert_gate."))
+    return PG_SHARED_EXPERTS;
+  if (has(n, ".experts.")) return PG_EXPERTS;
+  if (has(n, ".gate.") || has(n, ".router.")) return PG_ROUTER;  // gate.weight, gate.noise, bias
+  return PG_DENSE_MLP;  // mlp.gate_proj / up_proj / down_proj of a dense layer
+}
+
+void param_groups_parse(ParamGroups* g, const std::string& freeze, const std::string& lr_groups) {
+  if (!freeze.empty())
+    for (const std::string& item : split_list("--freeze", freeze))
+      g->frozen[parse_group("--freeze", item)] = true;
+  if (lr_groups.empty()) return;
+  for (const std::string& item : split_list("--lr-groups", lr_groups)) {
+    const size_t eq = item.find('=');
+    if (eq == std::string::npos)
+      fail("--lr-groups '%s': expected group=multiplier, e.g. experts=0.1", item.c_str());
+    const ParamGroup pg = parse_group("--lr-groups", item.substr(0, eq));
+    const std::string v = item.substr(eq + 1);
+    char* end = nullptr;
+    const double m = v.empty() ? NAN : std::strtod(v.c_str(), &end);
+    if (v.empty() || *end != '\0' || !std::isfinite(m) || m < 0)
+      fail("--lr-groups '%s': the multiplier must be a number >= 0", item.c_str());
+    g->lr_mult[pg] = static_cast<float>(m);
+  }
+}
+
+void param_groups_freeze(TrainModel* tm, const ParamGroups& g) {
+  for (size_t i = 0; i < tm->specs.size(); ++i)
+    if (g.frozen[param_group_of(tm->specs[i].name)]) tm->trainable[i] = 0;
+}
+
+void adamw_init(AdamW* opt, const TrainModel& tm, const AdamWParams& p, const ParamGroups& groups) {
+  opt->p = p;
+  opt->step = 0;
+  const size_t n = tm.specs.size();
+  opt->state_off.assign(n, -1);
+  opt->lr_mult.assign(n, 1.0f);
+  int64_t total = 0;
+  for (size_t i = 0; i < n; ++i) {
+    opt->lr_mult[i] = groups.lr_mult[param_group_of(tm.specs[i].name)];
+    if (!tm.trainable[i]) continue;
+    opt->state_off[i] = total;
+    total += (numel(tm.specs[i]) + 15) / 16 * 16;  // 64-byte aligned, as the arenas
+  }
+  opt->m.assign(total, 0.0f);
+  opt->v.assign(total, 0.0f);
+}
+
+void adamw_step(AdamW* opt, TrainModel* tm, float lr_base) {
   ++opt->step;
   const AdamWParams& p = opt->p;
   const double bc1 = 1.0 - std::pow(static_cast<double>(p.beta1), static_cast<double>(opt->step));
   const double bc2 = 1.0 - std::pow(static_cast<double>(p.beta2), static_cast<double>(opt->step));
-  const float step_size = static_cast<float>(lr / bc1);
   const float inv_bc2 = static_cast<float>(1.0 / bc2);
   for (size_t i = 0; i < tm->specs.size(); ++i) {
     if (!tm->trainable[i]) continue;
-    int64_t n = 1;
-    for (int64_t d : tm->specs[i].shape) n *= d;
+    MOE_CHECK(opt->state_off[i] >= 0);
+    const int64_t n = numel(tm->specs[i]);
+    const float lr = lr_base * opt->lr_mult[i];
+    const float step_size = static_cast<float>(lr / bc1);
     float* w = tm->params.data() + tm->offset[i];
     const float* g = tm->grads.data() + tm->offset[i];
-    float* m = opt->m.data() + tm->offset[i];
-    float* v = opt->v.data() + tm->offset[i];
+    float* m = opt->m.data() + opt->state_off[i];
+    float* v = opt->v.data() + opt->state_off[i];
     const float decay = tm->decay[i] ? lr * p.weight_decay : 0.0f;
 #pragma omp parallel for schedule(static) if (n > 65536)
     for (int64_t j = 0; j < n; ++j) {
@@ -42,10 +142,12 @@ void adamw_step(AdamW* opt, TrainModel* tm, float lr) {
 double grad_clip(TrainModel* tm, float max_norm) {
   double ss = 0.0;
   for (size_t i = 0; i < tm->specs.size(); ++i) {
-    if (!tm->trainable[i]) continue;
-    int64_t n = 1;
-    for (int64_t d : tm->specs[i].shape) n *= d;
-    const float* g = tm->grads.data() + tm->offset[i];
+    const int64_t n = numel(tm->specs[i]);
+    float* g = tm->grads.data() + tm->offset[i];
+    if (!tm->trainable[i]) {
+      std::fill(g, g + n, 0.0f);  // frozen: no gradient
+      continue;
+    }
     for (int64_t j = 0; j < n; ++j) ss += static_cast<double>(g[j]) * g[j];
   }
   const double norm = std::sqrt(ss);

@@ -1,8 +1,11 @@
 // AdamW with decoupled weight decay (none on norms and biases), global-norm gradient clipping,
-// linear warmup then cosine decay, and DeepSeek's aux-loss-free router bias update.
+// linear warmup then cosine decay, DeepSeek's aux-loss-free router bias update, and parameter
+// groups for fine-tuning (frozen groups, per-group learning-rate multipliers).
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "train/train_model.h"
@@ -14,19 +17,54 @@ struct AdamWParams {
   float weight_decay = 0.1f;
 };
 
-struct AdamW {
-  AdamWParams p;
-  int64_t step = 0;       // updates done
-  std::vector<float> m;   // (P) first moment
-  std::vector<float> v;   // (P) second moment
+// Parameter groups, by Hugging Face tensor name (model_tensor_specs).
+enum ParamGroup {
+  PG_EMBEDDINGS,      // model.embed_tokens (and the output head when tied)
+  PG_ATTENTION,       // self_attn.* projections, biases and sinks
+  PG_NORMS,           // every RMSNorm weight: layer norms, q/k norms, MLA's latent norms, model.norm
+  PG_ROUTER,          // the MoE gate (router) weights, noise weights, router bias
+  PG_EXPERTS,         // routed experts
+  PG_SHARED_EXPERTS,  // shared experts and their gate
+  PG_DENSE_MLP,       // the FFN of dense layers
+  PG_LM_HEAD,         // lm_head (untied)
+  PG_COUNT
 };
 
-void adamw_init(AdamW* opt, const TrainModel& tm, const AdamWParams& p);
-// One update of every trainable tensor with learning rate lr.
+const char* param_group_name(ParamGroup g);  // "embeddings", "shared-experts", ...
+// The group of a tensor; throws MoeError for a name no group claims.
+ParamGroup param_group_of(const std::string& tensor_name);
+
+struct ParamGroups {
+  std::array<bool, PG_COUNT> frozen{};   // no gradient, no optimizer state, no update
+  std::array<float, PG_COUNT> lr_mult;   // learning-rate multiplier
+  ParamGroups() { lr_mult.fill(1.0f); }
+};
+
+// Parses --freeze ("experts,router") and --lr-groups ("experts=0.1,router=0"); empty strings
+// leave the defaults. Throws MoeError naming the flag and the bad value.
+void param_groups_parse(ParamGroups* g, const std::string& freeze, const std::string& lr_groups);
+// Marks the tensors of frozen groups not trainable (call before adamw_init).
+void param_groups_freeze(TrainModel* tm, const ParamGroups& g);
+
+struct AdamW {
+  AdamWParams p;
+  int64_t step = 0;                // updates done
+  std::vector<int64_t> state_off;  // (n_tensors) start of the tensor's moments in m/v; -1 = none
+  std::vector<float> lr_mult;      // (n_tensors) learning-rate multiplier
+  std::vector<float> m;            // (S) first moments of the trainable tensors
+  std::vector<float> v;            // (S) second moments
+};
+
+// Allocates moments for the trainable tensors only (frozen ones and the correction bias get
+// none); learning-rate multipliers from groups.
+void adamw_init(AdamW* opt, const TrainModel& tm, const AdamWParams& p,
+                const ParamGroups& groups = ParamGroups());
+// One update of every trainable tensor with learning rate lr (times its group's multiplier).
 void adamw_step(AdamW* opt, TrainModel* tm, float lr);
 
-// Scales the gradients so their global L2 norm is at most max_norm (0 = off). Returns the norm
-// before clipping.
+// Zeroes the gradients of tensors that are not trainable, then scales the others so their global
+// L2 norm is at most max_norm (0 = off). Returns the norm of the trainable gradients before
+// clipping.
 double grad_clip(TrainModel* tm, float max_norm);
 
 // Learning rate at `step` (0-based): linear warmup to lr over `warmup` steps, then cosine decay to

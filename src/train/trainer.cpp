@@ -12,6 +12,7 @@
 #include "io/safetensors.h"
 #include "ops/ops.h"
 #include "train/checkpoint.h"
+#include "text/tokenizer.h"
 #include "train/dataset.h"
 
 namespace fs = std::filesystem;
@@ -139,21 +140,54 @@ void accumulate_stats(const TrainModel& tm, const TrainActs& acts, std::vector<L
   }
 }
 
-double eval_loss(TrainModel* tm, TrainActs* acts, const Dataset& d, int windows) {
+// Mean cross-entropy over the validation windows with the given capacity factor (0 = dropless,
+// as inference runs); router noise off.
+double eval_loss(TrainModel* tm, TrainActs* acts, const Dataset& d, int windows,
+                 float capacity_factor) {
   const int B = acts->B, T = acts->T;
+  const float saved = tm->losses.capacity_factor;
+  tm->losses.capacity_factor = capacity_factor;
   double sum = 0.0;
   int64_t n = 0;
   for (int w0 = 0; w0 < windows; w0 += B) {
     for (int b = 0; b < B; ++b) {
       int32_t* ids = acts->ids.data() + b * T;
       int32_t* tg = acts->targets.data() + b * T;
-      if (!dataset_val_window(d, w0 + b, windows, T, ids, tg)) std::fill(tg, tg + T, -1);
+      if (dataset_val_window(d, w0 + b, windows, T, ids, tg)) continue;
+      // Past the last window: not scored; its tokens (a copy of the batch's first window, not
+      // whatever the last training batch left) still take part in capacity-limited routing.
+      std::copy(acts->ids.data(), acts->ids.data() + T, ids);
+      std::fill(tg, tg + T, -1);
     }
     StepLosses L = train_forward(tm, acts, 0, false);
     sum += L.ce * L.n_targets;
     n += L.n_targets;
   }
+  tm->losses.capacity_factor = saved;
   return n ? sum / n : NAN;
+}
+
+struct ValLoss {
+  double dropless = NAN;  // what `moe eval` reports: inference is dropless
+  double capacity = NAN;  // with the training capacity factor (NaN when dropless training)
+};
+
+ValLoss validate(TrainModel* tm, TrainActs* acts, const Dataset& d, int windows) {
+  ValLoss v;
+  v.dropless = eval_loss(tm, acts, d, windows, 0.0f);
+  const float cf = tm->losses.capacity_factor;
+  if (cf > 0.0f) v.capacity = eval_loss(tm, acts, d, windows, cf);
+  return v;
+}
+
+void put_val(nlohmann::ordered_json* j, const ValLoss& v) {
+  (*j)["val_loss"] = v.dropless;
+  if (!std::isnan(v.capacity)) (*j)["val_loss_capacity"] = v.capacity;
+}
+
+std::string fmt_val(const ValLoss& v) {
+  return std::isnan(v.capacity) ? strfmt("%.4f", v.dropless)
+                                : strfmt("%.4f (with drops %.4f)", v.dropless, v.capacity);
 }
 
 std::string fmt_eta(double s) {
@@ -170,179 +204,336 @@ void append_line(const std::string& path, const std::string& line) {
   if (std::fclose(f) != 0) fail("%s: write failed", path.c_str());
 }
 
-}  // namespace
+int64_t spec_numel(const TensorSpec& s) {
+  int64_t n = 1;
+  for (int64_t d : s.shape) n *= d;
+  return n;
+}
 
-int train_run(const TrainArgs& a, const std::atomic<bool>* stop) {
+// Everything one run holds between its phases.
+struct Run {
+  const TrainArgs* a = nullptr;
+  ParamGroups groups;  // --freeze, --lr-groups
+  ModelConfig init_cfg;  // the --init checkpoint's configuration
+  Dataset data;
+  std::string tok_path;  // tokenizer.json copied into checkpoints and the exported model
+  std::string ckpt, metrics;
+  TrainModel tm;
+  AdamW opt;
+  TrainActs acts;
+  int64_t step = 0, first_step = 0;
+  uint64_t seed = 1;
+  std::vector<std::vector<int64_t>> loads;  // (L, E) selections of the last step
+  std::vector<LayerStats> stats;            // [L] routing statistics of the current step
+  ValLoss last_val;
+};
+
+// With --init DIR: DIR's tokenizer.json if it has one, else "".
+std::string init_tokenizer(const TrainArgs& a) {
+  if (a.init.empty()) return "";
+  const std::string p = a.init + "/tokenizer.json";
+  return file_exists(p) ? p : "";
+}
+
+// A prepared data folder must have been tokenized with the checkpoint's own tokenizer.
+void check_same_tokenizer(const std::string& data_dir, const std::string& init_tok) {
+  const std::string dt = data_dir + "/tokenizer.json";
+  if (!file_exists(dt) || read_text_file(dt) != read_text_file(init_tok))
+    fail("%s: the data was tokenized with another tokenizer than %s (remove the folder to "
+         "re-tokenize, or pass the raw corpus as --data)", dt.c_str(), init_tok.c_str());
+}
+
+// The --init checkpoint's vocabulary against the data's: a config vocab_size larger than the
+// tokenizer's is normal (padded embeddings, e.g. Qwen3's 151,936 for 151,669 tokens).
+void check_init_vocab(const TrainArgs& a, const ModelConfig& c, const Dataset& d) {
+  const std::string cfg = a.init + "/config.json";
+  if (!init_tokenizer(a).empty()) {
+    if (c.vocab < d.vocab)
+      fail("%s: vocab_size %d is smaller than the %d tokens of %s/tokenizer.json", cfg.c_str(),
+           c.vocab, d.vocab, a.init.c_str());
+    return;
+  }
+  if (c.vocab != d.vocab)
+    fail("%s: vocab_size %d differs from the data's %d, and %s has no tokenizer.json to "
+         "tokenize the data with (copy the checkpoint's tokenizer.json there)", cfg.c_str(),
+         c.vocab, d.vocab, a.init.c_str());
+}
+
+// Phase 1: the output folder and the tokenized data (prepared into OUT/data when needed, with
+// the --init checkpoint's tokenizer.json when it has one, else with a newly trained BPE).
+void open_data(Run* r) {
+  const TrainArgs& a = *r->a;
   if (a.out.empty()) fail("--out is required");
   if (a.steps < 0) fail("--steps must be >= 0");
-  if (a.batch <= 0 || a.seq <= 1 || a.accum <= 0) fail("--batch, --seq and --accum must be positive (--seq > 1)");
-  ops_set_threads(a.threads);  // 0: keep OpenMP's default; OpenBLAS single-threaded either way
+  if (a.batch <= 0 || a.seq <= 1 || a.accum <= 0)
+    fail("--batch, --seq and --accum must be positive (--seq > 1)");
+  param_groups_parse(&r->groups, a.freeze, a.lr_groups);
   std::error_code ec;
   fs::create_directories(a.out, ec);
   if (ec) fail("%s: cannot create the folder: %s", a.out.c_str(), ec.message().c_str());
-  // Data.
-  std::string data_dir = a.data;
   if (a.data.empty()) fail("--data is required");
+  if (!a.init.empty()) config_load(&r->init_cfg, a.init);
+  const std::string init_tok = init_tokenizer(a);
+  if (!init_tok.empty()) {  // refuse a too-small config before tokenizing anything
+    Tokenizer tok;
+    tokenizer_load(&tok, init_tok);
+    Dataset probe;
+    probe.vocab = tokenizer_vocab_size(tok);
+    check_init_vocab(a, r->init_cfg, probe);
+  }
+  std::string data_dir = a.data;
   if (!dataset_is_prepared(a.data)) {
     data_dir = a.out + "/data";
     if (!dataset_is_prepared(data_dir)) {
       PrepareParams pp;
       pp.vocab_size = a.vocab;
+      pp.tokenizer = init_tok;
+      if (!init_tok.empty() && !r->init_cfg.eos_ids.empty()) pp.eos_id = r->init_cfg.eos_ids[0];
       dataset_prepare(a.data, data_dir, pp);
     }
   }
-  Dataset data;
-  dataset_open(&data, data_dir);
-  const std::string tok_path = data_dir + "/tokenizer.json";
-  // Model.
-  TrainModel tm;
+  if (!init_tok.empty()) check_same_tokenizer(data_dir, init_tok);
+  dataset_open(&r->data, data_dir);
+  r->tok_path = data_dir + "/tokenizer.json";
+}
+
+// Phase 2: the model, from --init or freshly initialised, and its optimizer.
+void build_model(Run* r) {
+  const TrainArgs& a = *r->a;
+  TrainModel& tm = r->tm;
   if (!a.init.empty()) {
-    ModelConfig c;
-    config_load(&c, a.init);
-    if (c.vocab != data.vocab)
-      fail("%s/config.json: vocab_size %d differs from the data's %d", a.init.c_str(), c.vocab, data.vocab);
-    train_model_alloc(&tm, c);
+    check_init_vocab(a, r->init_cfg, r->data);
+    train_model_alloc(&tm, r->init_cfg);
     StArchive ar;
     st_open_dir(&ar, a.init);
     train_model_load_weights(&tm, ar);
   } else {
-    train_model_alloc(&tm, train_model_config(a, data.vocab, data.eos_id));
+    train_model_alloc(&tm, train_model_config(a, r->data.vocab, r->data.eos_id));
     train_model_init_weights(&tm, a.seed, a.init_std);
   }
   tm.losses = a.losses;
-  const ModelConfig& c = tm.cfg;
-  AdamW opt;
-  adamw_init(&opt, tm, a.adam);
-  int64_t step = 0;
-  uint64_t seed = a.seed;
-  const std::string ckpt = a.out + "/checkpoint";
-  const std::string metrics = a.out + "/metrics.jsonl";
-  if (a.resume && fs::exists(ckpt + "/trainer_state.json", ec)) {
-    step = checkpoint_load(&tm, &opt, ckpt, &seed);
-    if (!a.quiet) std::fprintf(stderr, "resumed from %s at step %lld\n", ckpt.c_str(), static_cast<long long>(step));
+  param_groups_freeze(&tm, r->groups);
+  adamw_init(&r->opt, tm, a.adam, r->groups);
+}
+
+// Phase 3: resume from OUT/checkpoint (or start fresh metrics), and allocate the activations.
+void resume_or_start(Run* r) {
+  const TrainArgs& a = *r->a;
+  r->seed = a.seed;
+  r->ckpt = a.out + "/checkpoint";
+  r->metrics = a.out + "/metrics.jsonl";
+  std::error_code ec;
+  if (a.resume && fs::exists(r->ckpt + "/trainer_state.json", ec)) {
+    r->step = checkpoint_load(&r->tm, &r->opt, r->ckpt, &r->seed);
+    if (!a.quiet)
+      std::fprintf(stderr, "resumed from %s at step %lld\n", r->ckpt.c_str(),
+                   static_cast<long long>(r->step));
   } else if (!a.resume) {
-    fs::remove(metrics, ec);
+    fs::remove(r->metrics, ec);
   }
-  TrainActs acts;
-  train_acts_init(&acts, tm, a.batch, a.seq);
+  r->first_step = r->step;
+  train_acts_init(&r->acts, r->tm, a.batch, a.seq);
+  const ModelConfig& c = r->tm.cfg;
+  r->loads.assign(c.n_layers, std::vector<int64_t>(c.n_experts, 0));
+  r->stats.assign(c.n_layers, LayerStats{});
+  for (LayerStats& s : r->stats) s.load.assign(c.n_experts, 0);
   if (!a.quiet) {
-    std::fprintf(stderr, "model: %d layers (%d MoE), d %d, %d experts top-%d, %.2fM params; %d x %d tokens x %d accum per step\n",
+    std::fprintf(stderr,
+                 "model: %d layers (%d MoE), d %d, %d experts top-%d, %.2fM params; %d x %d tokens "
+                 "x %d accum per step\n",
                  c.n_layers, c.n_moe_layers(), c.hidden, c.n_experts, c.top_k,
-                 static_cast<double>(tm.w.n_params) / 1e6, a.batch, a.seq, a.accum);
+                 static_cast<double>(r->tm.w.n_params) / 1e6, a.batch, a.seq, a.accum);
+    if (!a.freeze.empty()) {
+      int64_t frozen = 0;
+      for (size_t i = 0; i < r->tm.specs.size(); ++i)
+        if (r->opt.state_off[i] < 0) frozen += spec_numel(r->tm.specs[i]);
+      std::fprintf(stderr, "frozen: %s (%.2fM params)\n", a.freeze.c_str(),
+                   static_cast<double>(frozen) / 1e6);
+    }
   }
-  std::vector<std::vector<int64_t>> loads(c.n_layers, std::vector<int64_t>(c.n_experts, 0));
+}
+
+// Forward and backward of every micro-batch of the step; gradients accumulate in tm.grads.
+StepLosses accumulate_step(Run* r, std::vector<LayerStats>* stats) {
+  const TrainArgs& a = *r->a;
+  std::fill(r->tm.grads.begin(), r->tm.grads.end(), 0.0f);
+  for (LayerStats& s : *stats) {  // reset in place: allocated once in resume_or_start
+    std::fill(s.load.begin(), s.load.end(), 0);
+    s.kept = s.assigned = s.tokens = 0;
+    s.entropy = 0.0;
+    s.max_logit = -INFINITY;
+  }
+  StepLosses sum;
+  for (int micro = 0; micro < a.accum; ++micro) {
+    dataset_train_batch(r->data, r->seed, r->step, micro, a.batch, a.seq, r->acts.ids.data(),
+                        r->acts.targets.data());
+    const uint64_t fseed = r->seed ^ (static_cast<uint64_t>(r->step) * 131 + micro);
+    StepLosses L = train_forward(&r->tm, &r->acts, fseed, true);
+    train_backward(&r->tm, &r->acts, 1.0f / a.accum);
+    sum.ce += L.ce / a.accum;
+    sum.moe.aux += L.moe.aux / a.accum;
+    sum.moe.z += L.moe.z / a.accum;
+    sum.moe.seq_aux += L.moe.seq_aux / a.accum;
+    sum.moe.device += L.moe.device / a.accum;
+    accumulate_stats(r->tm, r->acts, stats);
+  }
+  return sum;
+}
+
+// Per-layer routing telemetry of one step; *worst / *worst_layer: the highest max/mean load.
+nlohmann::ordered_json layer_metrics(const TrainModel& tm, const std::vector<LayerStats>& stats,
+                                     double* worst, int* worst_layer) {
+  const ModelConfig& c = tm.cfg;
+  nlohmann::ordered_json layers = nlohmann::ordered_json::array();
+  *worst = 0.0;
+  *worst_layer = -1;
+  for (int l = 0; l < c.n_layers; ++l) {
+    if (!c.is_moe[l]) continue;
+    const LayerStats& s = stats[l];
+    double mean = 0.0, var = 0.0, mx = 0.0;
+    for (int64_t v : s.load) mean += static_cast<double>(v) / c.n_experts;
+    for (int64_t v : s.load) {
+      var += (v - mean) * (v - mean) / c.n_experts;
+      mx = std::max(mx, static_cast<double>(v));
+    }
+    const double max_mean = mean > 0 ? mx / mean : 0.0;
+    if (max_mean > *worst) *worst = max_mean, *worst_layer = l;
+    nlohmann::ordered_json lj;
+    lj["layer"] = l;
+    lj["load"] = s.load;
+    lj["cv"] = mean > 0 ? std::sqrt(var) / mean : 0.0;
+    lj["max_mean"] = max_mean;
+    lj["entropy"] = s.tokens ? s.entropy / s.tokens : 0.0;
+    lj["dropped"] = s.assigned ? 1.0 - static_cast<double>(s.kept) / s.assigned : 0.0;
+    if (std::isfinite(s.max_logit)) lj["max_logit"] = s.max_logit;
+    if (tm.w.layers[l].e_bias)
+      lj["bias"] = std::vector<float>(tm.w.layers[l].e_bias, tm.w.layers[l].e_bias + c.n_experts);
+    layers.push_back(lj);
+  }
+  return layers;
+}
+
+struct StepReport {
+  StepLosses loss;
+  double gnorm = 0.0, seconds = 0.0;
+  float lr = 0.0f;
+  bool evaluated = false;
+};
+
+// Telemetry of one finished step: a metrics.jsonl line and the progress line.
+void report_step(Run* r, const StepReport& s, const std::vector<LayerStats>& stats,
+                 std::chrono::steady_clock::time_point t_start) {
+  const TrainArgs& a = *r->a;
   const int64_t tokens_per_step = static_cast<int64_t>(a.batch) * a.seq * a.accum;
-  auto t_start = std::chrono::steady_clock::now();
-  const int64_t first_step = step;
-  double last_val = NAN;
-  int exit_code = 0;
-  while (step < a.steps) {
-    const bool stop_now = (stop && stop->load()) || (a.stop_after > 0 && step - first_step >= a.stop_after);
-    if (stop_now) {
-      checkpoint_save(tm, opt, step, seed, ckpt, tok_path);
-      std::fprintf(stderr, "\ninterrupted: checkpoint saved at step %lld in %s (continue with --resume)\n",
-                   static_cast<long long>(step), ckpt.c_str());
-      return 130;
-    }
-    auto t0 = std::chrono::steady_clock::now();
-    std::fill(tm.grads.begin(), tm.grads.end(), 0.0f);
-    std::vector<LayerStats> stats(c.n_layers);
-    for (auto& s : stats) s.load.assign(c.n_experts, 0);
-    StepLosses sum;
-    for (int micro = 0; micro < a.accum; ++micro) {
-      dataset_train_batch(data, seed, step, micro, a.batch, a.seq, acts.ids.data(), acts.targets.data());
-      StepLosses L = train_forward(&tm, &acts, seed ^ (static_cast<uint64_t>(step) * 131 + micro), true);
-      train_backward(&tm, &acts, 1.0f / a.accum);
-      sum.ce += L.ce / a.accum;
-      sum.moe.aux += L.moe.aux / a.accum;
-      sum.moe.z += L.moe.z / a.accum;
-      sum.moe.seq_aux += L.moe.seq_aux / a.accum;
-      sum.moe.device += L.moe.device / a.accum;
-      accumulate_stats(tm, acts, &stats);
-    }
-    if (!std::isfinite(sum.total())) {
-      std::fprintf(stderr, "\nstep %lld: loss is %s; stopping. The last good checkpoint is %s\n",
-                   static_cast<long long>(step), std::isnan(sum.total()) ? "NaN" : "inf",
-                   fs::exists(ckpt, ec) ? ckpt.c_str() : "(none yet)");
-      return 1;
-    }
-    const double gnorm = grad_clip(&tm, a.clip);
-    const float lr = lr_schedule(step, a.steps, a.warmup, a.lr, a.min_lr_frac);
-    adamw_step(&opt, &tm, lr);
-    for (int l = 0; l < c.n_layers; ++l) loads[l] = stats[l].load;
-    router_bias_update(&tm, loads, a.bias_rate, a.bias_center);
-    ++step;
-    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    // Telemetry.
-    nlohmann::ordered_json j;
-    j["step"] = step;
-    j["loss"] = sum.total();
-    j["ce"] = sum.ce;
-    j["aux"] = sum.moe.aux;
-    j["z"] = sum.moe.z;
-    if (a.losses.seq_aux > 0) j["seq_aux"] = sum.moe.seq_aux;
-    if (a.losses.device > 0) j["device"] = sum.moe.device;
-    j["lr"] = lr;
-    j["grad_norm"] = gnorm;
-    j["tokens_per_s"] = tokens_per_step / dt;
-    nlohmann::ordered_json layers = nlohmann::ordered_json::array();
-    double worst = 0.0;
-    int worst_layer = -1;
-    for (int l = 0; l < c.n_layers; ++l) {
-      if (!c.is_moe[l]) continue;
-      const LayerStats& s = stats[l];
-      double mean = 0.0, var = 0.0, mx = 0.0;
-      for (int64_t v : s.load) mean += static_cast<double>(v) / c.n_experts;
-      for (int64_t v : s.load) {
-        var += (v - mean) * (v - mean) / c.n_experts;
-        mx = std::max(mx, static_cast<double>(v));
-      }
-      const double max_mean = mean > 0 ? mx / mean : 0.0;
-      if (max_mean > worst) worst = max_mean, worst_layer = l;
-      nlohmann::ordered_json lj;
-      lj["layer"] = l;
-      lj["load"] = s.load;
-      lj["cv"] = mean > 0 ? std::sqrt(var) / mean : 0.0;
-      lj["max_mean"] = max_mean;
-      lj["entropy"] = s.tokens ? s.entropy / s.tokens : 0.0;
-      lj["dropped"] = s.assigned ? 1.0 - static_cast<double>(s.kept) / s.assigned : 0.0;
-      if (std::isfinite(s.max_logit)) lj["max_logit"] = s.max_logit;
-      if (tm.w.layers[l].e_bias)
-        lj["bias"] = std::vector<float>(tm.w.layers[l].e_bias, tm.w.layers[l].e_bias + c.n_experts);
-      layers.push_back(lj);
-    }
-    j["layers"] = layers;
-    const bool do_eval = (a.eval_every > 0 && step % a.eval_every == 0) || step == a.steps;
-    if (do_eval) {
-      last_val = eval_loss(&tm, &acts, data, a.eval_windows);
-      j["val_loss"] = last_val;
-    }
-    append_line(metrics, j.dump());
-    if (!a.quiet) {
-      const double el = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-      const double eta = el / static_cast<double>(step - first_step) * static_cast<double>(a.steps - step);
-      std::fprintf(stderr, "\rstep %lld/%d | loss %.4f | %.0f tok/s | ETA %s | worst max/mean %.2f%s%s",
-                   static_cast<long long>(step), a.steps, sum.total(), tokens_per_step / dt,
-                   fmt_eta(eta).c_str(), worst,
-                   worst_layer >= 0 ? strfmt(" (layer %d)", worst_layer).c_str() : "",
-                   do_eval ? strfmt(" | val %.4f\n", last_val).c_str() : "   ");
-      std::fflush(stderr);
-    }
-    if (a.snapshot_every > 0 && step % a.snapshot_every == 0 && step < a.steps)
-      export_model(tm, a.out + strfmt("/snapshots/step-%lld", static_cast<long long>(step)), tok_path);
-    if (a.save_every > 0 && step % a.save_every == 0 && step < a.steps)
-      checkpoint_save(tm, opt, step, seed, ckpt, tok_path);
+  nlohmann::ordered_json j;
+  j["step"] = r->step;
+  j["loss"] = s.loss.total();
+  j["ce"] = s.loss.ce;
+  j["aux"] = s.loss.moe.aux;
+  j["z"] = s.loss.moe.z;
+  if (a.losses.seq_aux > 0) j["seq_aux"] = s.loss.moe.seq_aux;
+  if (a.losses.device > 0) j["device"] = s.loss.moe.device;
+  j["lr"] = s.lr;
+  j["grad_norm"] = s.gnorm;
+  j["tokens_per_s"] = tokens_per_step / s.seconds;
+  double worst = 0.0;
+  int worst_layer = -1;
+  j["layers"] = layer_metrics(r->tm, stats, &worst, &worst_layer);
+  if (s.evaluated) put_val(&j, r->last_val);
+  append_line(r->metrics, j.dump());
+  if (a.quiet) return;
+  const double el =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  const double eta = el / static_cast<double>(r->step - r->first_step) *
+                     static_cast<double>(a.steps - r->step);
+  std::fprintf(stderr, "\rstep %lld/%d | loss %.4f | %.0f tok/s | ETA %s | worst max/mean %.2f%s%s",
+               static_cast<long long>(r->step), a.steps, s.loss.total(),
+               tokens_per_step / s.seconds, fmt_eta(eta).c_str(), worst,
+               worst_layer >= 0 ? strfmt(" (layer %d)", worst_layer).c_str() : "",
+               s.evaluated ? strfmt(" | val %s\n", fmt_val(r->last_val).c_str()).c_str() : "   ");
+  std::fflush(stderr);
+}
+
+// One optimizer step with its telemetry, validation, snapshot and checkpoint. Returns false (and
+// sets *exit_code) when training must stop.
+bool train_step(Run* r, std::chrono::steady_clock::time_point t_start, int* exit_code) {
+  const TrainArgs& a = *r->a;
+  TrainModel& tm = r->tm;
+  const ModelConfig& c = tm.cfg;
+  auto t0 = std::chrono::steady_clock::now();
+  std::vector<LayerStats>& stats = r->stats;
+  StepReport s;
+  s.loss = accumulate_step(r, &stats);
+  if (!std::isfinite(s.loss.total())) {
+    std::error_code ec;
+    std::fprintf(stderr, "\nstep %lld: loss is %s; stopping. The last good checkpoint is %s\n",
+                 static_cast<long long>(r->step), std::isnan(s.loss.total()) ? "NaN" : "inf",
+                 fs::exists(r->ckpt, ec) ? r->ckpt.c_str() : "(none yet)");
+    *exit_code = 1;
+    return false;
   }
-  if (step > first_step || !fs::exists(ckpt, ec)) checkpoint_save(tm, opt, step, seed, ckpt, tok_path);
-  if (std::isnan(last_val)) last_val = eval_loss(&tm, &acts, data, a.eval_windows);
-  export_model(tm, a.out, tok_path);
+  s.gnorm = grad_clip(&tm, a.clip);
+  s.lr = lr_schedule(r->step, a.steps, a.warmup, a.lr, a.min_lr_frac);
+  adamw_step(&r->opt, &tm, s.lr);
+  for (int l = 0; l < c.n_layers; ++l) r->loads[l] = stats[l].load;
+  // A frozen router keeps its correction bias too (it moves by this rule, not by gradients).
+  if (!r->groups.frozen[PG_ROUTER]) router_bias_update(&tm, r->loads, a.bias_rate, a.bias_center);
+  ++r->step;
+  s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  s.evaluated = (a.eval_every > 0 && r->step % a.eval_every == 0) || r->step == a.steps;
+  if (s.evaluated) r->last_val = validate(&tm, &r->acts, r->data, a.eval_windows);
+  report_step(r, s, stats, t_start);
+  const long long st = static_cast<long long>(r->step);
+  if (a.snapshot_every > 0 && r->step % a.snapshot_every == 0 && r->step < a.steps)
+    export_model(tm, a.out + strfmt("/snapshots/step-%lld", st), r->tok_path);
+  if (a.save_every > 0 && r->step % a.save_every == 0 && r->step < a.steps)
+    checkpoint_save(tm, r->opt, r->step, r->seed, r->ckpt, r->tok_path);
+  return true;
+}
+
+// Last phase: the final checkpoint, validation and exported model.
+void finish(Run* r) {
+  const TrainArgs& a = *r->a;
+  std::error_code ec;
+  if (r->step > r->first_step || !fs::exists(r->ckpt, ec))
+    checkpoint_save(r->tm, r->opt, r->step, r->seed, r->ckpt, r->tok_path);
+  if (std::isnan(r->last_val.dropless))
+    r->last_val = validate(&r->tm, &r->acts, r->data, a.eval_windows);
+  export_model(r->tm, a.out, r->tok_path);
   nlohmann::ordered_json fin;
   fin["final"] = true;
-  fin["step"] = step;
-  fin["val_loss"] = last_val;
-  append_line(metrics, fin.dump());
-  if (!a.quiet) std::fprintf(stderr, "final validation loss %.4f at step %lld; model in %s\n", last_val,
-                             static_cast<long long>(step), a.out.c_str());
+  fin["step"] = r->step;
+  put_val(&fin, r->last_val);
+  append_line(r->metrics, fin.dump());
+  if (!a.quiet)
+    std::fprintf(stderr, "final validation loss %s at step %lld; model in %s\n",
+                 fmt_val(r->last_val).c_str(), static_cast<long long>(r->step), a.out.c_str());
+}
+
+}  // namespace
+
+int train_run(const TrainArgs& a, const std::atomic<bool>* stop) {
+  ops_set_threads(a.threads);  // 0: keep OpenMP's default; OpenBLAS single-threaded either way
+  Run r;
+  r.a = &a;
+  open_data(&r);
+  build_model(&r);
+  resume_or_start(&r);
+  const auto t_start = std::chrono::steady_clock::now();
+  int exit_code = 0;
+  while (r.step < a.steps) {
+    const bool stop_now = (stop && stop->load()) ||
+                          (a.stop_after > 0 && r.step - r.first_step >= a.stop_after);
+    if (stop_now) {
+      checkpoint_save(r.tm, r.opt, r.step, r.seed, r.ckpt, r.tok_path);
+      std::fprintf(stderr,
+                   "\ninterrupted: checkpoint saved at step %lld in %s (continue with --resume)\n",
+                   static_cast<long long>(r.step), r.ckpt.c_str());
+      return 130;
+    }
+    if (!train_step(&r, t_start, &exit_code)) return exit_code;
+  }
+  finish(&r);
   return exit_code;
 }
 

@@ -49,6 +49,10 @@ struct TrainArgs {
   float lr = 3e-3f, min_lr_frac = 0.1f, clip = 1.0f;
   int warmup = 30;
   AdamWParams adam;
+  // fine-tuning: parameter groups (embeddings, attention, norms, router, experts, shared-experts,
+  // dense-mlp, lm-head)
+  std::string freeze;         // comma list of frozen groups: no gradient, no optimizer state
+  std::string lr_groups;      // group=multiplier,... learning-rate multipliers
   // reporting
   int eval_every = 50, eval_windows = 64, save_every = 100;
   int snapshot_every = 0;     // export the model to OUT/snapshots/step-N every N steps (0 = never)

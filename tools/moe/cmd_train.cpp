@@ -72,6 +72,13 @@ CommandRun cmd_train_register(CLI::App* app) {
   app->add_option("--min-lr-frac", a->min_lr_frac, "final learning rate as a fraction of --lr")->capture_default_str();
   app->add_option("--warmup", a->warmup, "warmup steps")->capture_default_str();
   app->add_option("--weight-decay", a->adam.weight_decay, "AdamW weight decay (not on norms and biases)")->capture_default_str();
+  app->add_option("--freeze", a->freeze,
+                  "fine-tuning: comma list of parameter groups to freeze (no gradient, no "
+                  "optimizer state): embeddings, attention, norms, router, experts, "
+                  "shared-experts, dense-mlp, lm-head");
+  app->add_option("--lr-groups", a->lr_groups,
+                  "per-group learning-rate multipliers, e.g. experts=0.1,router=0.5 (groups as "
+                  "--freeze)");
   app->add_option("--clip", a->clip, "gradient clipping global norm (0 = off)")->capture_default_str();
   app->add_option("--eval-every", a->eval_every, "steps between validation passes")->capture_default_str();
   app->add_option("--eval-windows", a->eval_windows, "validation sequences")->capture_default_str();
