@@ -36,16 +36,28 @@ void train_model_alloc(TrainModel* tm, const ModelConfig& cfg);
 void train_model_init_weights(TrainModel* tm, uint64_t seed, float std);
 int64_t train_model_find(const TrainModel& tm, const std::string& name);  // tensor index or -1
 
+// Attention widths below: dq = qk_head_dim, dv = v_dim, KVa = KV (GQA) or H (MLA, whose per-head
+// keys and values are materialised), Lq q_lora_rank, Lc kv_lora_rank, R rotary dims.
 struct LayerActs {
   std::vector<float> h_in;    // (N, D) residual stream entering the layer
   std::vector<float> xn1;     // (N, D) attention norm output
-  std::vector<float> q_raw;   // (N, H*hd) query projection before q norm
-  std::vector<float> k_raw;   // (N, KV*hd) key projection before k norm
-  std::vector<float> q;       // (N, H*hd) queries after norm and rope
-  std::vector<float> k;       // (N, KV*hd) keys after norm and rope
-  std::vector<float> v;       // (N, KV*hd)
+  // GQA
+  std::vector<float> q_raw;   // (N, H*hd) query projection before q norm (with q/k norm)
+  std::vector<float> k_raw;   // (N, KV*hd) key projection before k norm (with q/k norm)
+  std::vector<float> q_pre;   // (N, H*hd) after norm and clip_qkv, before rope (clip_qkv only)
+  std::vector<float> k_pre;   // (N, KV*hd) likewise
+  // MLA
+  std::vector<float> qa;      // (N, Lq) q_a_proj output (q-LoRA only)
+  std::vector<float> qa_n;    // (N, Lq) after q_a_layernorm
+  std::vector<float> ckv;     // (N, Lc + R) kv_a_proj_with_mqa output
+  std::vector<float> c_raw;   // (N, Lc) latent before kv_a_layernorm
+  std::vector<float> c_n;     // (N, Lc) latent after kv_a_layernorm
+  // both
+  std::vector<float> q;       // (N, H*dq) queries after norm, clip and rope
+  std::vector<float> k;       // (N, KVa*dq) keys after norm, clip and rope
+  std::vector<float> v;       // (N, KVa*dv) values (after clip)
   std::vector<float> probs;   // (B, T, H, T) attention probabilities
-  std::vector<float> att;     // (N, H*hd) attention output
+  std::vector<float> att;     // (N, H*dv) attention output
   std::vector<float> h_mid;   // (N, D) residual stream after attention
   std::vector<float> xn2;     // (N, D) FFN norm output
   std::vector<float> g, u, act;  // (N, F) dense FFN
@@ -62,13 +74,20 @@ struct TrainActs {
   std::vector<float> h;           // (N, D) final residual stream
   std::vector<float> xn;          // (N, D) final norm output
   std::vector<float> logits;      // (N, V)
-  std::vector<float> rope_cos, rope_sin;  // (T, hd/2)
+  std::vector<float> rope_cos, rope_sin;  // (T, R/2)
   std::vector<float> scores;      // (n_threads, T) attention scratch
   // backward scratch
   std::vector<float> dlogits;     // (N, V)
   std::vector<double> row_loss;   // (N) cross-entropy per position
-  std::vector<float> dh, dx, dtmp;   // (N, D)
-  std::vector<float> dq, dk, dv, datt;  // (N, H*hd) / (N, KV*hd)
+  std::vector<float> dh, dx, dtmp, dx2;  // (N, D)
+  std::vector<float> dq, dq2;     // (N, H*dq)
+  std::vector<float> dk, dk2;     // (N, KVa*dq)
+  std::vector<float> dv;          // (N, KVa*dv)
+  std::vector<float> datt;        // (N, H*dv)
+  std::vector<float> kvb;         // (N, H*(nope+dv)) MLA kv_b_proj output / its gradient
+  std::vector<float> kpe;         // (N, R) MLA shared rope key / its gradient
+  std::vector<float> dc, dckv;    // (2, N, Lc), (N, Lc + R) MLA latent gradients
+  std::vector<float> dqa, dqa2;   // (N, Lq) MLA q-LoRA gradients
   std::vector<float> dg, du, dact;   // (N, F)
 };
 
