@@ -45,9 +45,10 @@ bool ends_with(const std::string& s, const char* suf) {
 
 }  // namespace
 
-void train_model_alloc(TrainModel* tm, const ModelConfig& cfg) {
+void train_model_alloc(TrainModel* tm, const ModelConfig& cfg, bool fused_experts) {
   tm->cfg = cfg;
-  tm->specs = model_tensor_specs(cfg, false);
+  tm->fused_experts = fused_experts || cfg.arch == ARCH_GPT_OSS;
+  tm->specs = model_tensor_specs(cfg, tm->fused_experts);
   tm->offset.clear();
   tm->decay.clear();
   tm->trainable.clear();
@@ -227,7 +228,39 @@ void train_backward(TrainModel* tm, TrainActs* a, float loss_scale) {
 
 namespace moe {
 
+std::string train_model_unsupported(const ModelConfig& c) {
+  // The MoE block's training forward (moe_train_forward) runs plain SwiGLU experts without biases.
+  if (c.act != ACT_SWIGLU)
+    return std::string("field 'model_type': ") + arch_name(c.arch) +
+           "'s clamped SwiGLU experts (swiglu_limit) are not trainable yet";
+  if (c.expert_bias)
+    return std::string("field 'model_type': ") + arch_name(c.arch) +
+           "'s expert biases are not trainable yet";
+  return "";
+}
+
+void train_model_check_trainable(const ModelConfig& c) {
+  const std::string why = train_model_unsupported(c);
+  if (!why.empty()) fail("%s: %s", c.path.c_str(), why.c_str());
+}
+
+void train_model_rebind(TrainModel* tm) {
+  bind_arena(&tm->w, tm->cfg, tm->specs, tm->offset, tm->params.data());
+}
+
 void train_model_load_weights(TrainModel* tm, const StArchive& ar) {
+  bool all_found = true;
+  for (const TensorSpec& s : tm->specs) all_found = all_found && ar.find(s.name) != nullptr;
+  if (!all_found && tm->cfg.n_experts > 0 && tm->cfg.arch != ARCH_GPT_OSS) {
+    const std::vector<TensorSpec> other = model_tensor_specs(tm->cfg, !tm->fused_experts);
+    bool other_found = true;
+    for (const TensorSpec& s : other) other_found = other_found && ar.find(s.name) != nullptr;
+    if (other_found) {
+      const MoeLossSpec losses = tm->losses;
+      train_model_alloc(tm, tm->cfg, !tm->fused_experts);
+      tm->losses = losses;
+    }
+  }
   for (size_t i = 0; i < tm->specs.size(); ++i) {
     const TensorSpec& s = tm->specs[i];
     const StTensor& t = ar.get(s.name);
@@ -240,6 +273,7 @@ void train_model_load_weights(TrainModel* tm, const StArchive& ar) {
            dtype_name(t.dtype));
     dtype_to_f32(t.dtype, t.data, tm->params.data() + tm->offset[i], static_cast<size_t>(t.numel()));
   }
+  train_model_rebind(tm);
 }
 
 }  // namespace moe

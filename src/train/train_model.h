@@ -18,6 +18,7 @@ namespace moe {
 
 struct TrainModel {
   ModelConfig cfg;
+  bool fused_experts = false;     // 3-D expert tensors (the layout of the checkpoint it came from)
   MoeLossSpec losses;
   std::vector<TensorSpec> specs;  // tensors in arena order
   std::vector<int64_t> offset;    // (n_tensors) start of each tensor in the arenas
@@ -29,8 +30,9 @@ struct TrainModel {
   Model g;                        // the same views into grads
 };
 
-// Allocates the arenas for cfg and binds the views. Weights are zero until initialised.
-void train_model_alloc(TrainModel* tm, const ModelConfig& cfg);
+// Allocates the arenas for cfg, with the tensors of model_tensor_specs(cfg, fused_experts), and
+// binds the views. Weights are zero until initialised.
+void train_model_alloc(TrainModel* tm, const ModelConfig& cfg, bool fused_experts = false);
 // Random initialisation: N(0, std) matrices (output projections scaled by 1/sqrt(2L)), norms 1,
 // biases and correction biases 0. Deterministic for a seed.
 void train_model_init_weights(TrainModel* tm, uint64_t seed, float std);
@@ -111,7 +113,18 @@ void train_backward(TrainModel* tm, TrainActs* a, float loss_scale);
 namespace moe {
 
 // Copies every tensor of the arena from a checkpoint archive (names and shapes must match; F32,
-// BF16 or F16 accepted). Throws MoeError naming the file and tensor on any mismatch.
+// BF16 or F16 accepted). An archive with fused 3-D expert tensors where the arena has per-expert
+// ones (or the reverse) re-allocates the arena in the archive's layout first, so the model is
+// saved back the way it came. Throws MoeError naming the file and tensor on any mismatch.
 void train_model_load_weights(TrainModel* tm, const StArchive& ar);
+
+// What the trainer cannot train yet in cfg: "" if it trains everything, else a one-line reason
+// naming the config.json field. train_model_check_trainable throws it as "<config path>: <reason>".
+std::string train_model_unsupported(const ModelConfig& cfg);
+void train_model_check_trainable(const ModelConfig& cfg);
+
+// Rebinds the weight views after the arena changed outside train_model_load_weights, for the
+// tensors model_bind converts into buffers of its own (gpt-oss's interleaved experts).
+void train_model_rebind(TrainModel* tm);
 
 }  // namespace moe

@@ -205,6 +205,7 @@ int train_run(const TrainArgs& a, const std::atomic<bool>* stop) {
     StArchive ar;
     st_open_dir(&ar, a.init);
     train_model_load_weights(&tm, ar);
+    train_model_check_trainable(tm.cfg);
   } else {
     train_model_alloc(&tm, train_model_config(a, data.vocab, data.eos_id));
     train_model_init_weights(&tm, a.seed, a.init_std);
