@@ -43,6 +43,52 @@ bool ends_with(const std::string& s, const char* suf) {
   return s.size() >= n && s.compare(s.size() - n, n, suf) == 0;
 }
 
+// gpt-oss stores its experts as gate_up_proj (E, D, 2F), gate and up interleaved on the last axis,
+// and down_proj (E, F, D); model_bind converts them into (E, F, D) / (E, D, F) buffers of the
+// Model (and the gate/up biases into (E, F) ones). The arena keeps the stored layout, so before a
+// forward the converted weights are refreshed from it, and after a backward the converted
+// gradients are added into it and cleared. f(arena element, converted element) is called for
+// every pair; down_proj_bias is bound in place and needs nothing.
+template <typename Fn>
+void gpt_oss_expert_pairs(TrainModel* tm, const Model& m, float* base, Fn f) {
+  const ModelConfig& c = tm->cfg;
+  const int64_t E = c.n_experts, D = c.hidden, F = c.expert_ffn;
+  for (int l = 0; l < c.n_layers; ++l) {
+    if (!c.is_moe[l]) continue;
+    const std::string p = "model.layers." + std::to_string(l) + ".mlp.experts.";
+    float* gu = base + tm->offset[train_model_find(*tm, p + "gate_up_proj")];        // (E, D, 2F)
+    float* gub = base + tm->offset[train_model_find(*tm, p + "gate_up_proj_bias")];  // (E, 2F)
+    float* dn = base + tm->offset[train_model_find(*tm, p + "down_proj")];           // (E, F, D)
+    for (int64_t e = 0; e < E; ++e) {
+      const ExpertWeights& x = m.layers[l].experts[e];
+      float* gate = wr(x.gate);  // (F, D)
+      float* up = wr(x.up);      // (F, D)
+      float* down = wr(x.down);  // (D, F)
+      for (int64_t d = 0; d < D; ++d)
+        for (int64_t j = 0; j < F; ++j) {
+          f(gu[(e * D + d) * 2 * F + 2 * j], gate[j * D + d]);
+          f(gu[(e * D + d) * 2 * F + 2 * j + 1], up[j * D + d]);
+          f(dn[(e * F + j) * D + d], down[d * F + j]);
+        }
+      for (int64_t j = 0; j < F; ++j) {
+        f(gub[e * 2 * F + 2 * j], wr(x.gate_b)[j]);
+        f(gub[e * 2 * F + 2 * j + 1], wr(x.up_b)[j]);
+      }
+    }
+  }
+}
+
+void gpt_oss_experts_from_arena(TrainModel* tm) {
+  gpt_oss_expert_pairs(tm, tm->w, tm->params.data(), [](float& arena, float& conv) { conv = arena; });
+}
+
+void gpt_oss_expert_grads_to_arena(TrainModel* tm) {
+  gpt_oss_expert_pairs(tm, tm->g, tm->grads.data(), [](float& arena, float& conv) {
+    arena += conv;
+    conv = 0.0f;
+  });
+}
+
 }  // namespace
 
 void train_model_alloc(TrainModel* tm, const ModelConfig& cfg, bool fused_experts) {
@@ -141,6 +187,7 @@ StepLosses train_forward(TrainModel* tm, TrainActs* a, uint64_t seed, bool train
   const int T = a->T, N = a->B * T, D = c.hidden, V = c.vocab, F = c.dense_ffn;
   const int64_t ND = static_cast<int64_t>(N) * D;
   StepLosses out;
+  if (c.arch == ARCH_GPT_OSS) gpt_oss_experts_from_arena(tm);
   std::vector<float>& h = a->h;
   for (int t = 0; t < N; ++t) {
     const int32_t id = a->ids[t];
@@ -222,6 +269,7 @@ void train_backward(TrainModel* tm, TrainActs* a, float loss_scale) {
   float* ge = wr(g.embed);
   for (int t = 0; t < N; ++t)
     add_into(ge + static_cast<int64_t>(a->ids[t]) * D, dh + static_cast<int64_t>(t) * D, D);
+  if (c.arch == ARCH_GPT_OSS) gpt_oss_expert_grads_to_arena(tm);
 }
 
 }  // namespace moe
