@@ -11,6 +11,7 @@
 #include "infer/forward.h"
 #include "io/safetensors.h"
 #include "test_util.h"
+#include "train/checkpoint.h"
 #include "train/train_model.h"
 
 namespace moe {
@@ -81,6 +82,38 @@ TEST_P(TrainGoldenTest, EvalForwardMatchesGoldenAndInference) {
   const float err_inf = max_abs_diff(acts.logits.data(), st.logits.data(), n);
   EXPECT_LE(err_inf, 1e-5f * g.max_abs) << "inference forward, max|logit| " << g.max_abs;
   RecordProperty("max_abs_err", std::to_string(err));
+}
+
+// A checkpoint loaded into the trainer and saved again keeps its family (model_type) and tensor
+// layout, and the inference engine gives the golden logits from the saved copy.
+TEST_P(TrainGoldenTest, SavedCheckpointKeepsLayoutAndLogits) {
+  const std::string dir = moe_test::fixture_path(GetParam());
+  const Golden g = load_golden(dir);
+  ModelConfig c;
+  config_load(&c, dir);
+  TrainModel tm;
+  train_model_alloc(&tm, c);
+  StArchive ar;
+  st_open_dir(&ar, dir);
+  train_model_load_weights(&tm, ar);
+  const std::string out = moe_test::make_temp_dir("train_golden_" + GetParam()) + "/saved";
+  export_model(tm, out, "");
+  ModelConfig back;
+  config_load(&back, out);
+  EXPECT_EQ(back.arch, c.arch) << arch_name(back.arch);
+  StArchive saved;
+  st_open_dir(&saved, out);
+  for (const auto& kv : ar.tensors)
+    EXPECT_TRUE(saved.find(kv.first) || kv.first.find("rotary_emb.inv_freq") != std::string::npos)
+        << kv.first << " is not in the saved checkpoint";
+  EXPECT_EQ(saved.tensors.size(), tm.specs.size());
+  Model m;
+  model_load(&m, out);
+  InferState st;
+  infer_state_init(&st, m, g.T, g.T);
+  infer_forward(m, &st, g.ids.data(), g.T, true);
+  const float err = max_abs_diff(st.logits.data(), g.logits.data(), g.logits.size());
+  EXPECT_LE(err, 1e-4f * g.max_abs) << "max|logit| " << g.max_abs;
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, TrainGoldenTest, ::testing::ValuesIn(moe_test::fixture_names()),
