@@ -606,7 +606,8 @@ json family_json(const ModelConfig& c) {
   j["dtype"] = "float32";
   rope_json(&j, c.rope);
   if (c.bos_id >= 0) j["bos_token_id"] = c.bos_id;
-  if (!c.eos_ids.empty()) j["eos_token_id"] = c.eos_ids.size() == 1 ? json(c.eos_ids[0]) : json(c.eos_ids);
+  if (!c.eos_ids.empty())
+    j["eos_token_id"] = c.eos_ids.size() == 1 ? json(c.eos_ids[0]) : json(c.eos_ids);
   j["num_experts_per_tok"] = c.top_k;
   const int win = uniform_window(c);
   switch (a) {

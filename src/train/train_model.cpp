@@ -79,7 +79,8 @@ void gpt_oss_expert_pairs(TrainModel* tm, const Model& m, float* base, Fn f) {
 }
 
 void gpt_oss_experts_from_arena(TrainModel* tm) {
-  gpt_oss_expert_pairs(tm, tm->w, tm->params.data(), [](float& arena, float& conv) { conv = arena; });
+  gpt_oss_expert_pairs(tm, tm->w, tm->params.data(),
+                       [](float& arena, float& conv) { conv = arena; });
 }
 
 void gpt_oss_expert_grads_to_arena(TrainModel* tm) {
