@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <fstream>
 
 #include "core/error.h"
 #include "infer/forward.h"
@@ -189,6 +190,23 @@ TEST(TrainGoldenFixtures, UntrainableConfigIsRefusedNamingTheField) {
   ModelConfig d;
   config_load(&d, moe_test::fixture_path("deepseek_v3_base"));
   EXPECT_EQ(train_model_unsupported(d), "");
+}
+
+// `moe train --init` refuses it before the first step, with a one-line error and a non-zero exit.
+TEST(TrainGoldenFixtures, TrainCliRefusesUntrainableInit) {
+  const std::string tmp = moe_test::make_temp_dir("refuse_init");
+  {
+    std::ofstream f(tmp + "/corpus.txt");
+    for (int i = 0; i < 200; ++i) f << "the cat sat on the mat and the dog ran to the house\n";
+  }
+  const moe_test::RunResult r =
+      moe_test::run_moe("train --data " + tmp + "/corpus.txt --out " + tmp + "/out --steps 2 " +
+                        "--vocab 300 --batch 2 --seq 16 --quiet --init " +
+                        moe_test::fixture_path("gpt_oss_base"));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("field 'model_type'"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("step 1"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::ifstream(tmp + "/out/metrics.jsonl").good());
 }
 
 TEST(TrainGoldenFixtures, AllSevenFamiliesPresent) {

@@ -199,13 +199,13 @@ int train_run(const TrainArgs& a, const std::atomic<bool>* stop) {
   if (!a.init.empty()) {
     ModelConfig c;
     config_load(&c, a.init);
+    train_model_check_trainable(c);
     if (c.vocab != data.vocab)
       fail("%s/config.json: vocab_size %d differs from the data's %d", a.init.c_str(), c.vocab, data.vocab);
     train_model_alloc(&tm, c);
     StArchive ar;
     st_open_dir(&ar, a.init);
     train_model_load_weights(&tm, ar);
-    train_model_check_trainable(tm.cfg);
   } else {
     train_model_alloc(&tm, train_model_config(a, data.vocab, data.eos_id));
     train_model_init_weights(&tm, a.seed, a.init_std);
