@@ -23,8 +23,8 @@ void add_into(float* dst, const float* src, int64_t n) {
 
 void bind_arena(Model* m, const ModelConfig& cfg, const std::vector<TensorSpec>& specs,
                 const std::vector<int64_t>& offset, float* base) {
+  *m = Model();  // a rebind starts afresh: no converted buffers or parameter counts carried over
   m->cfg = cfg;
-  m->archive = StArchive();
   m->archive.origin = "training arena";
   for (size_t i = 0; i < specs.size(); ++i) {
     StTensor t;
@@ -188,7 +188,7 @@ StepLosses train_forward(TrainModel* tm, TrainActs* a, uint64_t seed, bool train
   const int T = a->T, N = a->B * T, D = c.hidden, V = c.vocab, F = c.dense_ffn;
   const int64_t ND = static_cast<int64_t>(N) * D;
   StepLosses out;
-  if (c.arch == ARCH_GPT_OSS) gpt_oss_experts_from_arena(tm);
+  train_model_sync_views(tm);
   std::vector<float>& h = a->h;
   for (int t = 0; t < N; ++t) {
     const int32_t id = a->ids[t];
@@ -291,6 +291,10 @@ std::string train_model_unsupported(const ModelConfig& c) {
 void train_model_check_trainable(const ModelConfig& c) {
   const std::string why = train_model_unsupported(c);
   if (!why.empty()) fail("%s: %s", c.path.c_str(), why.c_str());
+}
+
+void train_model_sync_views(TrainModel* tm) {
+  if (tm->cfg.arch == ARCH_GPT_OSS) gpt_oss_experts_from_arena(tm);
 }
 
 void train_model_rebind(TrainModel* tm) {

@@ -123,6 +123,12 @@ void train_model_load_weights(TrainModel* tm, const StArchive& ar);
 std::string train_model_unsupported(const ModelConfig& cfg);
 void train_model_check_trainable(const ModelConfig& cfg);
 
+// Refreshes the weights tm->w converted from the arena (gpt-oss's interleaved experts) after the
+// arena changed (an optimizer step). train_forward calls it; call it before using tm->w elsewhere
+// (e.g. infer_forward for validation). Gradients of those tensors are folded back into the arena
+// by train_backward. Does nothing for the other families, whose views are the arena itself.
+void train_model_sync_views(TrainModel* tm);
+
 // Rebinds the weight views after the arena changed outside train_model_load_weights, for the
 // tensors model_bind converts into buffers of its own (gpt-oss's interleaved experts).
 void train_model_rebind(TrainModel* tm);
