@@ -591,10 +591,188 @@ json dense_layer_list(const ModelConfig& c) {
   return l;
 }
 
+// Leading dense layers followed only by MoE layers (DeepSeek's first_k_dense_replace), or -1.
+int leading_dense(const ModelConfig& c) {
+  int k = 0;
+  while (k < c.n_layers && !c.is_moe[k]) ++k;
+  for (int i = k; i < c.n_layers; ++i)
+    if (!c.is_moe[i]) return -1;
+  return k;
+}
+
+// The one window every layer has, or -1 if they differ.
+int uniform_window(const ModelConfig& c) {
+  for (int w : c.window)
+    if (w != c.window[0]) return -1;
+  return c.window.empty() ? 0 : c.window[0];
+}
+
+void rope_json(json* j, const RopeSpec& r) {
+  (*j)["rope_theta"] = r.theta;
+  if (r.type != "yarn") {
+    (*j)["rope_scaling"] = {{"rope_type", "default"}};  // gpt-oss's default would be yarn
+    return;
+  }
+  json y = json::object();
+  y["type"] = "yarn";
+  y["factor"] = r.factor;
+  y["original_max_position_embeddings"] = r.orig_max_pos;
+  y["beta_fast"] = r.beta_fast;
+  y["beta_slow"] = r.beta_slow;
+  if (r.mscale != 0) y["mscale"] = r.mscale;
+  if (r.mscale_all_dim != 0) y["mscale_all_dim"] = r.mscale_all_dim;
+  y["truncate"] = r.truncate;
+  y["attention_factor"] = r.attention_factor;
+  (*j)["rope_scaling"] = y;
+}
+
+// The keys of c's own Hugging Face family (c.arch, not moe_cpp) that its parser reads. Whether
+// they express c exactly is checked by parsing them back (same_config).
+json family_json(const ModelConfig& c) {
+  static const char* kClass[ARCH_COUNT] = {"MixtralForCausalLM", "Qwen2MoeForCausalLM",
+                                           "Qwen3MoeForCausalLM", "OlmoeForCausalLM",
+                                           "DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM",
+                                           "GptOssForCausalLM", "MoeCppForCausalLM"};
+  const Arch a = c.arch;
+  const RouterSpec& r = c.router;
+  json j = json::object();
+  j["architectures"] = json::array({kClass[a]});
+  j["model_type"] = arch_name(a);
+  j["vocab_size"] = c.vocab;
+  j["hidden_size"] = c.hidden;
+  j["num_hidden_layers"] = c.n_layers;
+  j["num_attention_heads"] = c.n_heads;
+  j["num_key_value_heads"] = c.n_kv_heads;
+  j["head_dim"] = c.head_dim;
+  j["rms_norm_eps"] = c.rms_eps;
+  j["max_position_embeddings"] = c.max_pos;
+  j["tie_word_embeddings"] = c.tie_embeddings;
+  j["hidden_act"] = "silu";
+  j["dtype"] = "float32";
+  rope_json(&j, c.rope);
+  if (c.bos_id >= 0) j["bos_token_id"] = c.bos_id;
+  if (!c.eos_ids.empty())
+    j["eos_token_id"] = c.eos_ids.size() == 1 ? json(c.eos_ids[0]) : json(c.eos_ids);
+  j["num_experts_per_tok"] = c.top_k;
+  const int win = uniform_window(c);
+  switch (a) {
+    case ARCH_MIXTRAL:
+      j["num_local_experts"] = c.n_experts;
+      j["intermediate_size"] = c.expert_ffn;
+      j["sliding_window"] = win > 0 ? json(win) : json(nullptr);
+      break;
+    case ARCH_OLMOE:
+      j["num_experts"] = c.n_experts;
+      j["intermediate_size"] = c.expert_ffn;
+      j["norm_topk_prob"] = r.norm_topk;
+      j["attention_bias"] = c.qkv_bias;
+      if (c.clip_qkv > 0) j["clip_qkv"] = c.clip_qkv;
+      break;
+    case ARCH_QWEN2_MOE:
+    case ARCH_QWEN3_MOE:
+      j["num_experts"] = c.n_experts;
+      j["moe_intermediate_size"] = c.expert_ffn;
+      j["intermediate_size"] = c.dense_ffn > 0 ? c.dense_ffn : c.expert_ffn;
+      j["norm_topk_prob"] = r.norm_topk;
+      j["decoder_sparse_step"] = 1;
+      j["mlp_only_layers"] = dense_layer_list(c);
+      if (a == ARCH_QWEN2_MOE) {
+        j["shared_expert_intermediate_size"] = c.shared_ffn;
+        j["qkv_bias"] = c.qkv_bias;
+      } else {
+        j["attention_bias"] = c.qkv_bias;
+      }
+      j["use_sliding_window"] = a == ARCH_QWEN3_MOE && win > 0;
+      if (a == ARCH_QWEN3_MOE && win > 0) j["sliding_window"] = win;
+      break;
+    case ARCH_DEEPSEEK_V2:
+    case ARCH_DEEPSEEK_V3:
+      j["n_routed_experts"] = c.n_experts;
+      j["moe_intermediate_size"] = c.expert_ffn;
+      j["intermediate_size"] = c.dense_ffn > 0 ? c.dense_ffn : c.expert_ffn;
+      j["n_shared_experts"] = c.expert_ffn > 0 ? c.shared_ffn / c.expert_ffn : 0;
+      j["first_k_dense_replace"] = std::max(0, leading_dense(c));
+      if (c.q_lora_rank > 0) j["q_lora_rank"] = c.q_lora_rank;
+      else j["q_lora_rank"] = nullptr;
+      j["kv_lora_rank"] = c.kv_lora_rank;
+      j["qk_nope_head_dim"] = c.qk_nope_dim;
+      j["qk_rope_head_dim"] = c.qk_rope_dim;
+      j["v_head_dim"] = c.v_head_dim;
+      j["attention_bias"] = c.o_bias;
+      j["routed_scaling_factor"] = r.scale;
+      j["n_group"] = r.n_group;
+      j["topk_group"] = r.topk_group;
+      if (a == ARCH_DEEPSEEK_V2) {
+        j["topk_method"] = r.group == GROUP_MAX ? "group_limited_greedy" : "greedy";
+      } else {
+        j["norm_topk_prob"] = r.norm_topk;
+        j["rope_interleave"] = c.rope.layout == ROPE_INTERLEAVED;
+      }
+      break;
+    case ARCH_GPT_OSS: {
+      j["num_local_experts"] = c.n_experts;
+      j["intermediate_size"] = c.expert_ffn;
+      j["attention_bias"] = c.o_bias;
+      int w = 0;
+      json lt = json::array();
+      for (int x : c.window) {
+        if (x > 0) w = x;
+        lt.push_back(x > 0 ? "sliding_attention" : "full_attention");
+      }
+      j["sliding_window"] = w > 0 ? w : 128;
+      j["layer_types"] = lt;
+      break;
+    }
+    default:
+      break;
+  }
+  return j;
+}
+
+// Whether b (c written by family_json and parsed back) is the model c describes.
+bool same_config(const ModelConfig& a, const ModelConfig& b) {
+  const RopeSpec &ra = a.rope, &rb = b.rope;
+  const RouterSpec &xa = a.router, &xb = b.router;
+  const bool has_dense = a.n_moe_layers() < a.n_layers;
+  return a.arch == b.arch && a.vocab == b.vocab && a.hidden == b.hidden &&
+         a.n_layers == b.n_layers && a.n_heads == b.n_heads && a.n_kv_heads == b.n_kv_heads &&
+         a.head_dim == b.head_dim && a.rms_eps == b.rms_eps &&
+         a.tie_embeddings == b.tie_embeddings && a.qkv_bias == b.qkv_bias &&
+         a.o_bias == b.o_bias && a.qk_norm == b.qk_norm && a.clip_qkv == b.clip_qkv &&
+         a.sinks == b.sinks && a.window == b.window && a.attn_scale == b.attn_scale &&
+         ra.type == rb.type && ra.dim == rb.dim && ra.layout == rb.layout &&
+         ra.attention_factor == rb.attention_factor && ra.inv_freq == rb.inv_freq &&
+         a.mla == b.mla && a.q_lora_rank == b.q_lora_rank && a.kv_lora_rank == b.kv_lora_rank &&
+         a.qk_nope_dim == b.qk_nope_dim && a.qk_rope_dim == b.qk_rope_dim &&
+         a.v_head_dim == b.v_head_dim && (!has_dense || a.dense_ffn == b.dense_ffn) &&
+         a.is_moe == b.is_moe && a.n_experts == b.n_experts && a.top_k == b.top_k &&
+         a.expert_ffn == b.expert_ffn && xa.kind == xb.kind && xa.score == xb.score &&
+         xa.topk_then_softmax == xb.topk_then_softmax && xa.has_bias == xb.has_bias &&
+         xa.has_correction_bias == xb.has_correction_bias && xa.group == xb.group &&
+         (xa.group == GROUP_NONE || (xa.n_group == xb.n_group && xa.topk_group == xb.topk_group)) &&
+         xa.norm_topk == xb.norm_topk && xa.norm_eps == xb.norm_eps && xa.scale == xb.scale &&
+         a.act == b.act && a.expert_bias == b.expert_bias && a.act_alpha == b.act_alpha &&
+         a.act_limit == b.act_limit && a.shared_ffn == b.shared_ffn &&
+         a.shared_gate == b.shared_gate && a.bos_id == b.bos_id && a.eos_ids == b.eos_ids;
+}
+
 }  // namespace
 
 std::string config_to_json(ModelConfig* cfg) {
   ModelConfig& c = *cfg;
+  if (c.arch != ARCH_MOE_CPP && c.arch < ARCH_COUNT) {
+    // A model of a Hugging Face family (fine-tuned from its checkpoint) is written back in that
+    // family's form when it expresses the model exactly.
+    const std::string text = family_json(c).dump(2) + "\n";
+    ModelConfig back;
+    bool ok = true;
+    try {
+      config_parse(&back, text, c.path);
+    } catch (const MoeError&) {
+      ok = false;
+    }
+    if (ok && same_config(c, back)) return text;
+  }
   const RouterSpec& r = c.router;
   const bool plain_router = r.kind == ROUTER_TOKEN_CHOICE && r.score == SCORE_SOFTMAX &&
                             !r.has_correction_bias && r.group == GROUP_NONE && r.scale == 1.0f &&

@@ -95,8 +95,10 @@ void config_parse(ModelConfig* cfg, const std::string& json_text, const std::str
 const char* router_kind_name(RouterKind k);
 bool router_kind_parse(const std::string& s, RouterKind* out);
 
-// config.json text for a model trained here: the standard Hugging Face architecture that
-// expresses it exactly (qwen3_moe, qwen2_moe, olmoe, mixtral) when there is one, else moe_cpp.
+// config.json text for a model trained here: a model of a Hugging Face family (cfg->arch, as
+// loaded from a checkpoint) in that family's form when it expresses the model exactly (checked by
+// parsing it back); else the standard Hugging Face architecture that expresses it exactly
+// (qwen3_moe, qwen2_moe, olmoe, mixtral) when there is one, else moe_cpp.
 // The chosen arch is written to cfg->arch.
 std::string config_to_json(ModelConfig* cfg);
 

@@ -31,9 +31,10 @@ struct Backend {
   void (*linear_backward)(float* dx, float* dw, float* db, const float* dy, const float* x,
                           const float* w, int T, int N, int K);
 
-  // Elementwise (ops.h op_add, op_clamp, op_swiglu, op_swiglu_backward).
+  // Elementwise (ops.h op_add, op_clamp*, op_swiglu*).
   void (*add)(float* y, const float* x, int64_t n);
   void (*clamp)(float* x, int64_t n, float c);
+  void (*clamp_backward)(float* dx, const float* y, int64_t n, float c);
   void (*swiglu)(float* h, const float* g, const float* u, int64_t n);
   void (*swiglu_backward)(float* dg, float* du, const float* dh, const float* g, const float* u,
                           int64_t n);
@@ -54,9 +55,9 @@ struct Backend {
   void (*attention)(float* out, const float* q, const float* kc, const float* vc, int T, int pos0,
                     int H, int KV, int dq, int dv, float scale, int window, const float* sinks,
                     float* scratch, float* probs);
-  void (*attention_backward)(float* dq, float* dk, float* dv, const float* dout,
+  void (*attention_backward)(float* dq, float* dk, float* dv, float* dsinks, const float* dout,
                              const float* probs, const float* q, const float* k, const float* v,
-                             int T, int H, int KV, int dqk, int dvh, float scale);
+                             int T, int H, int KV, int dqk, int dvh, float scale, int window);
   void (*mla_attention)(float* olat, const float* qlat, const float* qpe, const float* cc,
                         const float* kpe, int T, int pos0, int H, int Lc, int R, float scale,
                         float* scratch);

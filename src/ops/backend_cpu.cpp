@@ -18,6 +18,7 @@ const Backend kCpu = {
     op_linear_backward,
     op_add,
     op_clamp,
+    op_clamp_backward,
     op_swiglu,
     op_swiglu_backward,
     op_rmsnorm,

@@ -165,6 +165,11 @@ int64_t op_attention_scratch(int C) {
   return static_cast<int64_t>(omp_get_max_threads()) * C;
 }
 
+void op_clamp_backward(float* dx, const float* y, int64_t n, float c) {
+  for (int64_t i = 0; i < n; ++i)
+    if (std::fabs(y[i]) >= c) dx[i] = 0.0f;
+}
+
 void op_rope_table(float* cos_out, float* sin_out, const RopeSpec& rope, int pos0, int T) {
   const int half = rope.dim / 2;
   const float af = static_cast<float>(rope.attention_factor);
@@ -324,32 +329,38 @@ void op_attention(float* out, const float* q, const float* kc, const float* vc, 
   }
 }
 
-void op_attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* probs,
-                           const float* q, const float* k, const float* v, int T, int H, int KV,
-                           int dqk, int dvh, float scale) {
+void op_attention_backward(float* dq, float* dk, float* dv, float* dsinks, const float* dout,
+                           const float* probs, const float* q, const float* k, const float* v,
+                           int T, int H, int KV, int dqk, int dvh, float scale, int window) {
   const int rep = H / KV;
   std::fill(dk, dk + static_cast<int64_t>(T) * KV * dqk, 0.0f);
   std::fill(dv, dv + static_cast<int64_t>(T) * KV * dvh, 0.0f);
-  // One thread per kv head: the query heads that share it accumulate into the same dk/dv.
+  // One thread per kv head: the query heads that share it accumulate into the same dk/dv, and
+  // each query head's sink gradient is written by one thread.
 #pragma omp parallel
   {
     std::vector<float> ds(T);
 #pragma omp for schedule(static)
     for (int kvh = 0; kvh < KV; ++kvh) {
       for (int h = kvh * rep; h < (kvh + 1) * rep; ++h) {
+        double dsink = 0.0;
         for (int t = 0; t < T; ++t) {
+          const int lo = window > 0 ? std::max(0, t - window + 1) : 0;
           const float* p = probs + (static_cast<int64_t>(t) * H + h) * T;
           const float* go = dout + (static_cast<int64_t>(t) * H + h) * dvh;
-          // dP[j] = dO . v_j; dS[j] = P[j] * (dP[j] - sum_j' P[j'] dP[j'])
-          float pdp = 0.0f;
-          for (int j = 0; j <= t; ++j) {
+          // dP[j] = dO . v_j; dS[j] = P[j] * (dP[j] - sum_j' P[j'] dP[j']). The sink has no
+          // value (dP = 0): dS_sink = -P_sink * sum_j' P[j'] dP[j'].
+          float pdp = 0.0f, psum = 0.0f;
+          for (int j = lo; j <= t; ++j) {
             ds[j] = dot(go, v + (static_cast<int64_t>(j) * KV + kvh) * dvh, dvh);
             pdp += p[j] * ds[j];
+            psum += p[j];
           }
+          if (dsinks) dsink -= static_cast<double>(1.0f - psum) * pdp;
           float* gq = dq + (static_cast<int64_t>(t) * H + h) * dqk;
           std::fill(gq, gq + dqk, 0.0f);
           const float* qt = q + (static_cast<int64_t>(t) * H + h) * dqk;
-          for (int j = 0; j <= t; ++j) {
+          for (int j = lo; j <= t; ++j) {
             const float g = p[j] * (ds[j] - pdp) * scale;
             const float* kj = k + (static_cast<int64_t>(j) * KV + kvh) * dqk;
             float* gk = dk + (static_cast<int64_t>(j) * KV + kvh) * dqk;
@@ -361,6 +372,7 @@ void op_attention_backward(float* dq, float* dk, float* dv, const float* dout, c
             for (int i = 0; i < dvh; ++i) gv[i] += p[j] * go[i];
           }
         }
+        if (dsinks) dsinks[h] += static_cast<float>(dsink);
       }
     }
   }

@@ -49,6 +49,9 @@ void op_rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, 
 
 // x[i] = clamp(x[i], -c, c) for n elements.
 void op_clamp(float* x, int64_t n, float c);
+// Backward of op_clamp given its output y (n): dx[i] = 0 where y was clamped (|y| >= c), else
+// unchanged. In place.
+void op_clamp_backward(float* dx, const float* y, int64_t n, float c);
 
 // y[i] += x[i] for n elements.
 void op_add(float* y, const float* x, int64_t n);
@@ -77,11 +80,13 @@ void op_attention(float* out, const float* q, const float* kc, const float* vc, 
                   int H, int KV, int dq, int dv, float scale, int window, const float* sinks,
                   float* scratch, float* probs = nullptr);
 
-// Backward of op_attention for one sequence from position 0 (pos0 = 0, C = T) without sinks.
-// probs (T, H, T) from the forward; dq (T, H, dq), dk (T, KV, dq), dv (T, KV, dv) are overwritten.
-void op_attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* probs,
-                           const float* q, const float* k, const float* v, int T, int H, int KV,
-                           int dqk, int dvh, float scale);
+// Backward of op_attention for one sequence from position 0 (pos0 = 0, C = T), with the same
+// window. probs (T, H, T) from the forward; dq (T, H, dq), dk (T, KV, dq), dv (T, KV, dv) are
+// overwritten. dsinks (H) or null (no sinks): the sink logits' gradients accumulate (+=); the
+// sink's probability is 1 - sum_j probs[t, h, j].
+void op_attention_backward(float* dq, float* dk, float* dv, float* dsinks, const float* dout,
+                           const float* probs, const float* q, const float* k, const float* v,
+                           int T, int H, int KV, int dqk, int dvh, float scale, int window);
 
 // MLA attention in the weight-absorbed form, over the compressed cache.
 // qlat (T, H, Lc) = q_nope absorbed into the latent space, qpe (T, H, R) rotated rope part,

@@ -133,40 +133,82 @@ TEST(OpsBackward, SwiGlu) {
   expect_grad_near(du, fd_grad(U, [&](const VecD& v) { return fwd(G, v); }), 1e-5, "du");
 }
 
-TEST(OpsBackward, AttentionGqa) {
-  const int T = 5, H = 4, KV = 2, dq = 3, dv = 2;
+// L = sum dout . attention(q, k, v) in double: causal GQA with an optional window and sinks.
+double attention_loss_ref(const VecD& Q, const VecD& K, const VecD& Vv, const VecD& S,
+                          const std::vector<float>& dout, int T, int H, int KV, int dq, int dv,
+                          double scale, int window) {
+  double L = 0;
+  for (int t = 0; t < T; ++t)
+    for (int h = 0; h < H; ++h) {
+      const int g = h / (H / KV), lo = window > 0 ? std::max(0, t - window + 1) : 0;
+      std::vector<double> s(t + 1, 0.0);
+      double mx = S.empty() ? -1e300 : S[h];
+      for (int j = lo; j <= t; ++j) {
+        double d = 0;
+        for (int i = 0; i < dq; ++i) d += Q[(t * H + h) * dq + i] * K[(j * KV + g) * dq + i];
+        s[j] = d * scale;
+        mx = std::max(mx, s[j]);
+      }
+      double z = S.empty() ? 0.0 : std::exp(S[h] - mx);
+      for (int j = lo; j <= t; ++j) z += (s[j] = std::exp(s[j] - mx));
+      for (int j = lo; j <= t; ++j)
+        for (int i = 0; i < dv; ++i)
+          L += dout[(t * H + h) * dv + i] * s[j] / z * Vv[(j * KV + g) * dv + i];
+    }
+  return L;
+}
+
+void attention_grad_check(int window, bool sinks) {
+  const int T = 6, H = 4, KV = 2, dq = 3, dv = 2;
   const float scale = 0.7f;
   auto q = randn(T * H * dq, 13), k = randn(T * KV * dq, 14), v = randn(T * KV * dv, 15),
-       dout = randn(T * H * dv, 16);
+       dout = randn(T * H * dv, 16), sk = randn(H, 17);
   std::vector<float> out(T * H * dv), probs(T * H * T), scratch(omp_get_max_threads() * T);
-  op_attention(out.data(), q.data(), k.data(), v.data(), T, 0, H, KV, dq, dv, scale, 0, nullptr,
-               scratch.data(), probs.data());
-  std::vector<float> gq(T * H * dq), gk(T * KV * dq), gv(T * KV * dv);
-  op_attention_backward(gq.data(), gk.data(), gv.data(), dout.data(), probs.data(), q.data(),
-                        k.data(), v.data(), T, H, KV, dq, dv, scale);
-  auto fwd = [&](const VecD& Q, const VecD& K, const VecD& Vv) {
+  op_attention(out.data(), q.data(), k.data(), v.data(), T, 0, H, KV, dq, dv, scale, window,
+               sinks ? sk.data() : nullptr, scratch.data(), probs.data());
+  std::vector<float> gq(T * H * dq), gk(T * KV * dq), gv(T * KV * dv), gs(H, 0.5f);
+  op_attention_backward(gq.data(), gk.data(), gv.data(), sinks ? gs.data() : nullptr, dout.data(),
+                        probs.data(), q.data(), k.data(), v.data(), T, H, KV, dq, dv, scale,
+                        window);
+  VecD Q = to_d(q), K = to_d(k), Vv = to_d(v), S = sinks ? to_d(sk) : VecD();
+  auto fwd = [&](const VecD& a, const VecD& b, const VecD& c, const VecD& d) {
+    return attention_loss_ref(a, b, c, d, dout, T, H, KV, dq, dv, scale, window);
+  };
+  // The forward in fp32 against the double reference.
+  EXPECT_NEAR(dotd(to_d(dout), out), fwd(Q, K, Vv, S), 1e-5);
+  expect_grad_near(gq, fd_grad(Q, [&](const VecD& x) { return fwd(x, K, Vv, S); }), 1e-4, "dq");
+  expect_grad_near(gk, fd_grad(K, [&](const VecD& x) { return fwd(Q, x, Vv, S); }), 1e-4, "dk");
+  expect_grad_near(gv, fd_grad(Vv, [&](const VecD& x) { return fwd(Q, K, x, S); }), 1e-4, "dv");
+  if (sinks) {
+    for (float& x : gs) x -= 0.5f;  // sink gradients accumulate onto what was there
+    expect_grad_near(gs, fd_grad(S, [&](const VecD& x) { return fwd(Q, K, Vv, x); }), 1e-4,
+                     "dsinks");
+  }
+}
+
+TEST(OpsBackward, AttentionGqa) { attention_grad_check(0, false); }
+TEST(OpsBackward, AttentionWindow) { attention_grad_check(3, false); }
+TEST(OpsBackward, AttentionSinks) { attention_grad_check(0, true); }
+TEST(OpsBackward, AttentionWindowSinks) { attention_grad_check(2, true); }
+
+TEST(OpsBackward, Clamp) {
+  const int n = 40;
+  const float c = 0.8f;
+  auto x = randn(n, 18), dy = randn(n, 19);
+  auto y = x;
+  op_clamp(y.data(), n, c);
+  int clamped = 0;
+  for (float v : x) clamped += std::fabs(v) > c ? 1 : 0;
+  ASSERT_GT(clamped, 2);
+  ASSERT_LT(clamped, n - 2);
+  auto dx = dy;
+  op_clamp_backward(dx.data(), y.data(), n, c);
+  auto fwd = [&](const VecD& X) {
     double L = 0;
-    for (int t = 0; t < T; ++t)
-      for (int h = 0; h < H; ++h) {
-        int g = h / (H / KV);
-        std::vector<double> s(t + 1);
-        double mx = -1e300, z = 0;
-        for (int j = 0; j <= t; ++j) {
-          double d = 0;
-          for (int i = 0; i < dq; ++i) d += Q[(t * H + h) * dq + i] * K[(j * KV + g) * dq + i];
-          s[j] = d * scale;
-          mx = std::max(mx, s[j]);
-        }
-        for (double& x : s) z += (x = std::exp(x - mx));
-        for (int j = 0; j <= t; ++j)
-          for (int i = 0; i < dv; ++i) L += dout[(t * H + h) * dv + i] * s[j] / z * Vv[(j * KV + g) * dv + i];
-      }
+    for (int i = 0; i < n; ++i) L += dy[i] * std::min<double>(c, std::max<double>(-c, X[i]));
     return L;
   };
-  VecD Q = to_d(q), K = to_d(k), Vv = to_d(v);
-  expect_grad_near(gq, fd_grad(Q, [&](const VecD& x) { return fwd(x, K, Vv); }), 1e-4, "dq");
-  expect_grad_near(gk, fd_grad(K, [&](const VecD& x) { return fwd(Q, x, Vv); }), 1e-4, "dk");
-  expect_grad_near(gv, fd_grad(Vv, [&](const VecD& x) { return fwd(Q, K, x); }), 1e-4, "dv");
+  expect_grad_near(dx, fd_grad(to_d(x), fwd), 1e-6, "dx");
 }
 
 TEST(OpsBackward, CrossEntropy) {

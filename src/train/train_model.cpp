@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "ops/router.h"
 #include "ops/ops.h"
+#include "train/train_attention.h"
 
 namespace moe {
 
@@ -22,8 +23,8 @@ void add_into(float* dst, const float* src, int64_t n) {
 
 void bind_arena(Model* m, const ModelConfig& cfg, const std::vector<TensorSpec>& specs,
                 const std::vector<int64_t>& offset, float* base) {
+  *m = Model();  // a rebind starts afresh: no converted buffers or parameter counts carried over
   m->cfg = cfg;
-  m->archive = StArchive();
   m->archive.origin = "training arena";
   for (size_t i = 0; i < specs.size(); ++i) {
     StTensor t;
@@ -42,11 +43,59 @@ bool ends_with(const std::string& s, const char* suf) {
   return s.size() >= n && s.compare(s.size() - n, n, suf) == 0;
 }
 
+// gpt-oss stores its experts as gate_up_proj (E, D, 2F), gate and up interleaved on the last axis,
+// and down_proj (E, F, D); model_bind converts them into (E, F, D) / (E, D, F) buffers of the
+// Model (and the gate/up biases into (E, F) ones). The arena keeps the stored layout, so before a
+// forward the converted weights are refreshed from it, and after a backward the converted
+// gradients are added into it and cleared. f(arena element, converted element) is called for
+// every pair; down_proj_bias is bound in place and needs nothing.
+template <typename Fn>
+void gpt_oss_expert_pairs(TrainModel* tm, const Model& m, float* base, Fn f) {
+  const ModelConfig& c = tm->cfg;
+  const int64_t E = c.n_experts, D = c.hidden, F = c.expert_ffn;
+  for (int l = 0; l < c.n_layers; ++l) {
+    if (!c.is_moe[l]) continue;
+    const std::string p = "model.layers." + std::to_string(l) + ".mlp.experts.";
+    float* gu = base + tm->offset[train_model_find(*tm, p + "gate_up_proj")];        // (E, D, 2F)
+    float* gub = base + tm->offset[train_model_find(*tm, p + "gate_up_proj_bias")];  // (E, 2F)
+    float* dn = base + tm->offset[train_model_find(*tm, p + "down_proj")];           // (E, F, D)
+    for (int64_t e = 0; e < E; ++e) {
+      const ExpertWeights& x = m.layers[l].experts[e];
+      float* gate = wr(x.gate);  // (F, D)
+      float* up = wr(x.up);      // (F, D)
+      float* down = wr(x.down);  // (D, F)
+      for (int64_t d = 0; d < D; ++d)
+        for (int64_t j = 0; j < F; ++j) {
+          f(gu[(e * D + d) * 2 * F + 2 * j], gate[j * D + d]);
+          f(gu[(e * D + d) * 2 * F + 2 * j + 1], up[j * D + d]);
+          f(dn[(e * F + j) * D + d], down[d * F + j]);
+        }
+      for (int64_t j = 0; j < F; ++j) {
+        f(gub[e * 2 * F + 2 * j], wr(x.gate_b)[j]);
+        f(gub[e * 2 * F + 2 * j + 1], wr(x.up_b)[j]);
+      }
+    }
+  }
+}
+
+void gpt_oss_experts_from_arena(TrainModel* tm) {
+  gpt_oss_expert_pairs(tm, tm->w, tm->params.data(),
+                       [](float& arena, float& conv) { conv = arena; });
+}
+
+void gpt_oss_expert_grads_to_arena(TrainModel* tm) {
+  gpt_oss_expert_pairs(tm, tm->g, tm->grads.data(), [](float& arena, float& conv) {
+    arena += conv;
+    conv = 0.0f;
+  });
+}
+
 }  // namespace
 
-void train_model_alloc(TrainModel* tm, const ModelConfig& cfg) {
+void train_model_alloc(TrainModel* tm, const ModelConfig& cfg, bool fused_experts) {
   tm->cfg = cfg;
-  tm->specs = model_tensor_specs(cfg, false);
+  tm->fused_experts = fused_experts || cfg.arch == ARCH_GPT_OSS;
+  tm->specs = model_tensor_specs(cfg, tm->fused_experts);
   tm->offset.clear();
   tm->decay.clear();
   tm->trainable.clear();
@@ -93,8 +142,8 @@ void train_model_init_weights(TrainModel* tm, uint64_t seed, float std) {
 void train_acts_init(TrainActs* a, const TrainModel& tm, int B, int T) {
   const ModelConfig& c = tm.cfg;
   MOE_CHECK(B > 0 && T > 0);
-  const int64_t N = static_cast<int64_t>(B) * T, D = c.hidden, V = c.vocab, H = c.n_heads;
-  const int64_t KV = c.n_kv_heads, hd = c.head_dim, F = std::max(c.dense_ffn, 1);
+  const int64_t N = static_cast<int64_t>(B) * T, D = c.hidden, V = c.vocab;
+  const int64_t F = std::max(c.dense_ffn, 1);
   a->B = B;
   a->T = T;
   a->layers.assign(c.n_layers, LayerActs());
@@ -102,13 +151,7 @@ void train_acts_init(TrainActs* a, const TrainModel& tm, int B, int T) {
     LayerActs& la = a->layers[l];
     la.h_in.assign(N * D, 0.0f);
     la.xn1.assign(N * D, 0.0f);
-    la.q_raw.assign(N * H * hd, 0.0f);
-    la.k_raw.assign(N * KV * hd, 0.0f);
-    la.q.assign(N * H * hd, 0.0f);
-    la.k.assign(N * KV * hd, 0.0f);
-    la.v.assign(N * KV * hd, 0.0f);
-    la.probs.assign(N * H * T, 0.0f);
-    la.att.assign(N * H * hd, 0.0f);
+    attn_acts_init(&la, c, N, T);
     la.h_mid.assign(N * D, 0.0f);
     la.xn2.assign(N * D, 0.0f);
     if (c.is_moe[l]) {
@@ -124,8 +167,8 @@ void train_acts_init(TrainActs* a, const TrainModel& tm, int B, int T) {
   a->h.assign(N * D, 0.0f);
   a->xn.assign(N * D, 0.0f);
   a->logits.assign(N * V, 0.0f);
-  a->rope_cos.assign(T * hd / 2, 0.0f);
-  a->rope_sin.assign(T * hd / 2, 0.0f);
+  a->rope_cos.assign(T * c.rope.dim / 2, 0.0f);
+  a->rope_sin.assign(T * c.rope.dim / 2, 0.0f);
   op_rope_table(a->rope_cos.data(), a->rope_sin.data(), c.rope, 0, T);
   a->scores.assign(static_cast<int64_t>(omp_get_max_threads()) * T, 0.0f);
   a->dlogits.assign(N * V, 0.0f);
@@ -133,10 +176,7 @@ void train_acts_init(TrainActs* a, const TrainModel& tm, int B, int T) {
   a->dh.assign(N * D, 0.0f);
   a->dx.assign(N * D, 0.0f);
   a->dtmp.assign(N * D, 0.0f);
-  a->dq.assign(N * H * hd, 0.0f);
-  a->dk.assign(N * KV * hd, 0.0f);
-  a->dv.assign(N * KV * hd, 0.0f);
-  a->datt.assign(N * H * hd, 0.0f);
+  attn_scratch_init(a, c, N);
   a->dg.assign(N * F, 0.0f);
   a->du.assign(N * F, 0.0f);
   a->dact.assign(N * F, 0.0f);
@@ -145,10 +185,10 @@ void train_acts_init(TrainActs* a, const TrainModel& tm, int B, int T) {
 StepLosses train_forward(TrainModel* tm, TrainActs* a, uint64_t seed, bool train) {
   const ModelConfig& c = tm->cfg;
   const Model& m = tm->w;
-  const int B = a->B, T = a->T, N = B * T, D = c.hidden, V = c.vocab;
-  const int H = c.n_heads, KV = c.n_kv_heads, hd = c.head_dim, F = c.dense_ffn;
+  const int T = a->T, N = a->B * T, D = c.hidden, V = c.vocab, F = c.dense_ffn;
   const int64_t ND = static_cast<int64_t>(N) * D;
   StepLosses out;
+  train_model_sync_views(tm);
   std::vector<float>& h = a->h;
   for (int t = 0; t < N; ++t) {
     const int32_t id = a->ids[t];
@@ -161,30 +201,7 @@ StepLosses train_forward(TrainModel* tm, TrainActs* a, uint64_t seed, bool train
     LayerActs& la = a->layers[l];
     std::copy(h.begin(), h.begin() + ND, la.h_in.begin());
     op_rmsnorm(la.xn1.data(), h.data(), lw.attn_norm, N, D, c.rms_eps);
-    op_linear(la.q_raw.data(), la.xn1.data(), lw.q.w, lw.q.b, N, H * hd, D);
-    op_linear(la.k_raw.data(), la.xn1.data(), lw.k.w, lw.k.b, N, KV * hd, D);
-    op_linear(la.v.data(), la.xn1.data(), lw.v.w, lw.v.b, N, KV * hd, D);
-    if (c.qk_norm == QKNORM_HEAD) {
-      op_rmsnorm(la.q.data(), la.q_raw.data(), lw.q_norm, N * H, hd, c.rms_eps);
-      op_rmsnorm(la.k.data(), la.k_raw.data(), lw.k_norm, N * KV, hd, c.rms_eps);
-    } else if (c.qk_norm == QKNORM_FULL) {
-      op_rmsnorm(la.q.data(), la.q_raw.data(), lw.q_norm, N, H * hd, c.rms_eps);
-      op_rmsnorm(la.k.data(), la.k_raw.data(), lw.k_norm, N, KV * hd, c.rms_eps);
-    } else {
-      la.q = la.q_raw;
-      la.k = la.k_raw;
-    }
-    for (int b = 0; b < B; ++b) {
-      const int64_t t0 = static_cast<int64_t>(b) * T;
-      op_rope(la.q.data() + t0 * H * hd, T, H, static_cast<int64_t>(H) * hd, hd, hd,
-              a->rope_cos.data(), a->rope_sin.data(), c.rope.layout);
-      op_rope(la.k.data() + t0 * KV * hd, T, KV, static_cast<int64_t>(KV) * hd, hd, hd,
-              a->rope_cos.data(), a->rope_sin.data(), c.rope.layout);
-      op_attention(la.att.data() + t0 * H * hd, la.q.data() + t0 * H * hd,
-                   la.k.data() + t0 * KV * hd, la.v.data() + t0 * KV * hd, T, 0, H, KV, hd, hd,
-                   c.attn_scale, 0, nullptr, a->scores.data(), la.probs.data() + t0 * H * T);
-    }
-    op_linear(a->dtmp.data(), la.att.data(), lw.o.w, lw.o.b, N, D, H * hd);
+    attn_train_forward(a->dtmp.data(), &la, a, c, lw, l);
     add_into(h.data(), a->dtmp.data(), ND);
     std::copy(h.begin(), h.begin() + ND, la.h_mid.begin());
     op_rmsnorm(la.xn2.data(), h.data(), lw.ffn_norm, N, D, c.rms_eps);
@@ -216,8 +233,7 @@ void train_backward(TrainModel* tm, TrainActs* a, float loss_scale) {
   const ModelConfig& c = tm->cfg;
   const Model& m = tm->w;
   const Model& g = tm->g;
-  const int B = a->B, T = a->T, N = B * T, D = c.hidden, V = c.vocab;
-  const int H = c.n_heads, KV = c.n_kv_heads, hd = c.head_dim, F = c.dense_ffn;
+  const int T = a->T, N = a->B * T, D = c.hidden, V = c.vocab, F = c.dense_ffn;
   const int64_t ND = static_cast<int64_t>(N) * D;
   op_cross_entropy(a->dlogits.data(), a->logits.data(), a->targets.data(), N, V, loss_scale,
                    nullptr, a->row_loss.data());
@@ -247,52 +263,53 @@ void train_backward(TrainModel* tm, TrainActs* a, float loss_scale) {
     }
     op_rmsnorm_backward(dx, wr(lg.ffn_norm), dtmp, la.h_mid.data(), lw.ffn_norm, N, D, c.rms_eps);
     add_into(dh, dx, ND);  // dh = d h_mid
-    // Attention.
-    op_linear_backward(a->datt.data(), wr(lg.o.w), wr(lg.o.b), dh, la.att.data(), lw.o.w, N, D,
-                       H * hd);
-    for (int b = 0; b < B; ++b) {
-      const int64_t t0 = static_cast<int64_t>(b) * T;
-      op_attention_backward(a->dq.data() + t0 * H * hd, a->dk.data() + t0 * KV * hd,
-                            a->dv.data() + t0 * KV * hd, a->datt.data() + t0 * H * hd,
-                            la.probs.data() + t0 * H * T, la.q.data() + t0 * H * hd,
-                            la.k.data() + t0 * KV * hd, la.v.data() + t0 * KV * hd, T, H, KV, hd,
-                            hd, c.attn_scale);
-      op_rope_backward(a->dq.data() + t0 * H * hd, T, H, static_cast<int64_t>(H) * hd, hd, hd,
-                       a->rope_cos.data(), a->rope_sin.data(), c.rope.layout);
-      op_rope_backward(a->dk.data() + t0 * KV * hd, T, KV, static_cast<int64_t>(KV) * hd, hd, hd,
-                       a->rope_cos.data(), a->rope_sin.data(), c.rope.layout);
-    }
-    // q/k norm: datt <- d q_raw; dk_raw kept in dk via a copy through dtmp-sized buffers.
-    const float* dq_raw = a->dq.data();
-    const float* dk_raw = a->dk.data();
-    if (c.qk_norm == QKNORM_HEAD || c.qk_norm == QKNORM_FULL) {
-      const bool head = c.qk_norm == QKNORM_HEAD;
-      op_rmsnorm_backward(a->datt.data(), wr(lg.q_norm), a->dq.data(), la.q_raw.data(), lw.q_norm,
-                          head ? N * H : N, head ? hd : H * hd, c.rms_eps);
-      op_rmsnorm_backward(a->dq.data(), wr(lg.k_norm), a->dk.data(), la.k_raw.data(), lw.k_norm,
-                          head ? N * KV : N, head ? hd : KV * hd, c.rms_eps);
-      dq_raw = a->datt.data();
-      dk_raw = a->dq.data();
-    }
-    op_linear_backward(dx, wr(lg.q.w), wr(lg.q.b), dq_raw, la.xn1.data(), lw.q.w, N, H * hd, D);
-    op_linear_backward(dtmp, wr(lg.k.w), wr(lg.k.b), dk_raw, la.xn1.data(), lw.k.w, N, KV * hd, D);
-    add_into(dx, dtmp, ND);
-    op_linear_backward(dtmp, wr(lg.v.w), wr(lg.v.b), a->dv.data(), la.xn1.data(), lw.v.w, N,
-                       KV * hd, D);
-    add_into(dx, dtmp, ND);
+    attn_train_backward(dx, &la, a, c, lw, lg, dh, l);
     op_rmsnorm_backward(dtmp, wr(lg.attn_norm), dx, la.h_in.data(), lw.attn_norm, N, D, c.rms_eps);
     add_into(dh, dtmp, ND);  // dh = d h_in
   }
   float* ge = wr(g.embed);
   for (int t = 0; t < N; ++t)
     add_into(ge + static_cast<int64_t>(a->ids[t]) * D, dh + static_cast<int64_t>(t) * D, D);
+  if (c.arch == ARCH_GPT_OSS) gpt_oss_expert_grads_to_arena(tm);
 }
 
 }  // namespace moe
 
 namespace moe {
 
+std::string train_model_unsupported(const ModelConfig& c) {
+  // Every architecture and option the inference forward runs has a training forward and backward
+  // (train_attention.h, moe/moe_layer.h); a configuration gains a line here when it has not.
+  (void)c;
+  return "";
+}
+
+void train_model_check_trainable(const ModelConfig& c) {
+  const std::string why = train_model_unsupported(c);
+  if (!why.empty()) fail("%s: %s", c.path.c_str(), why.c_str());
+}
+
+void train_model_sync_views(TrainModel* tm) {
+  if (tm->cfg.arch == ARCH_GPT_OSS) gpt_oss_experts_from_arena(tm);
+}
+
+void train_model_rebind(TrainModel* tm) {
+  bind_arena(&tm->w, tm->cfg, tm->specs, tm->offset, tm->params.data());
+}
+
 void train_model_load_weights(TrainModel* tm, const StArchive& ar) {
+  bool all_found = true;
+  for (const TensorSpec& s : tm->specs) all_found = all_found && ar.find(s.name) != nullptr;
+  if (!all_found && tm->cfg.n_experts > 0 && tm->cfg.arch != ARCH_GPT_OSS) {
+    const std::vector<TensorSpec> other = model_tensor_specs(tm->cfg, !tm->fused_experts);
+    bool other_found = true;
+    for (const TensorSpec& s : other) other_found = other_found && ar.find(s.name) != nullptr;
+    if (other_found) {
+      const MoeLossSpec losses = tm->losses;
+      train_model_alloc(tm, tm->cfg, !tm->fused_experts);
+      tm->losses = losses;
+    }
+  }
   for (size_t i = 0; i < tm->specs.size(); ++i) {
     const TensorSpec& s = tm->specs[i];
     const StTensor& t = ar.get(s.name);
@@ -305,6 +322,7 @@ void train_model_load_weights(TrainModel* tm, const StArchive& ar) {
            dtype_name(t.dtype));
     dtype_to_f32(t.dtype, t.data, tm->params.data() + tm->offset[i], static_cast<size_t>(t.numel()));
   }
+  train_model_rebind(tm);
 }
 
 }  // namespace moe

@@ -18,6 +18,7 @@ namespace moe {
 
 struct TrainModel {
   ModelConfig cfg;
+  bool fused_experts = false;     // 3-D expert tensors (the layout of the checkpoint it came from)
   MoeLossSpec losses;
   std::vector<TensorSpec> specs;  // tensors in arena order
   std::vector<int64_t> offset;    // (n_tensors) start of each tensor in the arenas
@@ -29,23 +30,36 @@ struct TrainModel {
   Model g;                        // the same views into grads
 };
 
-// Allocates the arenas for cfg and binds the views. Weights are zero until initialised.
-void train_model_alloc(TrainModel* tm, const ModelConfig& cfg);
+// Allocates the arenas for cfg, with the tensors of model_tensor_specs(cfg, fused_experts), and
+// binds the views. Weights are zero until initialised.
+void train_model_alloc(TrainModel* tm, const ModelConfig& cfg, bool fused_experts = false);
 // Random initialisation: N(0, std) matrices (output projections scaled by 1/sqrt(2L)), norms 1,
 // biases and correction biases 0. Deterministic for a seed.
 void train_model_init_weights(TrainModel* tm, uint64_t seed, float std);
 int64_t train_model_find(const TrainModel& tm, const std::string& name);  // tensor index or -1
 
+// Attention widths below: dq = qk_head_dim, dv = v_dim, KVa = KV (GQA) or H (MLA, whose per-head
+// keys and values are materialised), Lq q_lora_rank, Lc kv_lora_rank, R rotary dims.
 struct LayerActs {
   std::vector<float> h_in;    // (N, D) residual stream entering the layer
   std::vector<float> xn1;     // (N, D) attention norm output
-  std::vector<float> q_raw;   // (N, H*hd) query projection before q norm
-  std::vector<float> k_raw;   // (N, KV*hd) key projection before k norm
-  std::vector<float> q;       // (N, H*hd) queries after norm and rope
-  std::vector<float> k;       // (N, KV*hd) keys after norm and rope
-  std::vector<float> v;       // (N, KV*hd)
+  // GQA
+  std::vector<float> q_raw;   // (N, H*hd) query projection before q norm (with q/k norm)
+  std::vector<float> k_raw;   // (N, KV*hd) key projection before k norm (with q/k norm)
+  std::vector<float> q_pre;   // (N, H*hd) after norm and clip_qkv, before rope (clip_qkv only)
+  std::vector<float> k_pre;   // (N, KV*hd) likewise
+  // MLA
+  std::vector<float> qa;      // (N, Lq) q_a_proj output (q-LoRA only)
+  std::vector<float> qa_n;    // (N, Lq) after q_a_layernorm
+  std::vector<float> ckv;     // (N, Lc + R) kv_a_proj_with_mqa output
+  std::vector<float> c_raw;   // (N, Lc) latent before kv_a_layernorm
+  std::vector<float> c_n;     // (N, Lc) latent after kv_a_layernorm
+  // both
+  std::vector<float> q;       // (N, H*dq) queries after norm, clip and rope
+  std::vector<float> k;       // (N, KVa*dq) keys after norm, clip and rope
+  std::vector<float> v;       // (N, KVa*dv) values (after clip)
   std::vector<float> probs;   // (B, T, H, T) attention probabilities
-  std::vector<float> att;     // (N, H*hd) attention output
+  std::vector<float> att;     // (N, H*dv) attention output
   std::vector<float> h_mid;   // (N, D) residual stream after attention
   std::vector<float> xn2;     // (N, D) FFN norm output
   std::vector<float> g, u, act;  // (N, F) dense FFN
@@ -62,13 +76,20 @@ struct TrainActs {
   std::vector<float> h;           // (N, D) final residual stream
   std::vector<float> xn;          // (N, D) final norm output
   std::vector<float> logits;      // (N, V)
-  std::vector<float> rope_cos, rope_sin;  // (T, hd/2)
+  std::vector<float> rope_cos, rope_sin;  // (T, R/2)
   std::vector<float> scores;      // (n_threads, T) attention scratch
   // backward scratch
   std::vector<float> dlogits;     // (N, V)
   std::vector<double> row_loss;   // (N) cross-entropy per position
-  std::vector<float> dh, dx, dtmp;   // (N, D)
-  std::vector<float> dq, dk, dv, datt;  // (N, H*hd) / (N, KV*hd)
+  std::vector<float> dh, dx, dtmp, dx2;  // (N, D)
+  std::vector<float> dq, dq2;     // (N, H*dq)
+  std::vector<float> dk, dk2;     // (N, KVa*dq)
+  std::vector<float> dv;          // (N, KVa*dv)
+  std::vector<float> datt;        // (N, H*dv)
+  std::vector<float> kvb;         // (N, H*(nope+dv)) MLA kv_b_proj output / its gradient
+  std::vector<float> kpe;         // (N, R) MLA shared rope key / its gradient
+  std::vector<float> dc, dckv;    // (2, N, Lc), (N, Lc + R) MLA latent gradients
+  std::vector<float> dqa, dqa2;   // (N, Lq) MLA q-LoRA gradients
   std::vector<float> dg, du, dact;   // (N, F)
 };
 
@@ -92,7 +113,24 @@ void train_backward(TrainModel* tm, TrainActs* a, float loss_scale);
 namespace moe {
 
 // Copies every tensor of the arena from a checkpoint archive (names and shapes must match; F32,
-// BF16 or F16 accepted). Throws MoeError naming the file and tensor on any mismatch.
+// BF16 or F16 accepted). An archive with fused 3-D expert tensors where the arena has per-expert
+// ones (or the reverse) re-allocates the arena in the archive's layout first, so the model is
+// saved back the way it came. Throws MoeError naming the file and tensor on any mismatch.
 void train_model_load_weights(TrainModel* tm, const StArchive& ar);
+
+// What the trainer cannot train yet in cfg: "" if it trains everything, else a one-line reason
+// naming the config.json field. train_model_check_trainable throws it as "<config path>: <reason>".
+std::string train_model_unsupported(const ModelConfig& cfg);
+void train_model_check_trainable(const ModelConfig& cfg);
+
+// Refreshes the weights tm->w converted from the arena (gpt-oss's interleaved experts) after the
+// arena changed (an optimizer step). train_forward calls it; call it before using tm->w elsewhere
+// (e.g. infer_forward for validation). Gradients of those tensors are folded back into the arena
+// by train_backward. Does nothing for the other families, whose views are the arena itself.
+void train_model_sync_views(TrainModel* tm);
+
+// Rebinds the weight views after the arena changed outside train_model_load_weights, for the
+// tensors model_bind converts into buffers of its own (gpt-oss's interleaved experts).
+void train_model_rebind(TrainModel* tm);
 
 }  // namespace moe

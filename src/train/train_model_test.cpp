@@ -32,6 +32,56 @@ ModelConfig tiny_config(QKNorm qk, bool tie, bool sigmoid, int shared, bool gate
   return c;
 }
 
+// DeepSeek-V3 MLA: q-LoRA or a plain q_proj, YaRN with mscale, interleaved or half rope layout,
+// a dense first layer, group-limited sigmoid routing and a shared expert.
+ModelConfig mla_config(bool q_lora, bool interleave) {
+  std::string text = R"({"model_type": "deepseek_v3", "vocab_size": 11, "hidden_size": 8,
+    "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 2,
+    "intermediate_size": 10, "moe_intermediate_size": 6, "n_routed_experts": 4,
+    "num_experts_per_tok": 2, "n_shared_experts": 1, "first_k_dense_replace": 1,
+    "n_group": 2, "topk_group": 1, "routed_scaling_factor": 1.5, "kv_lora_rank": 4,
+    "qk_nope_head_dim": 4, "qk_rope_head_dim": 2, "v_head_dim": 3, "rms_norm_eps": 1e-5,
+    "max_position_embeddings": 64, "rope_theta": 100.0,
+    "rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16,
+                     "mscale": 1.0, "mscale_all_dim": 1.0, "beta_fast": 32, "beta_slow": 1})";
+  if (q_lora) text += R"(, "q_lora_rank": 5)";
+  text += interleave ? R"(, "rope_interleave": true})" : R"(, "rope_interleave": false})";
+  ModelConfig c;
+  config_parse(&c, text, "tiny-mla");
+  return c;
+}
+
+// gpt-oss attention (biases, sinks, a sliding layer, YaRN, MQA) and its router bias and fused
+// interleaved expert layout. The experts run plain SwiGLU here: the MoE block's training forward
+// does not run gpt-oss's clamped SwiGLU yet (train_model_unsupported refuses the real config).
+ModelConfig gpt_oss_like_config() {
+  std::string text = R"({"model_type": "gpt_oss", "vocab_size": 11, "hidden_size": 8,
+    "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 4,
+    "intermediate_size": 6, "num_local_experts": 4, "num_experts_per_tok": 2,
+    "rms_norm_eps": 1e-5, "max_position_embeddings": 64, "sliding_window": 2,
+    "layer_types": ["sliding_attention", "full_attention"],
+    "rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 100.0,
+                        "original_max_position_embeddings": 16, "beta_fast": 32,
+                        "beta_slow": 1, "truncate": false}})";
+  ModelConfig c;
+  config_parse(&c, text, "tiny-gpt-oss");
+  c.act = ACT_SWIGLU;
+  c.expert_bias = false;
+  return c;
+}
+
+// GQA with every attention option of the inference forward: q/k/v and o biases, a sliding window
+// on one layer, sinks, clip_qkv after the q/k norm.
+ModelConfig attention_options_config(QKNorm qk) {
+  ModelConfig c = tiny_config(qk, false, false, 0, false);
+  c.qkv_bias = true;
+  c.o_bias = true;
+  c.sinks = true;
+  c.window = {2, 0};
+  c.clip_qkv = qk == QKNORM_NONE ? 1.2f : 0.9f;
+  return c;
+}
+
 struct Fixture {
   TrainModel tm;
   TrainActs acts;
@@ -52,21 +102,34 @@ struct Fixture {
     }
   }
   double loss() { return train_forward(&tm, &acts, 1, true).total(); }
+  // The discrete choices of the forward: routing, and which q/k/v values clip_qkv clamped.
   std::vector<int32_t> routing() {
     std::vector<int32_t> r;
-    for (const LayerActs& la : acts.layers)
+    for (const LayerActs& la : acts.layers) {
       r.insert(r.end(), la.moe.routing.expert.begin(), la.moe.routing.expert.begin() + la.moe.routing.A);
+      const float cl = tm.cfg.clip_qkv;
+      for (const std::vector<float>* v : {&la.q_pre, &la.k_pre, &la.v})
+        for (float x : *v) r.push_back(cl > 0 && std::fabs(x) >= cl ? 1 : 0);
+    }
     return r;
   }
 };
 
-void grad_check(const ModelConfig& c, const MoeLossSpec& ls) {
+bool ends_with(const std::string& s, const std::string& suf) {
+  return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
+}
+
+// Returns the largest |gradient| of each tensor whose name ends with one of `parts`, for checks
+// that a path is not trivially zero.
+// h: the finite-difference step (fourth-order central differences in fp32).
+std::vector<double> grad_check(const ModelConfig& c, const MoeLossSpec& ls,
+                               const std::vector<std::string>& parts = {}, float h = 1e-2f) {
+  std::vector<double> maxes;
   Fixture f(c, ls);
   f.loss();
   const std::vector<int32_t> sel = f.routing();
   std::fill(f.tm.grads.begin(), f.tm.grads.end(), 0.0f);
   train_backward(&f.tm, &f.acts, 1.0f);
-  const float h = 1e-2f;
   int checked = 0, total = 0;
   for (size_t i = 0; i < f.tm.specs.size(); ++i) {
     if (!f.tm.trainable[i]) continue;
@@ -75,6 +138,8 @@ void grad_check(const ModelConfig& c, const MoeLossSpec& ls) {
     double mx = 1e-6;
     for (int64_t j = 0; j < n; ++j)
       mx = std::max(mx, std::fabs(static_cast<double>(f.tm.grads[f.tm.offset[i] + j])));
+    for (const std::string& part : parts)
+      if (ends_with(f.tm.specs[i].name, part)) maxes.push_back(mx);
     for (int64_t j = 0; j < n; ++j) {
       float& p = f.tm.params[f.tm.offset[i] + j];
       const float keep = p;
@@ -96,6 +161,13 @@ void grad_check(const ModelConfig& c, const MoeLossSpec& ls) {
     }
   }
   EXPECT_GT(checked, total * 3 / 4);
+  return maxes;
+}
+
+// Every tensor named with `part` has a gradient that is not zero.
+void expect_nonzero(const std::vector<double>& maxes, const char* what) {
+  EXPECT_FALSE(maxes.empty()) << what;
+  for (double m : maxes) EXPECT_GT(m, 1e-4) << what;
 }
 
 TEST(TrainModelGrad, PerHeadQkNormSoftmaxAuxZ) {
@@ -115,6 +187,69 @@ TEST(TrainModelGrad, NoQkNormSigmoidBiasSeqLoss) {
   MoeLossSpec ls;
   ls.seq_aux = 0.05f;
   grad_check(tiny_config(QKNORM_NONE, false, true, 3, false), ls);
+}
+
+TEST(TrainModelGrad, AttentionBiasesSinksWindowClipFullNorm) {
+  MoeLossSpec ls;
+  expect_nonzero(grad_check(attention_options_config(QKNORM_FULL), ls, {"sinks"}), "sinks");
+}
+
+TEST(TrainModelGrad, AttentionBiasesSinksWindowClipNoNorm) {
+  MoeLossSpec ls;
+  ls.aux = 0.05f;
+  expect_nonzero(grad_check(attention_options_config(QKNORM_NONE), ls, {"_proj.bias"}), "biases");
+}
+
+const std::vector<std::string> kMlaTensors = {
+    "q_a_proj.weight", "q_a_layernorm.weight", "q_b_proj.weight", "q_proj.weight",
+    "kv_a_proj_with_mqa.weight", "kv_a_layernorm.weight", "kv_b_proj.weight", "o_proj.weight"};
+
+// A smaller step: the loss curves strongly in some weights here (at h = 1e-2 the fourth-order
+// difference of input_layernorm.weight[0] is 0.5% off, and converges to the gradient as h falls).
+TEST(TrainModelGrad, MlaQLoraYarnInterleaved) {
+  MoeLossSpec ls;
+  ls.seq_aux = 0.05f;
+  expect_nonzero(grad_check(mla_config(true, true), ls, kMlaTensors, 2e-3f), "MLA attention");
+}
+
+TEST(TrainModelGrad, MlaPlainQHalfRope) {
+  expect_nonzero(grad_check(mla_config(false, false), MoeLossSpec(), kMlaTensors, 2e-3f),
+                 "MLA attention");
+}
+
+TEST(TrainModelGrad, GptOssLikeAttentionAndFusedExperts) {
+  MoeLossSpec ls;
+  ls.aux = 0.05f;
+  const ModelConfig c = gpt_oss_like_config();
+  expect_nonzero(grad_check(c, ls, {"experts.gate_up_proj", "experts.down_proj", "sinks",
+                                     "router.bias", "o_proj.bias"}),
+                 "gpt-oss tensors");
+}
+
+// The same configs: the training forward equals the inference forward (MLA: plain vs absorbed).
+TEST(TrainModel, FamilyForwardsMatchInferenceEngine) {
+  const ModelConfig cfgs[] = {attention_options_config(QKNORM_FULL),
+                              attention_options_config(QKNORM_HEAD), mla_config(true, true),
+                              mla_config(false, false), gpt_oss_like_config()};
+  for (const ModelConfig& c : cfgs) {
+    Fixture f(c, MoeLossSpec());
+    // gpt-oss's expert biases: the inference forward adds them, the training one not yet.
+    for (size_t i = 0; i < f.tm.specs.size(); ++i)
+      if (ends_with(f.tm.specs[i].name, "_proj_bias")) {
+        int64_t n = 1;
+        for (int64_t d : f.tm.specs[i].shape) n *= d;
+        std::fill(f.tm.params.begin() + f.tm.offset[i], f.tm.params.begin() + f.tm.offset[i] + n,
+                  0.0f);
+      }
+    train_forward(&f.tm, &f.acts, 1, false);
+    for (int b = 0; b < 2; ++b) {
+      InferState st;
+      infer_state_init(&st, f.tm.w, 4, 4);
+      infer_forward(f.tm.w, &st, f.acts.ids.data() + 4 * b, 4, true);
+      for (int i = 0; i < 4 * 11; ++i)
+        EXPECT_NEAR(st.logits[i], f.acts.logits[b * 44 + i], 1e-5) << c.path << " b " << b;
+    }
+  }
 }
 
 // The training forward and the inference engine compute the same logits from the same arena.

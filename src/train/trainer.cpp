@@ -272,7 +272,10 @@ void open_data(Run* r) {
   fs::create_directories(a.out, ec);
   if (ec) fail("%s: cannot create the folder: %s", a.out.c_str(), ec.message().c_str());
   if (a.data.empty()) fail("--data is required");
-  if (!a.init.empty()) config_load(&r->init_cfg, a.init);
+  if (!a.init.empty()) {
+    config_load(&r->init_cfg, a.init);
+    train_model_check_trainable(r->init_cfg);  // refused before any data is prepared
+  }
   const std::string init_tok = init_tokenizer(a);
   if (!init_tok.empty()) {  // refuse a too-small config before tokenizing anything
     Tokenizer tok;
