@@ -289,6 +289,16 @@ void train_model_check_trainable(const ModelConfig& c) {
   if (!why.empty()) fail("%s: %s", c.path.c_str(), why.c_str());
 }
 
+void train_model_check_weights(const StArchive& ar) {
+  for (const auto& [name, t] : ar.tensors) {
+    if (t.dtype == DT_F32 || t.dtype == DT_BF16 || t.dtype == DT_F16) continue;
+    const std::string& file = t.file ? *t.file : ar.origin;
+    fail("%s: tensor '%s': stored as %s; training starts from F32, BF16 or F16 weights, not a "
+         "quantized checkpoint (train the unquantized model, then quantize it)",
+         file.c_str(), name.c_str(), dtype_name(t.dtype));
+  }
+}
+
 void train_model_sync_views(TrainModel* tm) {
   if (tm->cfg.arch == ARCH_GPT_OSS) gpt_oss_experts_from_arena(tm);
 }

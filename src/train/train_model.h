@@ -122,6 +122,9 @@ void train_model_load_weights(TrainModel* tm, const StArchive& ar);
 // naming the config.json field. train_model_check_trainable throws it as "<config path>: <reason>".
 std::string train_model_unsupported(const ModelConfig& cfg);
 void train_model_check_trainable(const ModelConfig& cfg);
+// The weights of a checkpoint the trainer can start from: every tensor F32, BF16 or F16 (not a
+// quantized copy written by `moe quantize`). Throws MoeError naming the file and the tensor.
+void train_model_check_weights(const StArchive& ar);
 
 // Refreshes the weights tm->w converted from the arena (gpt-oss's interleaved experts) after the
 // arena changed (an optimizer step). train_forward calls it; call it before using tm->w elsewhere

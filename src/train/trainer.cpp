@@ -275,6 +275,9 @@ void open_data(Run* r) {
   if (!a.init.empty()) {
     config_load(&r->init_cfg, a.init);
     train_model_check_trainable(r->init_cfg);  // refused before any data is prepared
+    StArchive ar;
+    st_open_dir(&ar, a.init);
+    train_model_check_weights(ar);
   }
   const std::string init_tok = init_tokenizer(a);
   if (!init_tok.empty()) {  // refuse a too-small config before tokenizing anything
