@@ -28,6 +28,9 @@ struct Backend {
   void (*gemm)(bool trans_b, int M, int N, int K, const float* A, int lda, const float* B, int ldb,
                float* C, int ldc);
   void (*linear)(float* y, const float* x, const Linear& w, int T, LinearScratch* s);
+  // y (T, N) = x (T, K) W^T + b for fp32 W (N, K) and b (N) or null (ops.h op_linear).
+  void (*linear_f32)(float* y, const float* x, const float* w, const float* b, int T, int N,
+                     int K);
   void (*linear_backward)(float* dx, float* dw, float* db, const float* dy, const float* x,
                           const float* w, int T, int N, int K);
 
@@ -82,6 +85,10 @@ struct Backend {
                   const ExpertSegments& seg, bool save);
   void (*experts_backward)(ExpertBuffers* b, const ExpertFfnSpec& f, const ExpertWeights* experts,
                            const ExpertWeights* grads, const ExpertSegments& seg);
+
+  // Optimizer (ops.h op_adamw).
+  void (*adamw)(float* w, const float* g, float* m, float* v, int64_t n, float b1, float b2,
+                float eps, float step_size, float inv_bc2, float decay);
 
   // Loss head (ops.h op_cross_entropy).
   double (*cross_entropy)(float* dlogits, const float* logits, const int32_t* targets, int T,

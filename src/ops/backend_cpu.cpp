@@ -15,6 +15,7 @@ const Backend kCpu = {
     "cpu",
     op_gemm,
     cpu_linear,
+    op_linear,
     op_linear_backward,
     op_add,
     op_clamp,
@@ -38,6 +39,7 @@ const Backend kCpu = {
     router_device_loss,
     experts_forward,
     experts_backward,
+    op_adamw,
     op_cross_entropy,
 };
 

@@ -161,6 +161,17 @@ void op_add(float* y, const float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += x[i];
 }
 
+void op_adamw(float* w, const float* g, float* m, float* v, int64_t n, float b1, float b2,
+              float eps, float step_size, float inv_bc2, float decay) {
+#pragma omp parallel for schedule(static) if (n > 65536)
+  for (int64_t j = 0; j < n; ++j) {
+    m[j] = b1 * m[j] + (1.0f - b1) * g[j];
+    v[j] = b2 * v[j] + (1.0f - b2) * g[j] * g[j];
+    w[j] -= decay * w[j];
+    w[j] -= step_size * m[j] / (std::sqrt(v[j] * inv_bc2) + eps);
+  }
+}
+
 int64_t op_attention_scratch(int C) {
   return static_cast<int64_t>(omp_get_max_threads()) * C;
 }

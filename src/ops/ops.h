@@ -56,6 +56,13 @@ void op_clamp_backward(float* dx, const float* y, int64_t n, float c);
 // y[i] += x[i] for n elements.
 void op_add(float* y, const float* x, int64_t n);
 
+// One AdamW update of n parameters w with gradients g and moments m, v (updated in place):
+// m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; w -= decay w;
+// w -= step_size m / (sqrt(v * inv_bc2) + eps). step_size = lr / (1 - b1^t),
+// inv_bc2 = 1 / (1 - b2^t), decay = lr * weight_decay (0 for no decay).
+void op_adamw(float* w, const float* g, float* m, float* v, int64_t n, float b1, float b2,
+              float eps, float step_size, float inv_bc2, float decay);
+
 // Floats of scratch op_attention / op_mla_attention need for a context of C positions.
 int64_t op_attention_scratch(int C);
 

@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "core/error.h"
+#include "ops/backend.h"
 
 namespace moe {
 
@@ -129,13 +130,7 @@ void adamw_step(AdamW* opt, TrainModel* tm, float lr_base) {
     float* m = opt->m.data() + opt->state_off[i];
     float* v = opt->v.data() + opt->state_off[i];
     const float decay = tm->decay[i] ? lr * p.weight_decay : 0.0f;
-#pragma omp parallel for schedule(static) if (n > 65536)
-    for (int64_t j = 0; j < n; ++j) {
-      m[j] = p.beta1 * m[j] + (1.0f - p.beta1) * g[j];
-      v[j] = p.beta2 * v[j] + (1.0f - p.beta2) * g[j] * g[j];
-      w[j] -= decay * w[j];
-      w[j] -= step_size * m[j] / (std::sqrt(v[j] * inv_bc2) + p.eps);
-    }
+    backend().adamw(w, g, m, v, n, p.beta1, p.beta2, p.eps, step_size, inv_bc2, decay);
   }
 }
 

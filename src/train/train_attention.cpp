@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "ops/backend.h"
 #include "ops/ops.h"
 
 namespace moe {
@@ -24,23 +25,25 @@ int kv_heads(const ModelConfig& c) { return c.mla ? c.n_heads : c.n_kv_heads; }
 // wide, heads `head_stride` apart; backward rotates by the opposite angle.
 void rope_all(float* x, const TrainActs& a, int n_heads, int64_t stride, int head_stride, int R,
               RopeLayout layout, bool backward) {
+  const Backend& be = backend();
   for (int b = 0; b < a.B; ++b) {
     float* xb = x + static_cast<int64_t>(b) * a.T * stride;
     if (backward)
-      op_rope_backward(xb, a.T, n_heads, stride, head_stride, R, a.rope_cos.data(),
+      be.rope_backward(xb, a.T, n_heads, stride, head_stride, R, a.rope_cos.data(),
                        a.rope_sin.data(), layout);
     else
-      op_rope(xb, a.T, n_heads, stride, head_stride, R, a.rope_cos.data(), a.rope_sin.data(),
+      be.rope(xb, a.T, n_heads, stride, head_stride, R, a.rope_cos.data(), a.rope_sin.data(),
               layout);
   }
 }
 
 // Attention of every sequence over la->q/k/v into la->att, probabilities saved.
 void attend(LayerActs* la, TrainActs* a, const ModelConfig& c, const LayerWeights& w, int l) {
+  const Backend& be = backend();
   const int T = a->T, H = c.n_heads, KVa = kv_heads(c), dq = c.qk_head_dim(), dv = c.v_dim();
   for (int b = 0; b < a->B; ++b) {
     const int64_t t0 = static_cast<int64_t>(b) * T;
-    op_attention(la->att.data() + t0 * H * dv, la->q.data() + t0 * H * dq,
+    be.attention(la->att.data() + t0 * H * dv, la->q.data() + t0 * H * dq,
                  la->k.data() + t0 * KVa * dq, la->v.data() + t0 * KVa * dv, T, 0, H, KVa, dq, dv,
                  c.attn_scale, c.window[l], w.sinks, a->scores.data(),
                  la->probs.data() + t0 * H * T);
@@ -50,10 +53,11 @@ void attend(LayerActs* la, TrainActs* a, const ModelConfig& c, const LayerWeight
 // Backward of attend: a->datt (N, H*dv) -> a->dq, a->dk, a->dv; sink gradients into g.sinks.
 void attend_backward(LayerActs* la, TrainActs* a, const ModelConfig& c, const LayerWeights& g,
                      int l) {
+  const Backend& be = backend();
   const int T = a->T, H = c.n_heads, KVa = kv_heads(c), dq = c.qk_head_dim(), dv = c.v_dim();
   for (int b = 0; b < a->B; ++b) {
     const int64_t t0 = static_cast<int64_t>(b) * T;
-    op_attention_backward(a->dq.data() + t0 * H * dq, a->dk.data() + t0 * KVa * dq,
+    be.attention_backward(a->dq.data() + t0 * H * dq, a->dk.data() + t0 * KVa * dq,
                           a->dv.data() + t0 * KVa * dv, c.sinks ? wr(g.sinks) : nullptr,
                           a->datt.data() + t0 * H * dv, la->probs.data() + t0 * H * T,
                           la->q.data() + t0 * H * dq, la->k.data() + t0 * KVa * dq,
@@ -63,23 +67,24 @@ void attend_backward(LayerActs* la, TrainActs* a, const ModelConfig& c, const La
 }
 
 void gqa_forward(LayerActs* la, TrainActs* a, const ModelConfig& c, const LayerWeights& w) {
+  const Backend& be = backend();
   const int N = a->B * a->T, D = c.hidden, H = c.n_heads, KV = c.n_kv_heads, hd = c.head_dim;
   const int64_t nq = static_cast<int64_t>(N) * H * hd, nk = static_cast<int64_t>(N) * KV * hd;
   const bool norm = c.qk_norm != QKNORM_NONE;
-  op_linear(norm ? la->q_raw.data() : la->q.data(), la->xn1.data(), w.q.w, w.q.b, N, H * hd, D);
-  op_linear(norm ? la->k_raw.data() : la->k.data(), la->xn1.data(), w.k.w, w.k.b, N, KV * hd, D);
-  op_linear(la->v.data(), la->xn1.data(), w.v.w, w.v.b, N, KV * hd, D);
+  be.linear_f32(norm ? la->q_raw.data() : la->q.data(), la->xn1.data(), w.q.w, w.q.b, N, H * hd, D);
+  be.linear_f32(norm ? la->k_raw.data() : la->k.data(), la->xn1.data(), w.k.w, w.k.b, N, KV * hd, D);
+  be.linear_f32(la->v.data(), la->xn1.data(), w.v.w, w.v.b, N, KV * hd, D);
   if (c.qk_norm == QKNORM_HEAD) {
-    op_rmsnorm(la->q.data(), la->q_raw.data(), w.q_norm, N * H, hd, c.rms_eps);
-    op_rmsnorm(la->k.data(), la->k_raw.data(), w.k_norm, N * KV, hd, c.rms_eps);
+    be.rmsnorm(la->q.data(), la->q_raw.data(), w.q_norm, N * H, hd, c.rms_eps);
+    be.rmsnorm(la->k.data(), la->k_raw.data(), w.k_norm, N * KV, hd, c.rms_eps);
   } else if (c.qk_norm == QKNORM_FULL) {
-    op_rmsnorm(la->q.data(), la->q_raw.data(), w.q_norm, N, H * hd, c.rms_eps);
-    op_rmsnorm(la->k.data(), la->k_raw.data(), w.k_norm, N, KV * hd, c.rms_eps);
+    be.rmsnorm(la->q.data(), la->q_raw.data(), w.q_norm, N, H * hd, c.rms_eps);
+    be.rmsnorm(la->k.data(), la->k_raw.data(), w.k_norm, N, KV * hd, c.rms_eps);
   }
   if (c.clip_qkv > 0) {  // after the q/k norm, as transformers' OLMoE does
-    op_clamp(la->q.data(), nq, c.clip_qkv);
-    op_clamp(la->k.data(), nk, c.clip_qkv);
-    op_clamp(la->v.data(), nk, c.clip_qkv);
+    be.clamp(la->q.data(), nq, c.clip_qkv);
+    be.clamp(la->k.data(), nk, c.clip_qkv);
+    be.clamp(la->v.data(), nk, c.clip_qkv);
     std::copy(la->q.begin(), la->q.begin() + nq, la->q_pre.begin());
     std::copy(la->k.begin(), la->k.begin() + nk, la->k_pre.begin());
   }
@@ -90,59 +95,61 @@ void gqa_forward(LayerActs* la, TrainActs* a, const ModelConfig& c, const LayerW
 // a->dq, a->dk, a->dv (after attend_backward) -> dx (N, D) = d xn1.
 void gqa_backward(float* dx, LayerActs* la, TrainActs* a, const ModelConfig& c,
                   const LayerWeights& w, const LayerWeights& g) {
+  const Backend& be = backend();
   const int N = a->B * a->T, D = c.hidden, H = c.n_heads, KV = c.n_kv_heads, hd = c.head_dim;
   const int64_t nq = static_cast<int64_t>(N) * H * hd, nk = static_cast<int64_t>(N) * KV * hd;
   rope_all(a->dq.data(), *a, H, static_cast<int64_t>(H) * hd, hd, hd, c.rope.layout, true);
   rope_all(a->dk.data(), *a, KV, static_cast<int64_t>(KV) * hd, hd, hd, c.rope.layout, true);
   if (c.clip_qkv > 0) {
-    op_clamp_backward(a->dq.data(), la->q_pre.data(), nq, c.clip_qkv);
-    op_clamp_backward(a->dk.data(), la->k_pre.data(), nk, c.clip_qkv);
-    op_clamp_backward(a->dv.data(), la->v.data(), nk, c.clip_qkv);
+    be.clamp_backward(a->dq.data(), la->q_pre.data(), nq, c.clip_qkv);
+    be.clamp_backward(a->dk.data(), la->k_pre.data(), nk, c.clip_qkv);
+    be.clamp_backward(a->dv.data(), la->v.data(), nk, c.clip_qkv);
   }
   const float* dq_raw = a->dq.data();
   const float* dk_raw = a->dk.data();
   if (c.qk_norm != QKNORM_NONE) {
     const bool head = c.qk_norm == QKNORM_HEAD;
-    op_rmsnorm_backward(a->dq2.data(), wr(g.q_norm), a->dq.data(), la->q_raw.data(), w.q_norm,
+    be.rmsnorm_backward(a->dq2.data(), wr(g.q_norm), a->dq.data(), la->q_raw.data(), w.q_norm,
                         head ? N * H : N, head ? hd : H * hd, c.rms_eps);
-    op_rmsnorm_backward(a->dk2.data(), wr(g.k_norm), a->dk.data(), la->k_raw.data(), w.k_norm,
+    be.rmsnorm_backward(a->dk2.data(), wr(g.k_norm), a->dk.data(), la->k_raw.data(), w.k_norm,
                         head ? N * KV : N, head ? hd : KV * hd, c.rms_eps);
     dq_raw = a->dq2.data();
     dk_raw = a->dk2.data();
   }
   const int64_t ND = static_cast<int64_t>(N) * D;
-  op_linear_backward(dx, wr(g.q.w), wr(g.q.b), dq_raw, la->xn1.data(), w.q.w, N, H * hd, D);
-  op_linear_backward(a->dx2.data(), wr(g.k.w), wr(g.k.b), dk_raw, la->xn1.data(), w.k.w, N,
+  be.linear_backward(dx, wr(g.q.w), wr(g.q.b), dq_raw, la->xn1.data(), w.q.w, N, H * hd, D);
+  be.linear_backward(a->dx2.data(), wr(g.k.w), wr(g.k.b), dk_raw, la->xn1.data(), w.k.w, N,
                      KV * hd, D);
   add_into(dx, a->dx2.data(), ND);
-  op_linear_backward(a->dx2.data(), wr(g.v.w), wr(g.v.b), a->dv.data(), la->xn1.data(), w.v.w, N,
+  be.linear_backward(a->dx2.data(), wr(g.v.w), wr(g.v.b), a->dv.data(), la->xn1.data(), w.v.w, N,
                      KV * hd, D);
   add_into(dx, a->dx2.data(), ND);
 }
 
 void mla_forward(LayerActs* la, TrainActs* a, const ModelConfig& c, const LayerWeights& w) {
+  const Backend& be = backend();
   const int N = a->B * a->T, D = c.hidden, H = c.n_heads, nope = c.qk_nope_dim;
   const int R = c.qk_rope_dim, dv = c.v_head_dim, Lc = c.kv_lora_rank, dq = nope + R;
   const int Lq = c.q_lora_rank;
   if (Lq > 0) {
-    op_linear(la->qa.data(), la->xn1.data(), w.q_a.w, w.q_a.b, N, Lq, D);
-    op_rmsnorm(la->qa_n.data(), la->qa.data(), w.q_a_norm, N, Lq, kMlaNormEps);
-    op_linear(la->q.data(), la->qa_n.data(), w.q_b.w, nullptr, N, H * dq, Lq);
+    be.linear_f32(la->qa.data(), la->xn1.data(), w.q_a.w, w.q_a.b, N, Lq, D);
+    be.rmsnorm(la->qa_n.data(), la->qa.data(), w.q_a_norm, N, Lq, kMlaNormEps);
+    be.linear_f32(la->q.data(), la->qa_n.data(), w.q_b.w, nullptr, N, H * dq, Lq);
   } else {
-    op_linear(la->q.data(), la->xn1.data(), w.q.w, w.q.b, N, H * dq, D);
+    be.linear_f32(la->q.data(), la->xn1.data(), w.q.w, w.q.b, N, H * dq, D);
   }
   rope_all(la->q.data() + nope, *a, H, static_cast<int64_t>(H) * dq, dq, R, c.rope.layout, false);
-  op_linear(la->ckv.data(), la->xn1.data(), w.kv_a.w, w.kv_a.b, N, Lc + R, D);
+  be.linear_f32(la->ckv.data(), la->xn1.data(), w.kv_a.w, w.kv_a.b, N, Lc + R, D);
   float* kpe = a->kpe.data();  // (N, R) shared rope key
   for (int64_t t = 0; t < N; ++t) {
     const float* row = la->ckv.data() + t * (Lc + R);
     std::copy(row, row + Lc, la->c_raw.data() + t * Lc);
     std::copy(row + Lc, row + Lc + R, kpe + t * R);
   }
-  op_rmsnorm(la->c_n.data(), la->c_raw.data(), w.kv_a_norm, N, Lc, kMlaNormEps);
+  be.rmsnorm(la->c_n.data(), la->c_raw.data(), w.kv_a_norm, N, Lc, kMlaNormEps);
   rope_all(kpe, *a, 1, R, R, R, c.rope.layout, false);
   const int W = nope + dv;
-  op_linear(a->kvb.data(), la->c_n.data(), w.kv_b.w, nullptr, N, H * W, Lc);
+  be.linear_f32(a->kvb.data(), la->c_n.data(), w.kv_b.w, nullptr, N, H * W, Lc);
   for (int64_t t = 0; t < N; ++t) {
     for (int h = 0; h < H; ++h) {
       const float* src = a->kvb.data() + (t * H + h) * W;
@@ -157,6 +164,7 @@ void mla_forward(LayerActs* la, TrainActs* a, const ModelConfig& c, const LayerW
 // a->dq, a->dk, a->dv (after attend_backward) -> dx (N, D) = d xn1.
 void mla_backward(float* dx, LayerActs* la, TrainActs* a, const ModelConfig& c,
                   const LayerWeights& w, const LayerWeights& g) {
+  const Backend& be = backend();
   const int N = a->B * a->T, D = c.hidden, H = c.n_heads, nope = c.qk_nope_dim;
   const int R = c.qk_rope_dim, dv = c.v_head_dim, Lc = c.kv_lora_rank, dq = nope + R;
   const int Lq = c.q_lora_rank, W = nope + dv;
@@ -176,26 +184,26 @@ void mla_backward(float* dx, LayerActs* la, TrainActs* a, const ModelConfig& c,
   rope_all(dkpe, *a, 1, R, R, R, c.rope.layout, true);
   float* dcn = a->dc.data();                                   // (N, Lc) d c_n
   float* dcr = a->dc.data() + static_cast<int64_t>(N) * Lc;  // (N, Lc) d c_raw
-  op_linear_backward(dcn, wr(g.kv_b.w), nullptr, a->kvb.data(), la->c_n.data(), w.kv_b.w, N,
+  be.linear_backward(dcn, wr(g.kv_b.w), nullptr, a->kvb.data(), la->c_n.data(), w.kv_b.w, N,
                      H * W, Lc);
-  op_rmsnorm_backward(dcr, wr(g.kv_a_norm), dcn, la->c_raw.data(), w.kv_a_norm, N, Lc,
+  be.rmsnorm_backward(dcr, wr(g.kv_a_norm), dcn, la->c_raw.data(), w.kv_a_norm, N, Lc,
                       kMlaNormEps);
   for (int64_t t = 0; t < N; ++t) {
     float* row = a->dckv.data() + t * (Lc + R);
     std::copy(dcr + t * Lc, dcr + (t + 1) * Lc, row);
     std::copy(dkpe + t * R, dkpe + (t + 1) * R, row + Lc);
   }
-  op_linear_backward(dx, wr(g.kv_a.w), wr(g.kv_a.b), a->dckv.data(), la->xn1.data(), w.kv_a.w, N,
+  be.linear_backward(dx, wr(g.kv_a.w), wr(g.kv_a.b), a->dckv.data(), la->xn1.data(), w.kv_a.w, N,
                      Lc + R, D);
   if (Lq > 0) {
-    op_linear_backward(a->dqa.data(), wr(g.q_b.w), nullptr, a->dq.data(), la->qa_n.data(),
+    be.linear_backward(a->dqa.data(), wr(g.q_b.w), nullptr, a->dq.data(), la->qa_n.data(),
                        w.q_b.w, N, H * dq, Lq);
-    op_rmsnorm_backward(a->dqa2.data(), wr(g.q_a_norm), a->dqa.data(), la->qa.data(),
+    be.rmsnorm_backward(a->dqa2.data(), wr(g.q_a_norm), a->dqa.data(), la->qa.data(),
                         w.q_a_norm, N, Lq, kMlaNormEps);
-    op_linear_backward(a->dx2.data(), wr(g.q_a.w), wr(g.q_a.b), a->dqa2.data(), la->xn1.data(),
+    be.linear_backward(a->dx2.data(), wr(g.q_a.w), wr(g.q_a.b), a->dqa2.data(), la->xn1.data(),
                        w.q_a.w, N, Lq, D);
   } else {
-    op_linear_backward(a->dx2.data(), wr(g.q.w), wr(g.q.b), a->dq.data(), la->xn1.data(), w.q.w,
+    be.linear_backward(a->dx2.data(), wr(g.q.w), wr(g.q.b), a->dq.data(), la->xn1.data(), w.q.w,
                        N, H * dq, D);
   }
   add_into(dx, a->dx2.data(), static_cast<int64_t>(N) * D);
@@ -249,17 +257,19 @@ void attn_scratch_init(TrainActs* a, const ModelConfig& c, int64_t N) {
 
 void attn_train_forward(float* out, LayerActs* la, TrainActs* a, const ModelConfig& c,
                         const LayerWeights& w, int l) {
+  const Backend& be = backend();
   if (c.mla) mla_forward(la, a, c, w);
   else gqa_forward(la, a, c, w);
   attend(la, a, c, w, l);
   const int N = a->B * a->T;
-  op_linear(out, la->att.data(), w.o.w, w.o.b, N, c.hidden, c.n_heads * c.v_dim());
+  be.linear_f32(out, la->att.data(), w.o.w, w.o.b, N, c.hidden, c.n_heads * c.v_dim());
 }
 
 void attn_train_backward(float* dx, LayerActs* la, TrainActs* a, const ModelConfig& c,
                          const LayerWeights& w, const LayerWeights& g, const float* dout, int l) {
+  const Backend& be = backend();
   const int N = a->B * a->T;
-  op_linear_backward(a->datt.data(), wr(g.o.w), wr(g.o.b), dout, la->att.data(), w.o.w, N,
+  be.linear_backward(a->datt.data(), wr(g.o.w), wr(g.o.b), dout, la->att.data(), w.o.w, N,
                      c.hidden, c.n_heads * c.v_dim());
   attend_backward(la, a, c, g, l);
   if (c.mla) mla_backward(dx, la, a, c, w, g);

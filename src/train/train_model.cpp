@@ -1,13 +1,12 @@
 #include "train/train_model.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 
 #include "core/error.h"
 #include "ops/router.h"
+#include "ops/backend.h"
 #include "ops/ops.h"
 #include "train/train_attention.h"
 
@@ -140,6 +139,7 @@ void train_model_init_weights(TrainModel* tm, uint64_t seed, float std) {
 }
 
 void train_acts_init(TrainActs* a, const TrainModel& tm, int B, int T) {
+  const Backend& be = backend();
   const ModelConfig& c = tm.cfg;
   MOE_CHECK(B > 0 && T > 0);
   const int64_t N = static_cast<int64_t>(B) * T, D = c.hidden, V = c.vocab;
@@ -169,8 +169,8 @@ void train_acts_init(TrainActs* a, const TrainModel& tm, int B, int T) {
   a->logits.assign(N * V, 0.0f);
   a->rope_cos.assign(T * c.rope.dim / 2, 0.0f);
   a->rope_sin.assign(T * c.rope.dim / 2, 0.0f);
-  op_rope_table(a->rope_cos.data(), a->rope_sin.data(), c.rope, 0, T);
-  a->scores.assign(static_cast<int64_t>(omp_get_max_threads()) * T, 0.0f);
+  be.rope_table(a->rope_cos.data(), a->rope_sin.data(), c.rope, 0, T);
+  a->scores.assign(backend().attention_scratch(T), 0.0f);
   a->dlogits.assign(N * V, 0.0f);
   a->row_loss.assign(N, 0.0);
   a->dh.assign(N * D, 0.0f);
@@ -183,6 +183,7 @@ void train_acts_init(TrainActs* a, const TrainModel& tm, int B, int T) {
 }
 
 StepLosses train_forward(TrainModel* tm, TrainActs* a, uint64_t seed, bool train) {
+  const Backend& be = backend();
   const ModelConfig& c = tm->cfg;
   const Model& m = tm->w;
   const int T = a->T, N = a->B * T, D = c.hidden, V = c.vocab, F = c.dense_ffn;
@@ -200,11 +201,11 @@ StepLosses train_forward(TrainModel* tm, TrainActs* a, uint64_t seed, bool train
     const LayerWeights& lw = m.layers[l];
     LayerActs& la = a->layers[l];
     std::copy(h.begin(), h.begin() + ND, la.h_in.begin());
-    op_rmsnorm(la.xn1.data(), h.data(), lw.attn_norm, N, D, c.rms_eps);
+    be.rmsnorm(la.xn1.data(), h.data(), lw.attn_norm, N, D, c.rms_eps);
     attn_train_forward(a->dtmp.data(), &la, a, c, lw, l);
     add_into(h.data(), a->dtmp.data(), ND);
     std::copy(h.begin(), h.begin() + ND, la.h_mid.begin());
-    op_rmsnorm(la.xn2.data(), h.data(), lw.ffn_norm, N, D, c.rms_eps);
+    be.rmsnorm(la.xn2.data(), h.data(), lw.ffn_norm, N, D, c.rms_eps);
     float* ffn = a->dtmp.data();
     if (c.is_moe[l]) {
       la.moe_losses = moe_train_forward(ffn, &la.moe, c, lw, lw.router_noise.w, tm->losses,
@@ -215,33 +216,34 @@ StepLosses train_forward(TrainModel* tm, TrainActs* a, uint64_t seed, bool train
       out.moe.seq_aux += la.moe_losses.seq_aux;
       out.moe.device += la.moe_losses.device;
     } else {
-      op_linear(la.g.data(), la.xn2.data(), lw.mlp.gate.w, nullptr, N, F, D);
-      op_linear(la.u.data(), la.xn2.data(), lw.mlp.up.w, nullptr, N, F, D);
-      op_swiglu(la.act.data(), la.g.data(), la.u.data(), static_cast<int64_t>(N) * F);
-      op_linear(ffn, la.act.data(), lw.mlp.down.w, nullptr, N, D, F);
+      be.linear_f32(la.g.data(), la.xn2.data(), lw.mlp.gate.w, nullptr, N, F, D);
+      be.linear_f32(la.u.data(), la.xn2.data(), lw.mlp.up.w, nullptr, N, F, D);
+      be.swiglu(la.act.data(), la.g.data(), la.u.data(), static_cast<int64_t>(N) * F);
+      be.linear_f32(ffn, la.act.data(), lw.mlp.down.w, nullptr, N, D, F);
     }
     add_into(h.data(), ffn, ND);
   }
-  op_rmsnorm(a->xn.data(), h.data(), m.final_norm, N, D, c.rms_eps);
-  op_linear(a->logits.data(), a->xn.data(), m.lm_head, nullptr, N, V, D);
-  out.ce = op_cross_entropy(nullptr, a->logits.data(), a->targets.data(), N, V, 1.0f,
+  be.rmsnorm(a->xn.data(), h.data(), m.final_norm, N, D, c.rms_eps);
+  be.linear_f32(a->logits.data(), a->xn.data(), m.lm_head, nullptr, N, V, D);
+  out.ce = be.cross_entropy(nullptr, a->logits.data(), a->targets.data(), N, V, 1.0f,
                             &out.n_targets, a->row_loss.data());
   return out;
 }
 
 void train_backward(TrainModel* tm, TrainActs* a, float loss_scale) {
+  const Backend& be = backend();
   const ModelConfig& c = tm->cfg;
   const Model& m = tm->w;
   const Model& g = tm->g;
   const int T = a->T, N = a->B * T, D = c.hidden, V = c.vocab, F = c.dense_ffn;
   const int64_t ND = static_cast<int64_t>(N) * D;
-  op_cross_entropy(a->dlogits.data(), a->logits.data(), a->targets.data(), N, V, loss_scale,
+  be.cross_entropy(a->dlogits.data(), a->logits.data(), a->targets.data(), N, V, loss_scale,
                    nullptr, a->row_loss.data());
   float* dh = a->dh.data();
   float* dx = a->dx.data();
   float* dtmp = a->dtmp.data();
-  op_linear_backward(dx, wr(g.lm_head), nullptr, a->dlogits.data(), a->xn.data(), m.lm_head, N, V, D);
-  op_rmsnorm_backward(dh, wr(g.final_norm), dx, a->h.data(), m.final_norm, N, D, c.rms_eps);
+  be.linear_backward(dx, wr(g.lm_head), nullptr, a->dlogits.data(), a->xn.data(), m.lm_head, N, V, D);
+  be.rmsnorm_backward(dh, wr(g.final_norm), dx, a->h.data(), m.final_norm, N, D, c.rms_eps);
   for (int l = c.n_layers - 1; l >= 0; --l) {
     const LayerWeights& lw = m.layers[l];
     const LayerWeights& lg = g.layers[l];
@@ -252,19 +254,19 @@ void train_backward(TrainModel* tm, TrainActs* a, float loss_scale) {
                          tm->losses, la.xn2.data(), dh, T, loss_scale);
     } else {
       const int64_t NF = static_cast<int64_t>(N) * F;
-      op_linear_backward(a->dact.data(), wr(lg.mlp.down.w), nullptr, dh, la.act.data(),
+      be.linear_backward(a->dact.data(), wr(lg.mlp.down.w), nullptr, dh, la.act.data(),
                          lw.mlp.down.w, N, D, F);
-      op_swiglu_backward(a->dg.data(), a->du.data(), a->dact.data(), la.g.data(), la.u.data(), NF);
-      op_linear_backward(dtmp, wr(lg.mlp.gate.w), nullptr, a->dg.data(), la.xn2.data(),
+      be.swiglu_backward(a->dg.data(), a->du.data(), a->dact.data(), la.g.data(), la.u.data(), NF);
+      be.linear_backward(dtmp, wr(lg.mlp.gate.w), nullptr, a->dg.data(), la.xn2.data(),
                          lw.mlp.gate.w, N, F, D);
-      op_linear_backward(dx, wr(lg.mlp.up.w), nullptr, a->du.data(), la.xn2.data(), lw.mlp.up.w, N,
+      be.linear_backward(dx, wr(lg.mlp.up.w), nullptr, a->du.data(), la.xn2.data(), lw.mlp.up.w, N,
                          F, D);
       add_into(dtmp, dx, ND);
     }
-    op_rmsnorm_backward(dx, wr(lg.ffn_norm), dtmp, la.h_mid.data(), lw.ffn_norm, N, D, c.rms_eps);
+    be.rmsnorm_backward(dx, wr(lg.ffn_norm), dtmp, la.h_mid.data(), lw.ffn_norm, N, D, c.rms_eps);
     add_into(dh, dx, ND);  // dh = d h_mid
     attn_train_backward(dx, &la, a, c, lw, lg, dh, l);
-    op_rmsnorm_backward(dtmp, wr(lg.attn_norm), dx, la.h_in.data(), lw.attn_norm, N, D, c.rms_eps);
+    be.rmsnorm_backward(dtmp, wr(lg.attn_norm), dx, la.h_in.data(), lw.attn_norm, N, D, c.rms_eps);
     add_into(dh, dtmp, ND);  // dh = d h_in
   }
   float* ge = wr(g.embed);
