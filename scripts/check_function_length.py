@@ -16,14 +16,9 @@ import sys
 
 LIMIT = 150
 
-# Files being rewritten by other work in progress: their long functions are tolerated until the
-# rewrite lands. Being rewritten; remove when split.
-ALLOWLIST_PREFIXES = (
-    "src/moe/",
-    "src/ops/",
-    "src/infer/forward.cpp",
-    "src/train/train_model.cpp",
-)
+# Files whose long functions are tolerated (none: every function in src/ and tools/ is within the
+# limit). Kept so that a file under an announced rewrite can be listed here, visibly.
+ALLOWLIST_PREFIXES = ()
 
 SOURCE_DIRS = ("src", "tools")
 EXTENSIONS = (".cpp", ".h")

@@ -15,7 +15,10 @@ inline uint64_t splitmix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-// Deterministic draws for (seed, i): uniform in [0, 1) and standard normal.
+// Deterministic draws for (seed, i), all arithmetic modulo 2^64:
+//  rng_uniform = (splitmix64(seed * 0xd1342543de82ef95 + i) >> 11) / 2^53, in [0, 1);
+//  rng_normal  = sqrt(-2 ln(1 - u1)) cos(2 pi u2) with u1 = rng_uniform(seed, 2i),
+//                u2 = rng_uniform(seed, 2i + 1) (Box-Muller).
 double rng_uniform(uint64_t seed, uint64_t i);
 double rng_normal(uint64_t seed, uint64_t i);
 

@@ -17,6 +17,11 @@
 //  - Capacity C = ceil(N*K/E * capacity_factor) (Megatron); over capacity, an expert keeps its
 //    highest-weight assignments (ties: lower token index); the others are dropped and the token's
 //    residual carries on. capacity_factor 0 = dropless.
+//  - Hash routing: token t with id x takes, with key = splitmix64(x ^ 0x5851f42d4c957f2d)
+//    (core/rng.h; arithmetic modulo 2^64), the first K distinct values of
+//    splitmix64(key + 0x632be59bd9b4e019 * n) mod E for n = 0, 1, 2, ..., each with weight
+//    scale / K. Random routing draws the same way with key = splitmix64(seed ^ splitmix64(t0 + t)).
+//    Noisy top-k's noise for (token t, expert e) is rng_normal(seed, (t0 + t) * E + e).
 //  - Expert choice: C = ceil(N*K/E * max(capacity_factor, 1)), capped at floor(N*K/E) so that the
 //    E*C assignments never exceed N*K (tokens get at most K experts on average), and at least 1
 //    (with N*K < E, e.g. one decoded token, every expert takes the best token it has).
