@@ -5,6 +5,7 @@
 // are parameterised over backends_registered(), so a new backend gets every check by registering.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <string>
@@ -374,6 +375,7 @@ TEST_P(BackendForward, Route) {
     ASSERT_EQ(r.A, static_cast<int>(w.w.size()));
     EXPECT_EQ(r.capacity, w.capacity);
     EXPECT_EQ(r.dropped, w.dropped);
+    if (c.capacity_factor > 0.0f && c.spec.kind != ROUTER_EXPERT_CHOICE) EXPECT_GT(w.dropped, 0);
     std::vector<float> wf(w.w.begin(), w.w.end());
     std::vector<int32_t> wt(w.tok.begin(), w.tok.end()), we(w.expert.begin(), w.expert.end());
     const auto got = assignments(r.A, r.tok.data(), r.expert.data(), r.w.data(), r.kept.data());
@@ -401,6 +403,81 @@ TEST_P(BackendForward, Route) {
                 ref::seq_aux_loss(w, N, E, K, c.seq_len, 0.4), 1e-6);
     EXPECT_NEAR(be().device_loss(r, c.spec, c.n_dev, 0.5f, 1.0f, nullptr),
                 ref::device_loss(w, N, E, K, c.n_dev, 0.5), 1e-6);
+  }
+}
+
+// Hash and random routing: K distinct experts per token at weight scale / K, uniform balance
+// distribution, no gradient; equal ids hash alike; per-token draws keyed on t0 + t, so routing
+// token by token (t0 = t) equals one call over all tokens.
+TEST_P(BackendForward, RouteHashAndRandom) {
+  const int N = 7, E = 6, K = 3;
+  const std::vector<int32_t> ids = {5, 9, 5, 1000, 9, 0, 5};
+  for (const RouterKind kind : {ROUTER_HASH, ROUTER_RANDOM}) {
+    SCOPED_TRACE(kind == ROUTER_HASH ? "hash" : "random");
+    RouterSpec spec;
+    spec.kind = kind, spec.scale = 2.0f;
+    Routing r, one;
+    routing_init(&r, N, E, K);
+    routing_init(&one, 1, E, K);
+    be().route(&r, spec, nullptr, nullptr, nullptr, ids.data(), N, 0.0f, 11, true, 0);
+    ASSERT_EQ(r.A, N * K);
+    std::vector<std::vector<int>> sets(N);
+    for (int a = 0; a < r.A; ++a) {
+      EXPECT_FLOAT_EQ(r.w[a], spec.scale / K);
+      sets[r.tok[a]].push_back(r.expert[a]);
+    }
+    for (int t = 0; t < N; ++t) {
+      std::sort(sets[t].begin(), sets[t].end());
+      EXPECT_EQ(std::unique(sets[t].begin(), sets[t].end()) - sets[t].begin(), K) << t;
+      be().route(&one, spec, nullptr, nullptr, nullptr, ids.data() + t, 1, 0.0f, 11, true, t);
+      std::vector<int> s1(one.expert.begin(), one.expert.begin() + K);
+      std::sort(s1.begin(), s1.end());
+      EXPECT_EQ(s1, sets[t]) << "token " << t << " routed alone";
+      for (int e = 0; e < E; ++e) EXPECT_FLOAT_EQ(r.probs[t * E + e], 1.0f / E);
+    }
+    if (kind == ROUTER_HASH) EXPECT_TRUE(sets[0] == sets[2] && sets[0] == sets[6] && sets[1] == sets[4]);
+    std::vector<float> dw(r.A, 1.0f), dl(N * E, 9.0f);
+    be().route_backward(r, spec, dw.data(), dl.data(), nullptr);
+    for (float g : dl) EXPECT_EQ(g, 0.0f);
+  }
+}
+
+// Noisy top-k: H = logits + draw * softplus(noise logits), top-k of H, softmax over the K; the
+// draws are the op's (recovered from its dH/d(noise logit) = draw * sigmoid(noise logit)).
+// Without training, the top-k of the clean logits.
+TEST_P(BackendForward, RouteNoisyTopK) {
+  const int N = 5, E = 6, K = 2;
+  RouterSpec spec;
+  spec.kind = ROUTER_NOISY_TOPK, spec.scale = 1.5f;
+  const auto lg = rnd(N * E, 1900, 1.5f), nl = rnd(N * E, 1901);
+  Routing r;
+  routing_init(&r, N, E, K);
+  for (const bool train : {false, true}) {
+    SCOPED_TRACE(train ? "train" : "eval");
+    be().route(&r, spec, lg.data(), nullptr, train ? nl.data() : nullptr, nullptr, N, 0.0f, 3,
+               train, 0);
+    Vec h(N * E);
+    for (int i = 0; i < N * E; ++i) {
+      const double draw = train ? r.noise[i] / ref::sigmoid(nl[i]) : 0.0;
+      h[i] = lg[i] + draw * std::log1p(std::exp(static_cast<double>(nl[i])));
+    }
+    expect_close(r.noisy.data(), h, 1e-6, "noisy logits");
+    RouterSpec o;
+    o.topk_then_softmax = true, o.scale = spec.scale;
+    const ref::Route w = ref::route(o, h, {}, N, E, K, 0.0);
+    ASSERT_EQ(r.A, N * K);
+    std::vector<float> wf(w.w.begin(), w.w.end());
+    std::vector<int32_t> wt(w.tok.begin(), w.tok.end()), we(w.expert.begin(), w.expert.end());
+    const auto got = assignments(r.A, r.tok.data(), r.expert.data(), r.w.data(), r.kept.data());
+    ASSERT_EQ(got.size(), static_cast<size_t>(r.A)) << "K distinct experts per token";
+    const auto want = assignments(r.A, wt.data(), we.data(), wf.data(), w.kept.data());
+    for (auto it = got.begin(), jt = want.begin(); it != got.end(); ++it, ++jt) {
+      ASSERT_EQ(it->first, jt->first);
+      EXPECT_NEAR(it->second, jt->second, 1e-6);
+    }
+    Vec p(lg.begin(), lg.end());
+    for (int t = 0; t < N; ++t) ref::softmax(p.data() + t * E, E);
+    expect_close(r.probs.data(), p, 1e-6, "noisy top-k balance distribution");
   }
 }
 
@@ -701,6 +778,37 @@ TEST_P(BackendBackward, RouteAndLosses) {
       ref::expect_grad(dl.data(), want, kPrefill, kGradTol, losses[i].first + " loss dlogits");
     }
   }
+}
+
+// Noisy top-k's backward: dlogits and dnoise_logits against differences of the double forward
+// with the op's draws held fixed.
+TEST_P(BackendBackward, RouteNoisyTopK) {
+  const int N = 4, E = 5, K = 2;
+  RouterSpec spec;
+  spec.kind = ROUTER_NOISY_TOPK, spec.scale = 1.5f;
+  const auto lg = rnd(N * E, 1950, 1.5f), nl = rnd(N * E, 1951);
+  Routing r;
+  routing_init(&r, N, E, K);
+  be().route(&r, spec, lg.data(), nullptr, nl.data(), nullptr, N, 0.0f, 5, true, 0);
+  Vec draw(N * E);
+  for (int i = 0; i < N * E; ++i) draw[i] = r.noise[i] / ref::sigmoid(nl[i]);
+  const Vec coef = to_d(rnd(N * E, 1952));
+  std::vector<float> dw(r.A), dl(N * E, 9.0f), dn(N * E, 9.0f);
+  for (int a = 0; a < r.A; ++a) dw[a] = static_cast<float>(coef[r.tok[a] * E + r.expert[a]]);
+  be().route_backward(r, spec, dw.data(), dl.data(), dn.data());
+  const auto L = [&](const ref::Tensors& in) {
+    Vec h(N * E);
+    for (int i = 0; i < N * E; ++i) h[i] = in[0][i] + draw[i] * std::log1p(std::exp(in[1][i]));
+    RouterSpec o;
+    o.topk_then_softmax = true, o.scale = spec.scale;
+    const ref::Route w = ref::route(o, h, {}, N, E, K, 0.0);
+    double s = 0.0;
+    for (size_t a = 0; a < w.w.size(); ++a) s += coef[w.tok[a] * E + w.expert[a]] * w.w[a];
+    return s;
+  };
+  const ref::Tensors in = {to_d(lg), to_d(nl)};
+  ref::expect_grad(dl.data(), ref::fd_grad(L, in, 0), 0.0, kGradTol, "noisy dlogits");
+  ref::expect_grad(dn.data(), ref::fd_grad(L, in, 1), 0.0, kGradTol, "noisy dnoise_logits");
 }
 
 TEST_P(BackendBackward, Experts) {
