@@ -328,14 +328,14 @@ std::vector<RouteCase> route_cases() {
   cs.push_back({"softmax_topk_renorm", s, 1, 6, 3, 1, 3, 0.0f, false});
   cs.push_back({"softmax_topk_renorm_T6", s, 6, 7, 3, 3, 7, 0.0f, false});
   RouterSpec g;
-  g.group = GROUP_MAX, g.n_group = 4, g.topk_group = 2;
+  g.group = GROUP_MAX, g.n_group = 4, g.topk_group = 2, g.scale = 2.5f;  // DeepSeek-V2: no renorm
   cs.push_back({"softmax_group_max", g, 6, 8, 2, 2, 2, 0.0f, false});
   RouterSpec d;  // DeepSeek-V3
   d.score = SCORE_SIGMOID, d.has_correction_bias = true, d.group = GROUP_TOP2_SUM;
   d.n_group = 4, d.topk_group = 2, d.norm_topk = true, d.norm_eps = 1e-20f, d.scale = 2.5f;
   cs.push_back({"sigmoid_bias_group_scale", d, 7, 8, 3, 7, 4, 0.0f, true});
   RouterSpec sg;
-  sg.score = SCORE_SIGMOID;
+  sg.score = SCORE_SIGMOID, sg.scale = 1.7f;
   cs.push_back({"sigmoid_plain", sg, 4, 5, 2, 2, 5, 0.0f, false});
   RouterSpec o;  // gpt-oss: top-k of the logits, softmax over the K
   o.topk_then_softmax = true, o.scale = 1.5f;
