@@ -3,6 +3,8 @@
 // double-precision reference written from the op's documented definition (backend_test_ref.h);
 // every backward against central finite differences of a double-precision forward. The suites
 // are parameterised over backends_registered(), so a new backend gets every check by registering.
+#include "ops/backend.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -11,7 +13,6 @@
 #include <string>
 #include <vector>
 
-#include "ops/backend.h"
 #include "ops/backend_test_ref.h"
 #include "quant/quant.h"
 
@@ -36,10 +37,12 @@ INSTANTIATE_TEST_SUITE_P(Registered, BackendForward, testing::ValuesIn(backends_
                          backend_name);
 
 TEST_P(BackendForward, Gemm) {
-  struct Shape { int M, N, K; };
+  struct Shape {
+    int M, N, K;
+  };
   // One row (matrix-vector), 2-8 rows (multi-row dots), larger (sgemm, split over threads).
-  for (const Shape sh : {Shape{1, 7, 5}, Shape{3, 17, 33}, Shape{8, 9, 1}, Shape{13, 20, 11},
-                         Shape{70, 130, 120}})
+  for (const Shape sh :
+       {Shape{1, 7, 5}, Shape{3, 17, 33}, Shape{8, 9, 1}, Shape{13, 20, 11}, Shape{70, 130, 120}})
     for (const bool tb : {false, true}) {
       const int M = sh.M, N = sh.N, K = sh.K, lda = K + 3, ldb = (tb ? K : N) + 5, ldc = N + 2;
       const auto A = rnd(static_cast<size_t>(M) * lda, 1 + M);
@@ -55,8 +58,8 @@ TEST_P(BackendForward, Gemm) {
           want[m * ldc + n] = s;
         }
       expect_close(C.data(), want, 2e-6 * std::sqrt(K),
-                   "gemm M=" + std::to_string(M) + " N=" + std::to_string(N) + " K=" +
-                       std::to_string(K) + (tb ? " trans_b" : ""));
+                   "gemm M=" + std::to_string(M) + " N=" + std::to_string(N) +
+                       " K=" + std::to_string(K) + (tb ? " trans_b" : ""));
     }
 }
 
@@ -75,7 +78,10 @@ TEST_P(BackendForward, LinearF32) {
 // Linear over fp32 and raw rows, on the dot path (inputs rounded to Q8_0 for block types) and on
 // the dequantize + sgemm path, against the double product of the dequantized weights.
 TEST_P(BackendForward, LinearAllDtypes) {
-  struct Case { QType type; int N, K; };
+  struct Case {
+    QType type;
+    int N, K;
+  };
   for (const Case c : {Case{QT_F32, 13, 37}, Case{QT_BF16, 21, 50}, Case{QT_Q8_0, 45, 96},
                        Case{QT_Q4_0, 19, 64}, Case{QT_Q4_0, 3, 160}})
     for (const bool bias : {false, true}) {
@@ -127,7 +133,8 @@ TEST_P(BackendForward, Elementwise) {
     expect_close(y.data(), want, 1e-7, "add n=" + std::to_string(n));
     y = a;
     be().clamp(y.data(), n, 1.25f);
-    for (int i = 0; i < n; ++i) want[i] = std::max(-1.25, std::min(1.25, static_cast<double>(a[i])));
+    for (int i = 0; i < n; ++i)
+      want[i] = std::max(-1.25, std::min(1.25, static_cast<double>(a[i])));
     expect_close(y.data(), want, 0.0, "clamp n=" + std::to_string(n));
     be().swiglu(y.data(), a.data(), b.data(), n);
     for (int i = 0; i < n; ++i) want[i] = ref::silu(a[i]) * b[i];
@@ -149,39 +156,11 @@ TEST_P(BackendForward, Rmsnorm) {
     }
 }
 
-// inv_freq as transformers computes it, YaRN's blend included (a rope_table input).
-RopeSpec rope_spec(bool yarn, int dim) {
-  RopeSpec r;
-  r.dim = dim;
-  r.theta = 10000.0;
-  const int half = dim / 2;
-  if (!yarn) {
-    for (int i = 0; i < half; ++i)
-      r.inv_freq.push_back(static_cast<float>(1.0 / std::pow(r.theta, 2.0 * i / dim)));
-    return r;
-  }
-  r.type = "yarn", r.factor = 8.0, r.orig_max_pos = 64.0;
-  auto corr = [&](double rot) {
-    return dim * std::log(r.orig_max_pos / (rot * 2 * M_PI)) / (2 * std::log(r.theta));
-  };
-  const double lo = std::max(0.0, std::floor(corr(r.beta_fast)));
-  double hi = std::min(dim - 1.0, std::ceil(corr(r.beta_slow)));
-  if (hi == lo) hi += 0.001;
-  for (int i = 0; i < half; ++i) {
-    const double pf = std::pow(r.theta, 2.0 * i / dim);
-    const double ramp = std::min(1.0, std::max(0.0, (i - lo) / (hi - lo)));
-    const double ex = 1.0 - ramp;
-    r.inv_freq.push_back(static_cast<float>(1.0 / (r.factor * pf) * (1 - ex) + 1.0 / pf * ex));
-  }
-  r.attention_factor = 0.1 * std::log(r.factor) + 1.0;
-  return r;
-}
-
 TEST_P(BackendForward, RopeTable) {
   for (const bool yarn : {false, true})
     for (const int pos0 : {0, 5, 1000}) {
       const int dim = 10, T = 3, half = dim / 2;
-      const RopeSpec spec = rope_spec(yarn, dim);
+      const RopeSpec spec = ref::rope_spec(yarn, dim);
       std::vector<float> c(T * half, NAN), s(T * half, NAN);
       be().rope_table(c.data(), s.data(), spec, pos0, T);
       Vec wc(T * half), ws(T * half);
@@ -191,8 +170,8 @@ TEST_P(BackendForward, RopeTable) {
           wc[t * half + i] = std::cos(static_cast<double>(ang)) * spec.attention_factor;
           ws[t * half + i] = std::sin(static_cast<double>(ang)) * spec.attention_factor;
         }
-      const std::string what = std::string(yarn ? "yarn" : "default") + " pos0=" +
-                               std::to_string(pos0);
+      const std::string what =
+          std::string(yarn ? "yarn" : "default") + " pos0=" + std::to_string(pos0);
       expect_close(c.data(), wc, 1e-6, "rope_table cos " + what);
       expect_close(s.data(), ws, 1e-6, "rope_table sin " + what);
     }
@@ -226,9 +205,10 @@ struct AttnCase {
 };
 
 TEST_P(BackendForward, Attention) {
-  for (const AttnCase c : {AttnCase{1, 0, 1, 1, 4, 4, 0, false}, AttnCase{3, 4, 4, 2, 5, 3, 0, false},
-                           AttnCase{5, 2, 6, 2, 7, 9, 3, true}, AttnCase{7, 0, 2, 1, 3, 2, 2, true},
-                           AttnCase{1, 9, 3, 3, 8, 8, 4, true}}) {
+  for (const AttnCase c :
+       {AttnCase{1, 0, 1, 1, 4, 4, 0, false}, AttnCase{3, 4, 4, 2, 5, 3, 0, false},
+        AttnCase{5, 2, 6, 2, 7, 9, 3, true}, AttnCase{7, 0, 2, 1, 3, 2, 2, true},
+        AttnCase{1, 9, 3, 3, 8, 8, 4, true}}) {
     const int C = c.pos0 + c.T;
     const auto q = rnd(c.T * c.H * c.dq, 61 + C), k = rnd(C * c.KV * c.dq, 62 + C);
     const auto v = rnd(C * c.KV * c.dv, 63 + C), sk = rnd(c.H, 64, 2.0f);
@@ -239,8 +219,8 @@ TEST_P(BackendForward, Attention) {
                    scale, c.window, c.sinks ? sk.data() : nullptr, scratch.data(), probs.data());
     Vec wo, wp;
     const Vec skd = to_d(sk);
-    ref::attention(&wo, &wp, to_d(q), to_d(k), to_d(v), c.T, c.pos0, c.H, c.KV, c.dq, c.dv,
-                   scale, c.window, c.sinks ? &skd : nullptr);
+    ref::attention(&wo, &wp, to_d(q), to_d(k), to_d(v), c.T, c.pos0, c.H, c.KV, c.dq, c.dv, scale,
+                   c.window, c.sinks ? &skd : nullptr);
     const std::string what = "T=" + std::to_string(c.T) + " pos0=" + std::to_string(c.pos0) +
                              " H=" + std::to_string(c.H) + " KV=" + std::to_string(c.KV) +
                              " window=" + std::to_string(c.window) + (c.sinks ? " sinks" : "");
@@ -254,19 +234,21 @@ TEST_P(BackendForward, Attention) {
 }
 
 TEST_P(BackendForward, MlaAttention) {
-  struct Case { int T, pos0, H, Lc, R; };
+  struct Case {
+    int T, pos0, H, Lc, R;
+  };
   for (const Case c : {Case{1, 0, 1, 4, 2}, Case{3, 2, 2, 7, 3}, Case{5, 6, 3, 9, 4}}) {
     const int C = c.pos0 + c.T;
     const auto ql = rnd(c.T * c.H * c.Lc, 71 + C), qp = rnd(c.T * c.H * c.R, 72 + C);
     const auto cc = rnd(C * c.Lc, 73 + C), kp = rnd(C * c.R, 74 + C);
     const float scale = 0.4f;
     std::vector<float> o(c.T * c.H * c.Lc, NAN), scratch(be().attention_scratch(C));
-    be().mla_attention(o.data(), ql.data(), qp.data(), cc.data(), kp.data(), c.T, c.pos0, c.H,
-                       c.Lc, c.R, scale, scratch.data());
-    expect_close(o.data(),
-                 ref::mla(to_d(ql), to_d(qp), to_d(cc), to_d(kp), c.T, c.pos0, c.H, c.Lc, c.R,
-                          scale),
-                 2e-6, "mla T=" + std::to_string(c.T) + " pos0=" + std::to_string(c.pos0));
+    be().mla_attention(o.data(), ql.data(), qp.data(), cc.data(), kp.data(), c.T, c.pos0, c.H, c.Lc,
+                       c.R, scale, scratch.data());
+    expect_close(
+        o.data(),
+        ref::mla(to_d(ql), to_d(qp), to_d(cc), to_d(kp), c.T, c.pos0, c.H, c.Lc, c.R, scale), 2e-6,
+        "mla T=" + std::to_string(c.T) + " pos0=" + std::to_string(c.pos0));
   }
 }
 
@@ -301,8 +283,8 @@ TEST_P(BackendForward, CrossEntropy) {
     for (int t = 0; t < T; ++t) tg[t] = (t % 3 == 1) ? -1 : (7 * t + 3) % V;
     std::vector<double> rows(T);
     int n = -1;
-    const double loss = be().cross_entropy(nullptr, lg.data(), tg.data(), T, V, 1.0f, &n,
-                                           rows.data());
+    const double loss =
+        be().cross_entropy(nullptr, lg.data(), tg.data(), T, V, 1.0f, &n, rows.data());
     int want_n = 0;
     for (int t : tg) want_n += t >= 0;
     EXPECT_EQ(n, want_n);
@@ -312,79 +294,38 @@ TEST_P(BackendForward, CrossEntropy) {
 
 // ---- Routing ----
 
-struct RouteCase {
-  const char* name;
-  RouterSpec spec;
-  int N, E, K, seq_len, n_dev;
-  float capacity_factor;
-  bool bias;  // a selection-only correction bias
-};
-
-std::vector<RouteCase> route_cases() {
-  std::vector<RouteCase> cs;
-  RouterSpec s;
-  cs.push_back({"softmax_topk", s, 5, 8, 2, 5, 4, 0.0f, false});
-  s.norm_topk = true;
-  cs.push_back({"softmax_topk_renorm", s, 1, 6, 3, 1, 3, 0.0f, false});
-  cs.push_back({"softmax_topk_renorm_T6", s, 6, 7, 3, 3, 7, 0.0f, false});
-  RouterSpec g;
-  g.group = GROUP_MAX, g.n_group = 4, g.topk_group = 2, g.scale = 2.5f;  // DeepSeek-V2: no renorm
-  cs.push_back({"softmax_group_max", g, 6, 8, 2, 2, 2, 0.0f, false});
-  RouterSpec d;  // DeepSeek-V3
-  d.score = SCORE_SIGMOID, d.has_correction_bias = true, d.group = GROUP_TOP2_SUM;
-  d.n_group = 4, d.topk_group = 2, d.norm_topk = true, d.norm_eps = 1e-20f, d.scale = 2.5f;
-  cs.push_back({"sigmoid_bias_group_scale", d, 7, 8, 3, 7, 4, 0.0f, true});
-  RouterSpec sg;
-  sg.score = SCORE_SIGMOID, sg.scale = 1.7f;
-  cs.push_back({"sigmoid_plain", sg, 4, 5, 2, 2, 5, 0.0f, false});
-  RouterSpec o;  // gpt-oss: top-k of the logits, softmax over the K
-  o.topk_then_softmax = true, o.scale = 1.5f;
-  cs.push_back({"topk_then_softmax", o, 9, 5, 2, 3, 5, 0.0f, false});
-  RouterSpec e;
-  e.kind = ROUTER_EXPERT_CHOICE, e.scale = 1.25f;
-  cs.push_back({"expert_choice", e, 6, 4, 2, 3, 2, 1.0f, false});
-  cs.push_back({"expert_choice_one_token", e, 1, 4, 2, 1, 2, 2.0f, false});
-  cs.push_back({"softmax_topk_capacity", RouterSpec{}, 9, 4, 2, 3, 2, 1.0f, false});
-  return cs;
-}
-
-// Logits (N, E) and bias (E) of a case; spread so that no selection is a near tie.
-void route_inputs(const RouteCase& c, std::vector<float>* lg, std::vector<float>* bias) {
-  *lg = rnd(static_cast<size_t>(c.N) * c.E, 101 + c.N * 7 + c.E, 1.5f);
-  *bias = c.bias ? rnd(c.E, 102, 0.1f) : std::vector<float>{};
-}
-
-// (token, expert) -> weight (negative if dropped) of a routing, order-independent.
-std::map<std::pair<int, int>, double> assignments(int A, const int32_t* tok, const int32_t* ex,
-                                                  const float* w, const char* kept) {
-  std::map<std::pair<int, int>, double> m;
-  for (int a = 0; a < A; ++a) m[{tok[a], ex[a]}] = kept[a] ? w[a] : -1.0 - w[a];
-  return m;
+// The op's assignments equal the reference's as sets of (token, expert, weight, kept), and the
+// same number: the order within a token or an expert is not part of the contract.
+void expect_same_assignments(const Routing& r, const ref::Route& w) {
+  using Map = std::map<std::pair<int, int>, double>;  // (token, expert) -> weight, < 0 if dropped
+  Map got, want;
+  for (int a = 0; a < r.A; ++a) got[{r.tok[a], r.expert[a]}] = r.kept[a] ? r.w[a] : -1.0 - r.w[a];
+  for (size_t a = 0; a < w.w.size(); ++a)
+    want[{w.tok[a], w.expert[a]}] = w.kept[a] ? w.w[a] : -1.0 - w.w[a];
+  ASSERT_EQ(r.A, static_cast<int>(w.w.size()));
+  ASSERT_EQ(got.size(), want.size()) << "distinct (token, expert) pairs";
+  for (auto it = got.begin(), jt = want.begin(); it != got.end(); ++it, ++jt) {
+    ASSERT_EQ(it->first, jt->first) << "assignment (token, expert)";
+    EXPECT_NEAR(it->second, jt->second, 1e-6)
+        << "weight of token " << it->first.first << " expert " << it->first.second;
+  }
 }
 
 TEST_P(BackendForward, Route) {
-  for (const RouteCase& c : route_cases()) {
+  for (const ref::RouteCase& c : ref::route_cases()) {
     SCOPED_TRACE(c.name);
     std::vector<float> lg, bias;
-    route_inputs(c, &lg, &bias);
+    ref::route_inputs(c, &lg, &bias);
     Routing r;
     routing_init(&r, c.N, c.E, c.K);
     be().route(&r, c.spec, lg.data(), c.bias ? bias.data() : nullptr, nullptr, nullptr, c.N,
                c.capacity_factor, 7, true, 0);
     const ref::Route w = ref::route(c.spec, to_d(lg), to_d(bias), c.N, c.E, c.K, c.capacity_factor);
-    ASSERT_EQ(r.A, static_cast<int>(w.w.size()));
+    expect_same_assignments(r, w);
     EXPECT_EQ(r.capacity, w.capacity);
     EXPECT_EQ(r.dropped, w.dropped);
-    if (c.capacity_factor > 0.0f && c.spec.kind != ROUTER_EXPERT_CHOICE) EXPECT_GT(w.dropped, 0);
-    std::vector<float> wf(w.w.begin(), w.w.end());
-    std::vector<int32_t> wt(w.tok.begin(), w.tok.end()), we(w.expert.begin(), w.expert.end());
-    const auto got = assignments(r.A, r.tok.data(), r.expert.data(), r.w.data(), r.kept.data());
-    const auto want = assignments(r.A, wt.data(), we.data(), wf.data(), w.kept.data());
-    ASSERT_EQ(got.size(), want.size());
-    for (auto it = got.begin(), jt = want.begin(); it != got.end(); ++it, ++jt) {
-      ASSERT_EQ(it->first, jt->first) << "assignment (token, expert)";
-      EXPECT_NEAR(it->second, jt->second, 1e-6) << "weight of token " << it->first.first
-                                                << " expert " << it->first.second;
+    if (c.capacity_factor > 0.0f && c.spec.kind != ROUTER_EXPERT_CHOICE) {
+      EXPECT_GT(w.dropped, 0);
     }
     expect_close(r.probs.data(), w.probs, 1e-6, "probs");
     std::vector<int> kc(c.E, 0);
@@ -435,7 +376,9 @@ TEST_P(BackendForward, RouteHashAndRandom) {
       EXPECT_EQ(s1, sets[t]) << "token " << t << " routed alone";
       for (int e = 0; e < E; ++e) EXPECT_FLOAT_EQ(r.probs[t * E + e], 1.0f / E);
     }
-    if (kind == ROUTER_HASH) EXPECT_TRUE(sets[0] == sets[2] && sets[0] == sets[6] && sets[1] == sets[4]);
+    if (kind == ROUTER_HASH) {
+      EXPECT_TRUE(sets[0] == sets[2] && sets[0] == sets[6] && sets[1] == sets[4]);
+    }
     std::vector<float> dw(r.A, 1.0f), dl(N * E, 9.0f);
     be().route_backward(r, spec, dw.data(), dl.data(), nullptr);
     for (float g : dl) EXPECT_EQ(g, 0.0f);
@@ -465,16 +408,7 @@ TEST_P(BackendForward, RouteNoisyTopK) {
     RouterSpec o;
     o.topk_then_softmax = true, o.scale = spec.scale;
     const ref::Route w = ref::route(o, h, {}, N, E, K, 0.0);
-    ASSERT_EQ(r.A, N * K);
-    std::vector<float> wf(w.w.begin(), w.w.end());
-    std::vector<int32_t> wt(w.tok.begin(), w.tok.end()), we(w.expert.begin(), w.expert.end());
-    const auto got = assignments(r.A, r.tok.data(), r.expert.data(), r.w.data(), r.kept.data());
-    ASSERT_EQ(got.size(), static_cast<size_t>(r.A)) << "K distinct experts per token";
-    const auto want = assignments(r.A, wt.data(), we.data(), wf.data(), w.kept.data());
-    for (auto it = got.begin(), jt = want.begin(); it != got.end(); ++it, ++jt) {
-      ASSERT_EQ(it->first, jt->first);
-      EXPECT_NEAR(it->second, jt->second, 1e-6);
-    }
+    expect_same_assignments(r, w);
     Vec p(lg.begin(), lg.end());
     for (int t = 0; t < N; ++t) ref::softmax(p.data() + t * E, E);
     expect_close(r.probs.data(), p, 1e-6, "noisy top-k balance distribution");
@@ -483,88 +417,29 @@ TEST_P(BackendForward, RouteNoisyTopK) {
 
 // ---- Grouped expert FFN ----
 
-// The weights of E experts as fp32 (dequantized for raw types: what the kernels see) and, for a
-// raw type, their rows.
-struct ExpertSet {
-  ExpertFfnSpec f;
-  int E = 0;
-  std::vector<std::vector<float>> wg, wu, wd, bg, bu, bd;  // [E] (F, D), (F, D), (D, F), biases
-  std::vector<std::vector<uint8_t>> raw;                   // [3E] gate, up, down rows
-  std::vector<ExpertWeights> ew;                           // [E]
-};
-
-std::vector<float> make_matrix(QType t, int rows, int cols, uint32_t seed,
-                               std::vector<uint8_t>* raw, QWeight* q) {
-  std::vector<float> w = rnd(static_cast<size_t>(rows) * cols, seed, 0.3f);
-  if (t == QT_F32) return w;
-  const int64_t rb = qtype_row_bytes(t, cols);
-  raw->resize(static_cast<size_t>(rows * rb));
-  for (int r = 0; r < rows; ++r) {
-    quantize_row(t, w.data() + static_cast<size_t>(r) * cols, raw->data() + r * rb, cols);
-    dequantize_row(t, raw->data() + r * rb, w.data() + static_cast<size_t>(r) * cols, cols);
-  }
-  *q = QWeight{t, raw->data(), rb};
-  return w;
-}
-
-void make_experts(ExpertSet* s, QType t, bool biases) {
-  const int D = s->f.hidden, F = s->f.ffn, E = s->E;
-  s->raw.resize(3 * E);
-  s->ew.assign(E, ExpertWeights{});
-  for (int e = 0; e < E; ++e) {
-    ExpertWeights& w = s->ew[e];
-    s->wg.push_back(make_matrix(t, F, D, 200 + e, &s->raw[3 * e], &w.gate_q));
-    s->wu.push_back(make_matrix(t, F, D, 300 + e, &s->raw[3 * e + 1], &w.up_q));
-    s->wd.push_back(make_matrix(t, D, F, 400 + e, &s->raw[3 * e + 2], &w.down_q));
-    s->bg.push_back(biases ? rnd(F, 500 + e, 0.5f) : std::vector<float>(F, 0.0f));
-    s->bu.push_back(biases ? rnd(F, 600 + e, 0.5f) : std::vector<float>(F, 0.0f));
-    s->bd.push_back(biases ? rnd(D, 700 + e, 0.5f) : std::vector<float>(D, 0.0f));
-  }
-  for (int e = 0; e < E; ++e) {
-    ExpertWeights& w = s->ew[e];
-    if (t == QT_F32) w.gate = s->wg[e].data(), w.up = s->wu[e].data(), w.down = s->wd[e].data();
-    if (biases) w.gate_b = s->bg[e].data(), w.up_b = s->bu[e].data(), w.down_b = s->bd[e].data();
-  }
-}
-
-// One row of FFN_e in double; q8_in / q8_h: round the input / the activation to Q8_0 first (the
-// dot path of block types).
-Vec expert_row(const ExpertSet& s, int e, const float* x, bool q8_in, bool q8_h) {
-  const int D = s.f.hidden, F = s.f.ffn;
-  const std::vector<float> xr = q8_in ? ref::q8_round(x, D) : std::vector<float>(x, x + D);
-  std::vector<float> hf(F);
-  Vec h(F), y(D);
-  for (int j = 0; j < F; ++j) {
-    double g = s.bg[e][j], u = s.bu[e][j];
-    for (int i = 0; i < D; ++i) {
-      g += static_cast<double>(s.wg[e][j * D + i]) * xr[i];
-      u += static_cast<double>(s.wu[e][j * D + i]) * xr[i];
-    }
-    hf[j] = static_cast<float>(h[j] = ref::act(s.f, g, u));
-  }
-  if (q8_h) h = to_d(ref::q8_round(hf.data(), F));
-  for (int i = 0; i < D; ++i) {
-    y[i] = s.bd[e][i];
-    for (int j = 0; j < F; ++j) y[i] += s.wd[e][i * F + j] * h[j];
-  }
-  return y;
-}
-
 // Experts over ragged segments (an empty one, one row, several), fp32 and raw, on the dot path
 // (segments up to `dot_max` rows) and the dequantize + sgemm path.
 TEST_P(BackendForward, Experts) {
-  struct Case { QType type; ExpertAct act; int D, F, dot_max; bool save; };
-  for (const Case c : {Case{QT_F32, ACT_SWIGLU, 7, 5, 64, false}, Case{QT_F32, ACT_SWIGLU_OAI, 9, 6, 64, true},
-                       Case{QT_BF16, ACT_SWIGLU, 10, 6, 64, false}, Case{QT_BF16, ACT_SWIGLU_OAI, 10, 6, 1, false},
-                       Case{QT_Q8_0, ACT_SWIGLU, 32, 64, 64, false}, Case{QT_Q8_0, ACT_SWIGLU_OAI, 64, 32, 1, false},
-                       Case{QT_Q4_0, ACT_SWIGLU_OAI, 32, 64, 64, false}, Case{QT_Q4_0, ACT_SWIGLU, 64, 32, 1, false}}) {
+  struct Case {
+    QType type;
+    ExpertAct act;
+    int D, F, dot_max;
+    bool save;
+  };
+  for (const Case c :
+       {Case{QT_F32, ACT_SWIGLU, 7, 5, 64, false}, Case{QT_F32, ACT_SWIGLU_OAI, 9, 6, 64, true},
+        Case{QT_BF16, ACT_SWIGLU, 10, 6, 64, false}, Case{QT_BF16, ACT_SWIGLU_OAI, 10, 6, 1, false},
+        Case{QT_Q8_0, ACT_SWIGLU, 32, 64, 64, false},
+        Case{QT_Q8_0, ACT_SWIGLU_OAI, 64, 32, 1, false},
+        Case{QT_Q4_0, ACT_SWIGLU_OAI, 32, 64, 64, false},
+        Case{QT_Q4_0, ACT_SWIGLU, 64, 32, 1, false}}) {
     const std::string what = std::string(qtype_name(c.type)) +
-                             (c.act == ACT_SWIGLU ? " swiglu" : " oai") + " dot_max=" +
-                             std::to_string(c.dot_max) + (c.save ? " save" : "");
+                             (c.act == ACT_SWIGLU ? " swiglu" : " oai") +
+                             " dot_max=" + std::to_string(c.dot_max) + (c.save ? " save" : "");
     SCOPED_TRACE(what);
-    ExpertSet s;
+    ref::ExpertSet s;
     s.f.hidden = c.D, s.f.ffn = c.F, s.f.act = c.act, s.f.limit = 1.2f, s.E = 6;
-    make_experts(&s, c.type, c.act == ACT_SWIGLU_OAI);
+    ref::make_experts(&s, c.type, c.act == ACT_SWIGLU_OAI);
     // Experts 1..5 of 6: rows 3, 0, 1, 6, 2.
     const std::vector<int32_t> off = {0, 3, 3, 4, 10, 12};
     const int R = off.back(), D = c.D;
@@ -580,7 +455,7 @@ TEST_P(BackendForward, Experts) {
       const bool dot = c.type != QT_F32 && !c.save && n <= c.dot_max;
       const bool blk = dot && qtype_is_block(c.type);
       for (int r = off[i]; r < off[i + 1]; ++r) {
-        const Vec y = expert_row(s, 1 + i, xs.data() + static_cast<size_t>(r) * D, blk, blk);
+        const Vec y = ref::expert_row(s, 1 + i, xs.data() + static_cast<size_t>(r) * D, blk, blk);
         std::copy(y.begin(), y.end(), want.begin() + static_cast<size_t>(r) * D);
       }
     }
@@ -610,7 +485,8 @@ TEST_P(BackendBackward, Linear) {
       const std::vector<float> dy(coef.begin(), coef.end());
       std::vector<float> dx(T * K, 9.0f), dw(N * K, kPrefill), db(N, kPrefill);
       be().linear_backward(with_dx_db ? dx.data() : nullptr, dw.data(),
-                           with_dx_db ? db.data() : nullptr, dy.data(), x.data(), w.data(), T, N, K);
+                           with_dx_db ? db.data() : nullptr, dy.data(), x.data(), w.data(), T, N,
+                           K);
       const auto L = [&](const ref::Tensors& in) {
         return ref::dot(coef, ref::linear(in[0], in[1], in[2], T, N, K));
       };
@@ -664,8 +540,10 @@ TEST_P(BackendBackward, Rmsnorm) {
       const auto L = [&](const ref::Tensors& in) {
         return ref::dot(coef, ref::rmsnorm(in[0], in[1], T, D, 1e-5));
       };
-      const std::string what = "rmsnorm_backward T=" + std::to_string(T) + " D=" + std::to_string(D);
-      ref::expect_grad(dx.data(), ref::fd_grad(L, {to_d(x), to_d(w)}, 0), 0.0, kGradTol, what + " dx");
+      const std::string what =
+          "rmsnorm_backward T=" + std::to_string(T) + " D=" + std::to_string(D);
+      ref::expect_grad(dx.data(), ref::fd_grad(L, {to_d(x), to_d(w)}, 0), 0.0, kGradTol,
+                       what + " dx");
       ref::expect_grad(dw.data(), ref::fd_grad(L, {to_d(x), to_d(w)}, 1), kPrefill, kGradTol,
                        what + " dw");
     }
@@ -684,20 +562,22 @@ TEST_P(BackendBackward, Rope) {
     be().rope_backward(dx.data() + off, T, H, rs, hs, R, c.data(), s.data(), layout);
     const auto L = [&](const ref::Tensors& in) {
       Vec y = in[0];
-      const Vec r = ref::rope(Vec(y.begin() + off, y.end()), T, H, rs, hs, R, to_d(c), to_d(s),
-                              layout);
+      const Vec r =
+          ref::rope(Vec(y.begin() + off, y.end()), T, H, rs, hs, R, to_d(c), to_d(s), layout);
       std::copy(r.begin(), r.end(), y.begin() + off);
       return ref::dot(coef, y);
     };
-    ref::expect_grad(dx.data(), ref::fd_grad(L, {to_d(x)}, 0), 0.0, kGradTol,
-                     std::string("rope_backward ") + (layout == ROPE_HALF ? "half" : "interleaved"));
+    ref::expect_grad(
+        dx.data(), ref::fd_grad(L, {to_d(x)}, 0), 0.0, kGradTol,
+        std::string("rope_backward ") + (layout == ROPE_HALF ? "half" : "interleaved"));
   }
 }
 
 TEST_P(BackendBackward, Attention) {
-  for (const AttnCase c : {AttnCase{1, 0, 2, 1, 3, 2, 0, true}, AttnCase{5, 0, 4, 2, 3, 4, 0, false},
-                           AttnCase{6, 0, 4, 2, 3, 4, 3, true}, AttnCase{7, 0, 3, 3, 5, 2, 2, false},
-                           AttnCase{5, 0, 2, 1, 4, 3, 0, true}}) {
+  for (const AttnCase c :
+       {AttnCase{1, 0, 2, 1, 3, 2, 0, true}, AttnCase{5, 0, 4, 2, 3, 4, 0, false},
+        AttnCase{6, 0, 4, 2, 3, 4, 3, true}, AttnCase{7, 0, 3, 3, 5, 2, 2, false},
+        AttnCase{5, 0, 2, 1, 4, 3, 0, true}}) {
     const int T = c.T, H = c.H, KV = c.KV, dq = c.dq, dv = c.dv;
     const auto q = rnd(T * H * dq, 1500 + T), k = rnd(T * KV * dq, 1501 + T);
     const auto v = rnd(T * KV * dv, 1502 + T), sk = rnd(H, 1503);
@@ -719,9 +599,9 @@ TEST_P(BackendBackward, Attention) {
       return ref::dot(coef, o);
     };
     const ref::Tensors in = {to_d(q), to_d(k), to_d(v), to_d(sk)};
-    const std::string what = "attention_backward T=" + std::to_string(T) + " H=" +
-                             std::to_string(H) + " KV=" + std::to_string(KV) + " window=" +
-                             std::to_string(c.window) + (c.sinks ? " sinks" : "");
+    const std::string what = "attention_backward T=" + std::to_string(T) +
+                             " H=" + std::to_string(H) + " KV=" + std::to_string(KV) +
+                             " window=" + std::to_string(c.window) + (c.sinks ? " sinks" : "");
     ref::expect_grad(gq.data(), ref::fd_grad(L, in, 0), 0.0, kGradTol, what + " dq");
     ref::expect_grad(gk.data(), ref::fd_grad(L, in, 1), 0.0, kGradTol, what + " dk");
     ref::expect_grad(gv.data(), ref::fd_grad(L, in, 2), 0.0, kGradTol, what + " dv");
@@ -733,12 +613,12 @@ TEST_P(BackendBackward, Attention) {
 // route_backward (L = sum_a coef(token, expert) w_a) and the four losses' dlogits, against
 // central differences of the double routing (selections stay fixed under the small steps).
 TEST_P(BackendBackward, RouteAndLosses) {
-  for (const RouteCase& c : route_cases()) {
+  for (const ref::RouteCase& c : ref::route_cases()) {
     if (c.capacity_factor > 0.0f && c.spec.kind != ROUTER_EXPERT_CHOICE) continue;
     SCOPED_TRACE(c.name);
     const int N = c.N, E = c.E, K = c.K;
     std::vector<float> lg, bias;
-    route_inputs(c, &lg, &bias);
+    ref::route_inputs(c, &lg, &bias);
     Routing r;
     routing_init(&r, N, E, K);
     be().route(&r, c.spec, lg.data(), c.bias ? bias.data() : nullptr, nullptr, nullptr, N,
@@ -764,8 +644,10 @@ TEST_P(BackendBackward, RouteAndLosses) {
     const std::vector<std::pair<std::string, LossFn>> losses = {
         {"aux", [&](const Vec& x) { return ref::aux_loss(route_at(x), N, E, K, 0.3); }},
         {"z", [&](const Vec& x) { return ref::z_loss(x, N, E, 0.2); }},
-        {"seq_aux", [&](const Vec& x) { return ref::seq_aux_loss(route_at(x), N, E, K, c.seq_len, 0.4); }},
-        {"device", [&](const Vec& x) { return ref::device_loss(route_at(x), N, E, K, c.n_dev, 0.5); }}};
+        {"seq_aux",
+         [&](const Vec& x) { return ref::seq_aux_loss(route_at(x), N, E, K, c.seq_len, 0.4); }},
+        {"device",
+         [&](const Vec& x) { return ref::device_loss(route_at(x), N, E, K, c.n_dev, 0.5); }}};
     for (size_t i = 0; i < losses.size(); ++i) {
       std::fill(dl.begin(), dl.end(), kPrefill);
       if (i == 0) be().aux_loss(r, c.spec, 0.3f, gsc, dl.data());
@@ -815,10 +697,10 @@ TEST_P(BackendBackward, Experts) {
   for (const ExpertAct act : {ACT_SWIGLU, ACT_SWIGLU_OAI}) {
     SCOPED_TRACE(act == ACT_SWIGLU ? "swiglu" : "oai");
     const bool biases = act == ACT_SWIGLU_OAI;
-    ExpertSet s;
+    ref::ExpertSet s;
     s.f.hidden = 6, s.f.ffn = 5, s.f.act = act, s.f.limit = 0.8f, s.E = 5;
     const int D = 6, F = 5, E = 5;
-    make_experts(&s, QT_F32, biases);
+    ref::make_experts(&s, QT_F32, biases);
     // Experts 1..4 of 5: rows 2, 0, 1, 4.
     const std::vector<int32_t> off = {0, 2, 2, 3, 7};
     const int R = off.back();
@@ -837,8 +719,11 @@ TEST_P(BackendBackward, Experts) {
     const int sizes[6] = {F * D, F * D, D * F, F, F, D};
     for (int e = 0; e < E; ++e) {
       for (int m = 0; m < 6; ++m) ga[6 * e + m].assign(sizes[m], kPrefill);
-      grads[e] = {ga[6 * e].data(), ga[6 * e + 1].data(), ga[6 * e + 2].data(),
-                  biases ? ga[6 * e + 3].data() : nullptr, biases ? ga[6 * e + 4].data() : nullptr,
+      grads[e] = {ga[6 * e].data(),
+                  ga[6 * e + 1].data(),
+                  ga[6 * e + 2].data(),
+                  biases ? ga[6 * e + 3].data() : nullptr,
+                  biases ? ga[6 * e + 4].data() : nullptr,
                   biases ? ga[6 * e + 5].data() : nullptr};
     }
     be().experts_backward(&b, s.f, s.ew.data(), grads.data(), seg);
@@ -882,7 +767,8 @@ TEST_P(BackendBackward, Experts) {
           continue;
         }
         ref::expect_grad(ga[6 * e + m].data(), ref::fd_grad(L, in, 1 + 6 * e + m), kPrefill,
-                         kGradTol, "experts d" + std::string(kNames[m]) + " e=" + std::to_string(e));
+                         kGradTol,
+                         "experts d" + std::string(kNames[m]) + " e=" + std::to_string(e));
       }
   }
 }
@@ -894,8 +780,8 @@ TEST_P(BackendBackward, CrossEntropy) {
   std::vector<float> dl(T * V, 9.0f);
   std::vector<double> rows(T);
   int n = 0;
-  const double loss = be().cross_entropy(dl.data(), lg.data(), tg.data(), T, V, 0.5f, &n,
-                                         rows.data());
+  const double loss =
+      be().cross_entropy(dl.data(), lg.data(), tg.data(), T, V, 0.5f, &n, rows.data());
   EXPECT_NEAR(loss, ref::cross_entropy(to_d(lg), tg, T, V, 1.0), 1e-6);
   const auto L = [&](const ref::Tensors& in) { return ref::cross_entropy(in[0], tg, T, V, 0.5); };
   ref::expect_grad(dl.data(), ref::fd_grad(L, {to_d(lg)}, 0), 0.0, kGradTol,

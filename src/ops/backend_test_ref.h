@@ -17,6 +17,7 @@
 
 #include "core/specs.h"
 #include "quant/quant.h"
+#include "quant/weight_view.h"
 
 namespace moe::ref {
 
@@ -32,7 +33,9 @@ inline std::vector<float> rnd(size_t n, uint32_t seed, float scale = 1.0f) {
   return v;
 }
 
-inline Vec to_d(const std::vector<float>& v) { return Vec(v.begin(), v.end()); }
+inline Vec to_d(const std::vector<float>& v) {
+  return Vec(v.begin(), v.end());
+}
 
 // max |got - want| <= tol * max(1, max |want|) (want in double).
 inline void expect_close(const float* got, const Vec& want, double tol, const std::string& what) {
@@ -88,8 +91,12 @@ inline double dot(const Vec& coef, const Vec& y) {
   return s;
 }
 
-inline double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
-inline double silu(double x) { return x * sigmoid(x); }
+inline double sigmoid(double x) {
+  return 1.0 / (1.0 + std::exp(-x));
+}
+inline double silu(double x) {
+  return x * sigmoid(x);
+}
 
 // A row quantized to Q8_0 and back: the rounding the dot path applies to its inputs.
 inline std::vector<float> q8_round(const float* x, int64_t n) {
@@ -106,7 +113,8 @@ inline Vec linear(const Vec& x, const Vec& w, const Vec& b, int T, int N, int K)
   for (int t = 0; t < T; ++t)
     for (int n = 0; n < N; ++n) {
       double s = b.empty() ? 0.0 : b[n];
-      for (int k = 0; k < K; ++k) s += x[static_cast<size_t>(t) * K + k] * w[static_cast<size_t>(n) * K + k];
+      for (int k = 0; k < K; ++k)
+        s += x[static_cast<size_t>(t) * K + k] * w[static_cast<size_t>(n) * K + k];
       y[static_cast<size_t>(t) * N + n] = s;
     }
   return y;
@@ -133,7 +141,8 @@ inline Vec rope(Vec x, int T, int H, int64_t row_stride, int head_stride, int R,
     for (int h = 0; h < H; ++h) {
       double* v = x.data() + t * row_stride + static_cast<int64_t>(h) * head_stride;
       for (int i = 0; i < half; ++i) {
-        const int ia = layout == ROPE_HALF ? i : 2 * i, ib = layout == ROPE_HALF ? i + half : 2 * i + 1;
+        const int ia = layout == ROPE_HALF ? i : 2 * i,
+                  ib = layout == ROPE_HALF ? i + half : 2 * i + 1;
         const double a = v[ia], b = v[ib], ci = c[t * half + i], si = s[t * half + i];
         v[ia] = a * ci - b * si;
         v[ib] = b * ci + a * si;
@@ -306,7 +315,8 @@ inline Route route(const RouterSpec& spec, const Vec& lg, const Vec& bias, int N
       std::copy(lg.begin() + t * E, lg.begin() + (t + 1) * E, r.probs.begin() + t * E);
       softmax(r.probs.data() + t * E, E);
     }
-    int C = static_cast<int>(std::ceil(static_cast<double>(N) * K / E * std::max(1.0, capacity_factor)));
+    int C = static_cast<int>(
+        std::ceil(static_cast<double>(N) * K / E * std::max(1.0, capacity_factor)));
     C = std::max(1, std::min({C, N, N * K / E}));
     r.capacity = C;
     for (int e = 0; e < E; ++e) {
@@ -321,7 +331,8 @@ inline Route route(const RouterSpec& spec, const Vec& lg, const Vec& bias, int N
       std::vector<int> idx;
       Vec w;
       route_token(spec, lg.data() + t * E, bias, E, K, r.probs.data() + t * E, &idx, &w);
-      for (int k = 0; k < K; ++k) r.tok.push_back(t), r.expert.push_back(idx[k]), r.w.push_back(w[k]);
+      for (int k = 0; k < K; ++k)
+        r.tok.push_back(t), r.expert.push_back(idx[k]), r.w.push_back(w[k]);
     }
   }
   r.kept.assign(r.w.size(), 1);
@@ -389,6 +400,148 @@ inline double device_loss(const Route& r, int N, int E, int K, int D, double alp
     L += f * p;
   }
   return alpha * L;
+}
+
+// ---- Inputs of the harness ----
+
+// The routers of the harness: every token-choice kind of the seven families, expert choice,
+// capacity dropping; each with a sequence length and a device count for the losses.
+struct RouteCase {
+  const char* name;
+  RouterSpec spec;
+  int N, E, K, seq_len, n_dev;
+  float capacity_factor;
+  bool bias;  // a selection-only correction bias
+};
+
+inline std::vector<RouteCase> route_cases() {
+  std::vector<RouteCase> cs;
+  RouterSpec s;
+  cs.push_back({"softmax_topk", s, 5, 8, 2, 5, 4, 0.0f, false});
+  s.norm_topk = true;
+  cs.push_back({"softmax_topk_renorm", s, 1, 6, 3, 1, 3, 0.0f, false});
+  cs.push_back({"softmax_topk_renorm_T6", s, 6, 7, 3, 3, 7, 0.0f, false});
+  RouterSpec g;
+  g.group = GROUP_MAX, g.n_group = 4, g.topk_group = 2, g.scale = 2.5f;  // DeepSeek-V2: no renorm
+  cs.push_back({"softmax_group_max", g, 6, 8, 2, 2, 2, 0.0f, false});
+  RouterSpec d;  // DeepSeek-V3
+  d.score = SCORE_SIGMOID, d.has_correction_bias = true, d.group = GROUP_TOP2_SUM;
+  d.n_group = 4, d.topk_group = 2, d.norm_topk = true, d.norm_eps = 1e-20f, d.scale = 2.5f;
+  cs.push_back({"sigmoid_bias_group_scale", d, 7, 8, 3, 7, 4, 0.0f, true});
+  RouterSpec sg;
+  sg.score = SCORE_SIGMOID, sg.scale = 1.7f;
+  cs.push_back({"sigmoid_plain", sg, 4, 5, 2, 2, 5, 0.0f, false});
+  RouterSpec o;  // gpt-oss: top-k of the logits, softmax over the K
+  o.topk_then_softmax = true, o.scale = 1.5f;
+  cs.push_back({"topk_then_softmax", o, 9, 5, 2, 3, 5, 0.0f, false});
+  RouterSpec e;
+  e.kind = ROUTER_EXPERT_CHOICE, e.scale = 1.25f;
+  cs.push_back({"expert_choice", e, 6, 4, 2, 3, 2, 1.0f, false});
+  cs.push_back({"expert_choice_one_token", e, 1, 4, 2, 1, 2, 2.0f, false});
+  cs.push_back({"softmax_topk_capacity", RouterSpec{}, 9, 4, 2, 3, 2, 1.0f, false});
+  return cs;
+}
+
+// Logits (N, E) and bias (E) of a case (fixed seeds; their selection gaps are far above the
+// finite-difference step, so the selections hold under it).
+inline void route_inputs(const RouteCase& c, std::vector<float>* lg, std::vector<float>* bias) {
+  *lg = rnd(static_cast<size_t>(c.N) * c.E, 101 + c.N * 7 + c.E, 1.5f);
+  *bias = c.bias ? rnd(c.E, 102, 0.1f) : std::vector<float>{};
+}
+
+// inv_freq as transformers computes it, YaRN's blend included (a rope_table input).
+inline RopeSpec rope_spec(bool yarn, int dim) {
+  RopeSpec r;
+  r.dim = dim;
+  r.theta = 10000.0;
+  const int half = dim / 2;
+  if (!yarn) {
+    for (int i = 0; i < half; ++i)
+      r.inv_freq.push_back(static_cast<float>(1.0 / std::pow(r.theta, 2.0 * i / dim)));
+    return r;
+  }
+  r.type = "yarn", r.factor = 8.0, r.orig_max_pos = 64.0;
+  auto corr = [&](double rot) {
+    return dim * std::log(r.orig_max_pos / (rot * 2 * M_PI)) / (2 * std::log(r.theta));
+  };
+  const double lo = std::max(0.0, std::floor(corr(r.beta_fast)));
+  double hi = std::min(dim - 1.0, std::ceil(corr(r.beta_slow)));
+  if (hi == lo) hi += 0.001;
+  for (int i = 0; i < half; ++i) {
+    const double pf = std::pow(r.theta, 2.0 * i / dim);
+    const double ramp = std::min(1.0, std::max(0.0, (i - lo) / (hi - lo)));
+    const double ex = 1.0 - ramp;
+    r.inv_freq.push_back(static_cast<float>(1.0 / (r.factor * pf) * (1 - ex) + 1.0 / pf * ex));
+  }
+  r.attention_factor = 0.1 * std::log(r.factor) + 1.0;
+  return r;
+}
+
+// The weights of E experts as fp32 (dequantized for raw types: what the kernels see) and, for a
+// raw type, their rows.
+struct ExpertSet {
+  ExpertFfnSpec f;
+  int E = 0;
+  std::vector<std::vector<float>> wg, wu, wd, bg, bu, bd;  // [E] (F, D), (F, D), (D, F), biases
+  std::vector<std::vector<uint8_t>> raw;                   // [3E] gate, up, down rows
+  std::vector<ExpertWeights> ew;                           // [E]
+};
+
+inline std::vector<float> make_matrix(QType t, int rows, int cols, uint32_t seed,
+                                      std::vector<uint8_t>* raw, QWeight* q) {
+  std::vector<float> w = rnd(static_cast<size_t>(rows) * cols, seed, 0.3f);
+  if (t == QT_F32) return w;
+  const int64_t rb = qtype_row_bytes(t, cols);
+  raw->resize(static_cast<size_t>(rows * rb));
+  for (int r = 0; r < rows; ++r) {
+    quantize_row(t, w.data() + static_cast<size_t>(r) * cols, raw->data() + r * rb, cols);
+    dequantize_row(t, raw->data() + r * rb, w.data() + static_cast<size_t>(r) * cols, cols);
+  }
+  *q = QWeight{t, raw->data(), rb};
+  return w;
+}
+
+inline void make_experts(ExpertSet* s, QType t, bool biases) {
+  const int D = s->f.hidden, F = s->f.ffn, E = s->E;
+  s->raw.resize(3 * E);
+  s->ew.assign(E, ExpertWeights{});
+  for (int e = 0; e < E; ++e) {
+    ExpertWeights& w = s->ew[e];
+    s->wg.push_back(make_matrix(t, F, D, 200 + e, &s->raw[3 * e], &w.gate_q));
+    s->wu.push_back(make_matrix(t, F, D, 300 + e, &s->raw[3 * e + 1], &w.up_q));
+    s->wd.push_back(make_matrix(t, D, F, 400 + e, &s->raw[3 * e + 2], &w.down_q));
+    s->bg.push_back(biases ? rnd(F, 500 + e, 0.5f) : std::vector<float>(F, 0.0f));
+    s->bu.push_back(biases ? rnd(F, 600 + e, 0.5f) : std::vector<float>(F, 0.0f));
+    s->bd.push_back(biases ? rnd(D, 700 + e, 0.5f) : std::vector<float>(D, 0.0f));
+  }
+  for (int e = 0; e < E; ++e) {
+    ExpertWeights& w = s->ew[e];
+    if (t == QT_F32) w.gate = s->wg[e].data(), w.up = s->wu[e].data(), w.down = s->wd[e].data();
+    if (biases) w.gate_b = s->bg[e].data(), w.up_b = s->bu[e].data(), w.down_b = s->bd[e].data();
+  }
+}
+
+// One row of FFN_e in double; q8_in / q8_h: round the input / the activation to Q8_0 first (the
+// dot path of block types).
+inline Vec expert_row(const ExpertSet& s, int e, const float* x, bool q8_in, bool q8_h) {
+  const int D = s.f.hidden, F = s.f.ffn;
+  const std::vector<float> xr = q8_in ? ref::q8_round(x, D) : std::vector<float>(x, x + D);
+  std::vector<float> hf(F);
+  Vec h(F), y(D);
+  for (int j = 0; j < F; ++j) {
+    double g = s.bg[e][j], u = s.bu[e][j];
+    for (int i = 0; i < D; ++i) {
+      g += static_cast<double>(s.wg[e][j * D + i]) * xr[i];
+      u += static_cast<double>(s.wu[e][j * D + i]) * xr[i];
+    }
+    hf[j] = static_cast<float>(h[j] = ref::act(s.f, g, u));
+  }
+  if (q8_h) h = to_d(ref::q8_round(hf.data(), F));
+  for (int i = 0; i < D; ++i) {
+    y[i] = s.bd[e][i];
+    for (int j = 0; j < F; ++j) y[i] += s.wd[e][i * F + j] * h[j];
+  }
+  return y;
 }
 
 }  // namespace moe::ref
