@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <map>
 #include <string>
@@ -26,6 +27,21 @@ using ref::Vec;
 
 std::string backend_name(const testing::TestParamInfo<const Backend*>& info) {
   return info.param->name;
+}
+
+// Every backend has a name that gtest can use and no other backend has; the CPU is one of them.
+TEST(BackendRegistry, NamesAreUniqueIdentifiers) {
+  const auto all = backends_registered();
+  bool cpu = false;
+  for (size_t i = 0; i < all.size(); ++i) {
+    const std::string n = all[i]->name;
+    EXPECT_FALSE(n.empty());
+    for (const char ch : n)
+      EXPECT_TRUE(std::isalnum(static_cast<unsigned char>(ch)) || ch == '_') << n;
+    for (size_t j = 0; j < i; ++j) EXPECT_NE(n, all[j]->name);
+    cpu |= all[i] == &backend_cpu();
+  }
+  EXPECT_TRUE(cpu);
 }
 
 class BackendForward : public testing::TestWithParam<const Backend*> {

@@ -1,6 +1,7 @@
 // Double-precision references for the op harness (backend_test.cpp), written from each op's
 // documented definition (ops.h, linear.h, router.h, experts.h) and not from the CPU kernels, plus
-// the harness's helpers: random tensors, comparisons and central finite differences.
+// the harness's helpers (random tensors, comparisons, central finite differences) and inputs
+// (the routing cases, YaRN's inv_freq, expert sets in every storage type).
 #pragma once
 
 #include <gtest/gtest.h>
