@@ -363,9 +363,9 @@ TEST_P(BackendForward, Route) {
   }
 }
 
-// Hash and random routing: K distinct experts per token at weight scale / K, uniform balance
-// distribution, no gradient; equal ids hash alike; per-token draws keyed on t0 + t, so routing
-// token by token (t0 = t) equals one call over all tokens.
+// Hash and random routing: the documented draws (router.h), K distinct experts per token at
+// weight scale / K, uniform balance distribution, no gradient; equal ids hash alike; per-token
+// draws keyed on t0 + t, so routing token by token (t0 = t) equals one call over all tokens.
 TEST_P(BackendForward, RouteHashAndRandom) {
   const int N = 7, E = 6, K = 3;
   const std::vector<int32_t> ids = {5, 9, 5, 1000, 9, 0, 5};
@@ -395,14 +395,20 @@ TEST_P(BackendForward, RouteHashAndRandom) {
     if (kind == ROUTER_HASH) {
       EXPECT_TRUE(sets[0] == sets[2] && sets[0] == sets[6] && sets[1] == sets[4]);
     }
+    for (int t = 0; t < N; ++t) {  // the documented draws
+      auto want =
+          kind == ROUTER_HASH ? ref::hash_experts(ids[t], E, K) : ref::random_experts(11, t, E, K);
+      std::sort(want.begin(), want.end());
+      EXPECT_EQ(sets[t], want) << "token " << t;
+    }
     std::vector<float> dw(r.A, 1.0f), dl(N * E, 9.0f);
     be().route_backward(r, spec, dw.data(), dl.data(), nullptr);
     for (float g : dl) EXPECT_EQ(g, 0.0f);
   }
 }
 
-// Noisy top-k: H = logits + draw * softplus(noise logits), top-k of H, softmax over the K; the
-// draws are the op's (recovered from its dH/d(noise logit) = draw * sigmoid(noise logit)).
+// Noisy top-k: H = logits + draw * softplus(noise logits), top-k of H, softmax over the K, with
+// the documented draws rng_normal(seed, (t0 + t) * E + e).
 // Without training, the top-k of the clean logits.
 TEST_P(BackendForward, RouteNoisyTopK) {
   const int N = 5, E = 6, K = 2;
@@ -413,14 +419,17 @@ TEST_P(BackendForward, RouteNoisyTopK) {
   routing_init(&r, N, E, K);
   for (const bool train : {false, true}) {
     SCOPED_TRACE(train ? "train" : "eval");
+    const int t0 = 4;  // draws keyed on t0 + t
     be().route(&r, spec, lg.data(), nullptr, train ? nl.data() : nullptr, nullptr, N, 0.0f, 3,
-               train, 0);
-    Vec h(N * E);
+               train, t0);
+    Vec h(N * E), dh(N * E);
     for (int i = 0; i < N * E; ++i) {
-      const double draw = train ? r.noise[i] / ref::sigmoid(nl[i]) : 0.0;
+      const double draw = train ? ref::normal(3, static_cast<uint64_t>(t0) * E + i) : 0.0;
       h[i] = lg[i] + draw * std::log1p(std::exp(static_cast<double>(nl[i])));
+      dh[i] = draw * ref::sigmoid(nl[i]);
     }
     expect_close(r.noisy.data(), h, 1e-6, "noisy logits");
+    expect_close(r.noise.data(), dh, 1e-6, "dH / d(noise logit)");
     RouterSpec o;
     o.topk_then_softmax = true, o.scale = spec.scale;
     const ref::Route w = ref::route(o, h, {}, N, E, K, 0.0);
@@ -679,7 +688,7 @@ TEST_P(BackendBackward, RouteAndLosses) {
 }
 
 // Noisy top-k's backward: dlogits and dnoise_logits against differences of the double forward
-// with the op's draws held fixed.
+// with the (documented) draws held fixed.
 TEST_P(BackendBackward, RouteNoisyTopK) {
   const int N = 4, E = 5, K = 2;
   RouterSpec spec;
@@ -689,7 +698,7 @@ TEST_P(BackendBackward, RouteNoisyTopK) {
   routing_init(&r, N, E, K);
   be().route(&r, spec, lg.data(), nullptr, nl.data(), nullptr, N, 0.0f, 5, true, 0);
   Vec draw(N * E);
-  for (int i = 0; i < N * E; ++i) draw[i] = r.noise[i] / ref::sigmoid(nl[i]);
+  for (int i = 0; i < N * E; ++i) draw[i] = ref::normal(5, i);
   const Vec coef = to_d(rnd(N * E, 1952));
   std::vector<float> dw(r.A), dl(N * E, 9.0f), dn(N * E, 9.0f);
   for (int a = 0; a < r.A; ++a) dw[a] = static_cast<float>(coef[r.tok[a] * E + r.expert[a]]);

@@ -403,6 +403,42 @@ inline double device_loss(const Route& r, int N, int E, int K, int D, double alp
   return alpha * L;
 }
 
+// ---- The documented draws of hash, random and noisy routing (router.h, core/rng.h) ----
+
+inline uint64_t mix64(uint64_t x) {  // SplitMix64's output function
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+inline double uniform(uint64_t seed, uint64_t i) {
+  return std::ldexp(static_cast<double>(mix64(seed * 0xd1342543de82ef95ULL + i) >> 11), -53);
+}
+
+inline double normal(uint64_t seed, uint64_t i) {
+  return std::sqrt(-2.0 * std::log(1.0 - uniform(seed, 2 * i))) *
+         std::cos(2.0 * M_PI * uniform(seed, 2 * i + 1));
+}
+
+// The first K distinct values of mix64(key + 0x632be59bd9b4e019 n) mod E, n = 0, 1, ...
+inline std::vector<int> distinct_draws(uint64_t key, int E, int K) {
+  std::vector<int> out;
+  for (uint64_t n = 0; static_cast<int>(out.size()) < K; ++n) {
+    const int e = static_cast<int>(mix64(key + 0x632be59bd9b4e019ULL * n) % E);
+    if (std::find(out.begin(), out.end(), e) == out.end()) out.push_back(e);
+  }
+  return out;
+}
+
+// Hash routing's experts for token id x; random routing's for token t0 + t.
+inline std::vector<int> hash_experts(int64_t x, int E, int K) {
+  return distinct_draws(mix64(static_cast<uint64_t>(x) ^ 0x5851f42d4c957f2dULL), E, K);
+}
+inline std::vector<int> random_experts(uint64_t seed, int64_t pos, int E, int K) {
+  return distinct_draws(mix64(seed ^ mix64(static_cast<uint64_t>(pos))), E, K);
+}
+
 // ---- Inputs of the harness ----
 
 // The routers of the harness: every token-choice kind of the seven families, expert choice,
