@@ -13,11 +13,13 @@
 #include <nlohmann/json.hpp>
 
 #include "core/dtype.h"
+#include "infer/eval.h"
 #include "infer/forward.h"
 #include "io/safetensors.h"
 #include "model/config.h"
 #include "test_util.h"
 #include "text/tokenizer.h"
+#include "train/dataset.h"
 #include "train/train_model.h"
 
 namespace moe {
@@ -111,6 +113,18 @@ std::string train_init(const std::string& init, const std::string& extra) {
                    extra);
   EXPECT_EQ(r.exit_code, 0) << r.err;
   return out;
+}
+
+// The validation loss of the final line of DIR/metrics.jsonl.
+double final_val_loss(const std::string& out) {
+  std::ifstream f(out + "/metrics.jsonl");
+  std::string line;
+  double v = NAN;
+  while (std::getline(f, line)) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.contains("final")) v = j.at("val_loss").get<double>();
+  }
+  return v;
 }
 
 // Training cross-entropy of every step in DIR/metrics.jsonl, in step order.
@@ -263,6 +277,27 @@ TEST_P(TrainInitCliTest, LossFallsAndSavedLogitsEqualEvalForward) {
   EXPECT_GT(mx, 0.0f);
   EXPECT_LE(err_tr, 1e-5f * mx) << "moe logits vs trainer eval forward, max|logit| " << mx;
   EXPECT_LE(err_inf, 1e-5f * mx) << "moe logits vs infer_forward, max|logit| " << mx;
+
+  // The trainer's final validation loss (its eval forward over the validation windows) is the
+  // inference forward's mean cross-entropy of the saved checkpoint over the same windows.
+  {
+    const int T = 16, windows = 2;
+    Dataset d;
+    dataset_open(&d, out + "/data");
+    Model m;
+    model_load(&m, out);
+    double sum = 0.0;
+    std::vector<int32_t> w(T), tg(T);
+    for (int i = 0; i < windows; ++i) {
+      ASSERT_TRUE(dataset_val_window(d, i, windows, T, w.data(), tg.data()));
+      w.push_back(tg[T - 1]);
+      const EvalStats e = eval_perplexity(m, w, T, nullptr);
+      ASSERT_EQ(e.tokens, T);
+      sum += e.mean_ce / windows;
+      w.resize(T);
+    }
+    EXPECT_NEAR(final_val_loss(out), sum, 2e-5);
+  }
 
   // The saved config.json means the input's model: the saved weights under the input's
   // config.json give the same logits.
