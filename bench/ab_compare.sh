@@ -18,6 +18,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 A=$1; B=$2; NAME=$3; ROUNDS=${4:-3}
+# How the report names the two binaries (e.g. the commits they were built at); default: paths.
+LABEL_A=${LABEL_A:-$A}; LABEL_B=${LABEL_B:-$B}
 CKPT=${CKPT:-runs/olmoe_q4}
 STEPS=${STEPS:-8}
 WORK=$(mktemp -d)
@@ -48,7 +50,7 @@ for r in $(seq 1 "$ROUNDS"); do
   done
 done
 echo "end: load $(load)" >> "$LOADS"
-python3 - "$WORK" "$ROUNDS" "$NAME" "$A" "$B" <<'PY'
+python3 - "$WORK" "$ROUNDS" "$NAME" "$LABEL_A" "$LABEL_B" <<'PY'
 import json, statistics, sys, platform, subprocess
 work, rounds, name, a_bin, b_bin = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 med = statistics.median
