@@ -626,15 +626,13 @@ void rope_json(json* j, const RopeSpec& r) {
   (*j)["rope_scaling"] = y;
 }
 
-// The keys of c's own Hugging Face family (c.arch, not moe_cpp) that its parser reads. Whether
-// they express c exactly is checked by parsing them back (same_config).
-json family_json(const ModelConfig& c) {
+// The fields every config.json written here has, for architecture a (rope and the FFN fields
+// are the caller's).
+json common_json(const ModelConfig& c, Arch a) {
   static const char* kClass[ARCH_COUNT] = {"MixtralForCausalLM", "Qwen2MoeForCausalLM",
                                            "Qwen3MoeForCausalLM", "OlmoeForCausalLM",
                                            "DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM",
                                            "GptOssForCausalLM", "MoeCppForCausalLM"};
-  const Arch a = c.arch;
-  const RouterSpec& r = c.router;
   json j = json::object();
   j["architectures"] = json::array({kClass[a]});
   j["model_type"] = arch_name(a);
@@ -649,11 +647,20 @@ json family_json(const ModelConfig& c) {
   j["tie_word_embeddings"] = c.tie_embeddings;
   j["hidden_act"] = "silu";
   j["dtype"] = "float32";
-  rope_json(&j, c.rope);
   if (c.bos_id >= 0) j["bos_token_id"] = c.bos_id;
   if (!c.eos_ids.empty())
     j["eos_token_id"] = c.eos_ids.size() == 1 ? json(c.eos_ids[0]) : json(c.eos_ids);
   j["num_experts_per_tok"] = c.top_k;
+  return j;
+}
+
+// The keys of c's own Hugging Face family (c.arch, not moe_cpp) that its parser reads. Whether
+// they express c exactly is checked by parsing them back (same_config).
+json family_json(const ModelConfig& c) {
+  const Arch a = c.arch;
+  const RouterSpec& r = c.router;
+  json j = common_json(c, a);
+  rope_json(&j, c.rope);
   const int win = uniform_window(c);
   switch (a) {
     case ARCH_MIXTRAL:
@@ -792,28 +799,8 @@ std::string config_to_json(ModelConfig* cfg) {
       a = ARCH_MIXTRAL;
   }
   c.arch = a;
-  json j = json::object();
-  static const char* kClass[ARCH_COUNT] = {"MixtralForCausalLM", "Qwen2MoeForCausalLM",
-                                           "Qwen3MoeForCausalLM", "OlmoeForCausalLM",
-                                           "DeepseekV2ForCausalLM", "DeepseekV3ForCausalLM",
-                                           "GptOssForCausalLM", "MoeCppForCausalLM"};
-  j["architectures"] = json::array({kClass[a]});
-  j["model_type"] = arch_name(a);
-  j["vocab_size"] = c.vocab;
-  j["hidden_size"] = c.hidden;
-  j["num_hidden_layers"] = c.n_layers;
-  j["num_attention_heads"] = c.n_heads;
-  j["num_key_value_heads"] = c.n_kv_heads;
-  j["head_dim"] = c.head_dim;
-  j["rms_norm_eps"] = c.rms_eps;
-  j["max_position_embeddings"] = c.max_pos;
+  json j = common_json(c, a);
   j["rope_theta"] = c.rope.theta;
-  j["tie_word_embeddings"] = c.tie_embeddings;
-  j["hidden_act"] = "silu";
-  j["dtype"] = "float32";
-  if (c.bos_id >= 0) j["bos_token_id"] = c.bos_id;
-  if (!c.eos_ids.empty()) j["eos_token_id"] = c.eos_ids.size() == 1 ? json(c.eos_ids[0]) : json(c.eos_ids);
-  j["num_experts_per_tok"] = c.top_k;
   switch (a) {
     case ARCH_MIXTRAL:
     case ARCH_OLMOE:
