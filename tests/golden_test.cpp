@@ -9,49 +9,15 @@
 #include "infer/forward.h"
 #include "infer/generate.h"
 #include "io/safetensors.h"
+#include "golden_util.h"
 #include "test_util.h"
 
 namespace moe {
 namespace {
 
-struct Golden {
-  std::vector<int32_t> ids;     // (T)
-  std::vector<float> logits;    // (T, V)
-  std::vector<int32_t> greedy;  // (N)
-  int T = 0, V = 0;
-  float max_abs = 0.0f;
-};
-
-std::vector<int32_t> read_ids(const StTensor& t) {
-  std::vector<int32_t> out(t.numel());
-  for (int64_t i = 0; i < t.numel(); ++i) {
-    int64_t v;
-    std::memcpy(&v, t.data + 8 * i, 8);
-    out[i] = static_cast<int32_t>(v);
-  }
-  return out;
-}
-
-Golden load_golden(const std::string& dir) {
-  StArchive ar;
-  st_open_file(&ar, dir + "/golden.safetensors");
-  Golden g;
-  g.ids = read_ids(ar.get("input_ids"));
-  g.greedy = read_ids(ar.get("greedy_ids"));
-  const StTensor& lg = ar.get("logits");
-  g.T = static_cast<int>(lg.shape[1]);
-  g.V = static_cast<int>(lg.shape[2]);
-  g.logits.resize(lg.numel());
-  dtype_to_f32(lg.dtype, lg.data, g.logits.data(), g.logits.size());
-  for (float v : g.logits) g.max_abs = std::max(g.max_abs, std::fabs(v));
-  return g;
-}
-
-float max_abs_diff(const float* a, const float* b, size_t n) {
-  float m = 0.0f;
-  for (size_t i = 0; i < n; ++i) m = std::max(m, std::fabs(a[i] - b[i]));
-  return m;
-}
+using moe_test::Golden;
+using moe_test::load_golden;
+using moe_test::max_abs_diff;
 
 class GoldenTest : public ::testing::TestWithParam<std::string> {};
 

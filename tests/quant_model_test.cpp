@@ -11,33 +11,14 @@
 
 #include "infer/forward.h"
 #include "model/checkpoint_write.h"
+#include "golden_util.h"
 #include "test_util.h"
 
 namespace moe {
 namespace {
 
-struct Golden {
-  std::vector<int32_t> ids;   // (T)
-  std::vector<float> logits;  // (T, V)
-  float max_abs = 0.0f;
-};
-
-Golden load_golden(const std::string& dir) {
-  StArchive ar;
-  st_open_file(&ar, dir + "/golden.safetensors");
-  Golden g;
-  const StTensor& ids = ar.get("input_ids");
-  for (int64_t i = 0; i < ids.numel(); ++i) {
-    int64_t v;
-    std::memcpy(&v, ids.data + 8 * i, 8);
-    g.ids.push_back(static_cast<int32_t>(v));
-  }
-  const StTensor& lg = ar.get("logits");
-  g.logits.resize(lg.numel());
-  dtype_to_f32(lg.dtype, lg.data, g.logits.data(), g.logits.size());
-  for (float v : g.logits) g.max_abs = std::max(g.max_abs, std::fabs(v));
-  return g;
-}
+using moe_test::Golden;
+using moe_test::load_golden;
 
 // Logits (T, V) of the whole prompt; dot_max sets FfnScratch's dot thresholds and the
 // LinearScratch::dot_max_tokens of raw attention / MLP matrices (-1: default).

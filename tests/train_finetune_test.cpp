@@ -16,6 +16,7 @@
 #include "model/config.h"
 #include "model/weights.h"
 #include "test_util.h"
+#include "train_test_util.h"
 #include "text/tokenizer.h"
 #include "train/dataset.h"
 #include "train/optim.h"
@@ -26,49 +27,20 @@ namespace {
 
 namespace fs = std::filesystem;
 using moe_test::run_moe;
+using moe_test::corpus_tokenizer;
+using moe_test::final_metrics;
+using moe_test::is_expert_or_router;
+using moe_test::read_json;
 using moe_test::slurp;
-
-std::string make_corpus() {
-  static std::string dir;
-  if (!dir.empty()) return dir;
-  dir = moe_test::make_temp_dir("ft_corpus");
-  const char* words[] = {"a",     "boat",  "sails", "over", "the",   "grey", "sea",  "while",
-                         "birds", "cry",   "above", "old",  "sailors", "sing", "of",  "home"};
-  for (int d = 0; d < 6; ++d) {
-    std::ofstream f(dir + "/doc" + std::to_string(d) + ".txt");
-    uint32_t x = 777 + d;
-    for (int i = 0; i < 1200; ++i) {
-      x = x * 1103515245u + 12345u;
-      f << words[(x >> 16) % 16] << ((x >> 8) % 9 == 0 ? ".\n" : " ");
-    }
-  }
-  return dir;
-}
-
-nlohmann::json read_json(const std::string& path) { return nlohmann::json::parse(slurp(path)); }
-
-void write_text(const std::string& path, const std::string& s) {
-  std::ofstream(path, std::ios::binary) << s;
-}
-
-// The final line of metrics.jsonl.
-nlohmann::json final_metrics(const std::string& out) {
-  std::ifstream f(out + "/metrics.jsonl");
-  std::string line;
-  nlohmann::json fin;
-  while (std::getline(f, line)) {
-    auto j = nlohmann::json::parse(line);
-    if (j.contains("final")) fin = j;
-  }
-  return fin;
-}
+using moe_test::tensor_bytes;
+using moe_test::word_corpus;
 
 // ---------------------------------------------------------------- validation (part 6)
 
 TEST(TrainValidation, DroplessValLossMatchesInferenceAndCapacityLossDiffers) {
   const std::string out = moe_test::make_temp_dir("ft_val");
   const int T = 16, windows = 4;
-  auto r = run_moe("train --data " + make_corpus() + " --out " + out +
+  auto r = run_moe("train --data " + word_corpus() + " --out " + out +
                    " --steps 6 --vocab 300 --layers 2 --d-model 32 --heads 2 --experts 4 --top-k 2"
                    " --expert-ffn 32 --batch 4 --seq 16 --threads 1 --eval-every 3"
                    " --eval-windows 4 --warmup 2 --lr 0.01 --quiet --capacity-factor 0.5 --init-std 0.2");
@@ -110,7 +82,7 @@ TEST(TrainValidation, DroplessValLossMatchesInferenceAndCapacityLossDiffers) {
 
 TEST(TrainValidation, DroplessRunReportsNoCapacityLoss) {
   const std::string out = moe_test::make_temp_dir("ft_val0");
-  auto r = run_moe("train --data " + make_corpus() + " --out " + out +
+  auto r = run_moe("train --data " + word_corpus() + " --out " + out +
                    " --steps 2 --vocab 300 --layers 1 --d-model 16 --heads 2 --experts 4 --top-k 2"
                    " --expert-ffn 16 --batch 2 --seq 8 --threads 1 --eval-windows 2 --quiet");
   ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -239,7 +211,7 @@ TEST(TrainFreeze, CliRejectsUnknownGroupInOneLine) {
   for (const std::string& flag : {std::string("--freeze experts,bogus"),
                                   std::string("--lr-groups bogus=0.1"),
                                   std::string("--lr-groups experts=fast")}) {
-    auto r = run_moe("train --data " + make_corpus() + " --out " + out + " --steps 1 " + flag);
+    auto r = run_moe("train --data " + word_corpus() + " --out " + out + " --steps 1 " + flag);
     EXPECT_NE(r.exit_code, 0) << flag;
     const std::string value = flag.substr(flag.find(' ') + 1);
     EXPECT_NE(r.err.find(flag.substr(0, flag.find(' '))), std::string::npos) << r.err;
@@ -250,56 +222,10 @@ TEST(TrainFreeze, CliRejectsUnknownGroupInOneLine) {
   }
 }
 
-// A byte-level BPE trained by `moe tokenizer train` on the corpus (cached).
-std::string corpus_tokenizer() {
-  static std::string path;
-  if (!path.empty()) return path;
-  path = moe_test::make_temp_dir("ft_tok") + "/tokenizer.json";
-  auto r = run_moe("tokenizer train --data " + make_corpus() + " --vocab 300 --out " + path);
-  EXPECT_EQ(r.exit_code, 0) << r.err;
-  return path;
-}
-
-// A copy of the tiny qwen3_moe fixture (a dense layer, 8 experts top-2) with its vocabulary grown
-// to `vocab` rows (new embedding and head rows copied from the first ones, scaled), its eos set to
-// the tokenizer's end-of-text token, and the tokenizer beside it if with_tokenizer.
+// The tiny qwen3_moe fixture (a dense layer, 8 experts top-2) with its vocabulary grown to
+// `vocab`, and the corpus tokenizer beside it if with_tokenizer.
 std::string make_init_dir(int vocab, bool with_tokenizer) {
-  const std::string src = moe_test::fixture_path("qwen3_moe_qknorm");
-  const std::string dir = moe_test::make_temp_dir("ft_init");
-  Tokenizer tok;
-  tokenizer_load(&tok, corpus_tokenizer());
-  const int32_t eos = tokenizer_token_id(tok, "<|endoftext|>");
-  EXPECT_GE(eos, 0);
-  nlohmann::json cfg = read_json(src + "/config.json");
-  const int v0 = cfg["vocab_size"], D = cfg["hidden_size"];
-  cfg["vocab_size"] = vocab;
-  cfg["eos_token_id"] = eos;
-  cfg["bos_token_id"] = eos;
-  cfg["pad_token_id"] = eos;
-  write_text(dir + "/config.json", cfg.dump(2));
-  write_text(dir + "/generation_config.json",
-             nlohmann::json{{"bos_token_id", eos}, {"eos_token_id", eos}}.dump());
-  StArchive ar;
-  st_open_file(&ar, src + "/model.safetensors");
-  std::vector<StWriteTensor> ts;
-  std::vector<std::vector<float>> grown;
-  grown.reserve(2);
-  for (const auto& [name, t] : ar.tensors) {
-    EXPECT_EQ(t.dtype, DT_F32) << name;
-    if (name == "model.embed_tokens.weight" || name == "lm_head.weight") {
-      std::vector<float> w(static_cast<size_t>(vocab) * D);
-      const float* s = reinterpret_cast<const float*>(t.data);
-      for (int r = 0; r < vocab; ++r)
-        for (int k = 0; k < D; ++k) w[r * D + k] = s[(r % v0) * D + k] * (r < v0 ? 1.0f : 0.5f);
-      grown.push_back(std::move(w));
-      ts.push_back({name, DT_F32, {vocab, D}, grown.back().data()});
-    } else {
-      ts.push_back({name, DT_F32, t.shape, t.data});
-    }
-  }
-  st_write(dir + "/model.safetensors", ts);
-  if (with_tokenizer) fs::copy_file(corpus_tokenizer(), dir + "/tokenizer.json");
-  return dir;
+  return moe_test::grown_vocab_copy("qwen3_moe_qknorm", vocab, with_tokenizer);
 }
 
 int corpus_tokenizer_vocab() {
@@ -311,24 +237,10 @@ int corpus_tokenizer_vocab() {
 const std::string kInitRun =
     " --batch 2 --seq 16 --threads 1 --eval-windows 2 --warmup 1 --lr 0.01 --quiet";
 
-// Tensor bytes of a safetensors file by name.
-std::map<std::string, std::string> tensor_bytes(const std::string& path) {
-  StArchive ar;
-  st_open_file(&ar, path);
-  std::map<std::string, std::string> m;
-  for (const auto& [name, t] : ar.tensors)
-    m[name] = std::string(reinterpret_cast<const char*>(t.data), t.nbytes);
-  return m;
-}
-
-bool is_expert_or_router(const std::string& n) {
-  return n.find(".mlp.experts.") != std::string::npos || n.find(".mlp.gate.") != std::string::npos;
-}
-
 // Runs --init on the fixture copy with extra flags; returns the output folder.
 std::string run_init(const std::string& init, const std::string& extra, int steps = 4) {
   const std::string out = moe_test::make_temp_dir("ft_out");
-  auto r = run_moe("train --data " + make_corpus() + " --init " + init + " --out " + out +
+  auto r = run_moe("train --data " + word_corpus() + " --init " + init + " --out " + out +
                    " --steps " + std::to_string(steps) + kInitRun + " " + extra);
   EXPECT_EQ(r.exit_code, 0) << r.err;
   return out;
@@ -382,7 +294,7 @@ TEST(TrainFreeze, ResumeWithFrozenGroupsEqualsUninterrupted) {
   const std::string flags = "--freeze experts,router,embeddings --save-every 100";
   const std::string a = run_init(init, flags, 5);
   const std::string b = moe_test::make_temp_dir("ft_resumed");
-  const std::string common = "train --data " + make_corpus() + " --init " + init + " --out " + b +
+  const std::string common = "train --data " + word_corpus() + " --init " + init + " --out " + b +
                              " --steps 5" + kInitRun + " " + flags;
   auto r1 = run_moe(common + " --stop-after 2");
   EXPECT_EQ(r1.exit_code, 130) << r1.err;
@@ -392,7 +304,7 @@ TEST(TrainFreeze, ResumeWithFrozenGroupsEqualsUninterrupted) {
   EXPECT_EQ(slurp(a + "/checkpoint/optimizer.safetensors"),
             slurp(b + "/checkpoint/optimizer.safetensors"));
   // Resuming with a group unfrozen that had no state is refused, naming the file and tensor.
-  auto r3 = run_moe("train --data " + make_corpus() + " --init " + init + " --out " + b +
+  auto r3 = run_moe("train --data " + word_corpus() + " --init " + init + " --out " + b +
                     " --steps 7" + kInitRun + " --freeze router --resume");
   EXPECT_NE(r3.exit_code, 0);
   EXPECT_NE(r3.err.find("optimizer.safetensors"), std::string::npos) << r3.err;
@@ -417,7 +329,7 @@ TEST(TrainInitTokenizer, UsesTheCheckpointTokenizerWithALargerConfigVocab) {
   tokenizer_load(&tok, init + "/tokenizer.json");
   Dataset d;
   dataset_open(&d, out + "/data");
-  const std::vector<int32_t> first = tokenizer_encode(tok, slurp(make_corpus() + "/doc0.txt"), false);
+  const std::vector<int32_t> first = tokenizer_encode(tok, slurp(word_corpus() + "/doc0.txt"), false);
   ASSERT_GE(d.train.n, static_cast<int64_t>(first.size()));
   for (size_t i = 0; i < first.size(); ++i) ASSERT_EQ(d.train.token(i), first[i]) << i;
   EXPECT_TRUE(std::isfinite(final_metrics(out)["val_loss"].get<double>()));
@@ -427,7 +339,7 @@ TEST(TrainInitTokenizer, SmallerConfigVocabIsRejected) {
   const int tv = corpus_tokenizer_vocab();
   const std::string init = make_init_dir(tv - 5, true);
   const std::string out = moe_test::make_temp_dir("ft_small");
-  auto r = run_moe("train --data " + make_corpus() + " --init " + init + " --out " + out +
+  auto r = run_moe("train --data " + word_corpus() + " --init " + init + " --out " + out +
                    " --steps 1" + kInitRun);
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("config.json: vocab_size " + std::to_string(tv - 5)), std::string::npos)
@@ -439,7 +351,7 @@ TEST(TrainInitTokenizer, SmallerConfigVocabIsRejected) {
 TEST(TrainInitTokenizer, WithoutTokenizerTheVocabMustMatch) {
   const std::string init = make_init_dir(256, false);
   const std::string out = moe_test::make_temp_dir("ft_notok");
-  auto r = run_moe("train --data " + make_corpus() + " --init " + init + " --out " + out +
+  auto r = run_moe("train --data " + word_corpus() + " --init " + init + " --out " + out +
                    " --steps 1 --vocab 300" + kInitRun);
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.err.find("no tokenizer.json"), std::string::npos) << r.err;

@@ -18,6 +18,7 @@
 #include "io/safetensors.h"
 #include "model/config.h"
 #include "test_util.h"
+#include "train_test_util.h"
 #include "text/tokenizer.h"
 #include "train/dataset.h"
 #include "train/train_model.h"
@@ -27,104 +28,27 @@ namespace {
 
 namespace fs = std::filesystem;
 using moe_test::run_moe;
+using moe_test::corpus_tokenizer;
+using moe_test::final_metrics;
+using moe_test::is_expert_or_router;
+using moe_test::read_json;
 using moe_test::slurp;
+using moe_test::word_corpus;
 
-// A small text corpus of 16 words in a fixed pseudo-random order (cached).
-std::string corpus() {
-  static std::string dir;
-  if (!dir.empty()) return dir;
-  dir = moe_test::make_temp_dir("init_cli_corpus");
-  const char* words[] = {"a",     "boat", "sails", "over", "the",     "grey", "sea", "while",
-                         "birds", "cry",  "above", "old",  "sailors", "sing", "of",  "home"};
-  for (int d = 0; d < 4; ++d) {
-    std::ofstream f(dir + "/doc" + std::to_string(d) + ".txt");
-    uint32_t x = 4242 + d;
-    for (int i = 0; i < 1000; ++i) {
-      x = x * 1103515245u + 12345u;
-      f << words[(x >> 16) % 16] << ((x >> 8) % 9 == 0 ? ".\n" : " ");
-    }
-  }
-  return dir;
-}
-
-// A byte-level BPE trained on the corpus by `moe tokenizer train` (cached).
-std::string corpus_tokenizer() {
-  static std::string path;
-  if (!path.empty()) return path;
-  path = moe_test::make_temp_dir("init_cli_tok") + "/tokenizer.json";
-  auto r = run_moe("tokenizer train --data " + corpus() + " --vocab 300 --out " + path);
-  EXPECT_EQ(r.exit_code, 0) << r.err;
-  return path;
-}
-
-nlohmann::json read_json(const std::string& path) {
-  return nlohmann::json::parse(slurp(path));
-}
-
-// A trainable copy of a fixture with the corpus tokenizer beside it: the vocabulary grown to
-// `vocab` rows (new embedding and head rows copied from the first ones, scaled), eos/bos/pad set
-// to the tokenizer's end-of-text token. Every other tensor, dtype and config field is the input's.
+// A trainable copy of a fixture with the corpus tokenizer beside it (train_test_util.h).
 std::string make_init_copy(const std::string& fixture, int vocab) {
-  const std::string src = moe_test::fixture_path(fixture);
-  const std::string dir = moe_test::make_temp_dir("init_cli_" + fixture);
-  Tokenizer tok;
-  tokenizer_load(&tok, corpus_tokenizer());
-  const int32_t eos = tokenizer_token_id(tok, "<|endoftext|>");
-  EXPECT_GE(eos, 0);
-  nlohmann::json cfg = read_json(src + "/config.json");
-  const int v0 = cfg["vocab_size"], D = cfg["hidden_size"];
-  EXPECT_GE(vocab, v0);
-  cfg["vocab_size"] = vocab;
-  cfg["eos_token_id"] = eos;
-  cfg["bos_token_id"] = eos;
-  cfg["pad_token_id"] = eos;
-  std::ofstream(dir + "/config.json") << cfg.dump(2);
-  std::ofstream(dir + "/generation_config.json")
-      << nlohmann::json{{"bos_token_id", eos}, {"eos_token_id", eos}}.dump();
-  StArchive ar;
-  st_open_file(&ar, src + "/model.safetensors");
-  std::vector<StWriteTensor> ts;
-  std::vector<std::vector<float>> grown;
-  grown.reserve(2);
-  for (const auto& [name, t] : ar.tensors) {
-    if (name == "model.embed_tokens.weight" || name == "lm_head.weight") {
-      EXPECT_EQ(t.dtype, DT_F32) << name;
-      std::vector<float> w(static_cast<size_t>(vocab) * D);
-      const float* s = reinterpret_cast<const float*>(t.data);
-      for (int r = 0; r < vocab; ++r)
-        for (int k = 0; k < D; ++k) w[r * D + k] = s[(r % v0) * D + k] * (r < v0 ? 1.0f : 0.5f);
-      grown.push_back(std::move(w));
-      ts.push_back({name, t.dtype, {vocab, D}, grown.back().data()});
-    } else {
-      ts.push_back({name, t.dtype, t.shape, t.data});
-    }
-  }
-  st_write(dir + "/model.safetensors", ts);
-  fs::copy_file(corpus_tokenizer(), dir + "/tokenizer.json");
-  return dir;
+  return moe_test::grown_vocab_copy(fixture, vocab, true);
 }
 
 // Runs `moe train --init` for 30 steps; returns the output folder.
 std::string train_init(const std::string& init, const std::string& extra) {
   const std::string out = moe_test::make_temp_dir("init_cli_out");
-  auto r = run_moe("train --data " + corpus() + " --init " + init + " --out " + out +
+  auto r = run_moe("train --data " + word_corpus() + " --init " + init + " --out " + out +
                    " --steps 30 --batch 2 --seq 16 --threads 1 --eval-windows 2 --eval-every 100"
                    " --warmup 2 --lr 0.01 --quiet " +
                    extra);
   EXPECT_EQ(r.exit_code, 0) << r.err;
   return out;
-}
-
-// The validation loss of the final line of DIR/metrics.jsonl.
-double final_val_loss(const std::string& out) {
-  std::ifstream f(out + "/metrics.jsonl");
-  std::string line;
-  double v = NAN;
-  while (std::getline(f, line)) {
-    const auto j = nlohmann::json::parse(line);
-    if (j.contains("final")) v = j.at("val_loss").get<double>();
-  }
-  return v;
 }
 
 // Training cross-entropy of every step in DIR/metrics.jsonl, in step order.
@@ -159,11 +83,6 @@ bool contains(const std::string& s, const char* part) {
   return s.find(part) != std::string::npos;
 }
 
-// Expert and router tensors, by their Hugging Face names in the two families.
-bool is_expert_or_router(const std::string& n) {
-  return contains(n, ".mlp.experts.") || contains(n, ".mlp.gate.") || contains(n, ".mlp.router.");
-}
-
 // Token ids of a sentence of the corpus through the checkpoint's tokenizer.
 std::vector<int32_t> probe_ids(const std::string& dir) {
   Tokenizer tok;
@@ -187,13 +106,9 @@ std::vector<float> cli_logits(const std::string& dir, const std::vector<int32_t>
 
 // The trainer's eval forward of the saved checkpoint: weights read into a training arena.
 std::vector<float> trainer_eval_logits(const std::string& dir, const std::vector<int32_t>& ids) {
-  ModelConfig c;
-  config_load(&c, dir);
   TrainModel tm;
-  train_model_alloc(&tm, c);
-  StArchive ar;
-  st_open_dir(&ar, dir);
-  train_model_load_weights(&tm, ar);
+  moe_test::load_trainer(&tm, dir);
+  const ModelConfig& c = tm.cfg;
   tm.losses.capacity_factor = 0.0f;
   train_model_sync_views(&tm);
   const int T = static_cast<int>(ids.size());
@@ -296,7 +211,7 @@ TEST_P(TrainInitCliTest, LossFallsAndSavedLogitsEqualEvalForward) {
       sum += e.mean_ce / windows;
       w.resize(T);
     }
-    EXPECT_NEAR(final_val_loss(out), sum, 2e-5);
+    EXPECT_NEAR(final_metrics(out).at("val_loss").get<double>(), sum, 2e-5);
   }
 
   // The saved config.json means the input's model: the saved weights under the input's
