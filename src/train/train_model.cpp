@@ -279,18 +279,6 @@ void train_backward(TrainModel* tm, TrainActs* a, float loss_scale) {
 
 namespace moe {
 
-std::string train_model_unsupported(const ModelConfig& c) {
-  // Every architecture and option the inference forward runs has a training forward and backward
-  // (train_attention.h, moe/moe_layer.h); a configuration gains a line here when it has not.
-  (void)c;
-  return "";
-}
-
-void train_model_check_trainable(const ModelConfig& c) {
-  const std::string why = train_model_unsupported(c);
-  if (!why.empty()) fail("%s: %s", c.path.c_str(), why.c_str());
-}
-
 void train_model_check_weights(const StArchive& ar) {
   for (const auto& [name, t] : ar.tensors) {
     if (t.dtype == DT_F32 || t.dtype == DT_BF16 || t.dtype == DT_F16) continue;

@@ -118,10 +118,6 @@ namespace moe {
 // saved back the way it came. Throws MoeError naming the file and tensor on any mismatch.
 void train_model_load_weights(TrainModel* tm, const StArchive& ar);
 
-// What the trainer cannot train yet in cfg: "" if it trains everything, else a one-line reason
-// naming the config.json field. train_model_check_trainable throws it as "<config path>: <reason>".
-std::string train_model_unsupported(const ModelConfig& cfg);
-void train_model_check_trainable(const ModelConfig& cfg);
 // The weights of a checkpoint the trainer can start from: every tensor F32, BF16 or F16 (not a
 // quantized copy written by `moe quantize`). Throws MoeError naming the file and the tensor.
 void train_model_check_weights(const StArchive& ar);

@@ -51,9 +51,8 @@ ModelConfig mla_config(bool q_lora, bool interleave) {
   return c;
 }
 
-// gpt-oss attention (biases, sinks, a sliding layer, YaRN, MQA) and its router bias and fused
-// interleaved expert layout. The experts run plain SwiGLU here: the MoE block's training forward
-// does not run gpt-oss's clamped SwiGLU yet (train_model_unsupported refuses the real config).
+// gpt-oss attention (biases, sinks, a sliding layer, YaRN, MQA), its router bias, and its fused
+// interleaved experts with their biases and clamped SwiGLU.
 ModelConfig gpt_oss_like_config() {
   std::string text = R"({"model_type": "gpt_oss", "vocab_size": 11, "hidden_size": 8,
     "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 4,
@@ -65,8 +64,6 @@ ModelConfig gpt_oss_like_config() {
                         "beta_slow": 1, "truncate": false}})";
   ModelConfig c;
   config_parse(&c, text, "tiny-gpt-oss");
-  c.act = ACT_SWIGLU;
-  c.expert_bias = false;
   return c;
 }
 
@@ -222,7 +219,8 @@ TEST(TrainModelGrad, GptOssLikeAttentionAndFusedExperts) {
   ls.aux = 0.05f;
   const ModelConfig c = gpt_oss_like_config();
   expect_nonzero(grad_check(c, ls, {"experts.gate_up_proj", "experts.down_proj", "sinks",
-                                     "router.bias", "o_proj.bias"}),
+                                     "router.bias", "o_proj.bias", "experts.gate_up_proj_bias",
+                                     "experts.down_proj_bias"}),
                  "gpt-oss tensors");
 }
 
@@ -233,14 +231,6 @@ TEST(TrainModel, FamilyForwardsMatchInferenceEngine) {
                               mla_config(false, false), gpt_oss_like_config()};
   for (const ModelConfig& c : cfgs) {
     Fixture f(c, MoeLossSpec());
-    // gpt-oss's expert biases: the inference forward adds them, the training one not yet.
-    for (size_t i = 0; i < f.tm.specs.size(); ++i)
-      if (ends_with(f.tm.specs[i].name, "_proj_bias")) {
-        int64_t n = 1;
-        for (int64_t d : f.tm.specs[i].shape) n *= d;
-        std::fill(f.tm.params.begin() + f.tm.offset[i], f.tm.params.begin() + f.tm.offset[i] + n,
-                  0.0f);
-      }
     train_forward(&f.tm, &f.acts, 1, false);
     for (int b = 0; b < 2; ++b) {
       InferState st;

@@ -274,8 +274,7 @@ void open_data(Run* r) {
   if (a.data.empty()) fail("--data is required");
   if (!a.init.empty()) {
     config_load(&r->init_cfg, a.init);
-    train_model_check_trainable(r->init_cfg);  // refused before any data is prepared
-    StArchive ar;
+    StArchive ar;  // a quantized checkpoint is refused before any data is prepared
     st_open_dir(&ar, a.init);
     train_model_check_weights(ar);
   }
