@@ -49,6 +49,8 @@ void infer_state_init(InferState* s, const Model& m, int T_max, int ctx) {
   s->scores.assign(backend().attention_scratch(ctx), 0.0f);
   s->logits.assign(T_max * static_cast<int64_t>(c.vocab), 0.0f);
   ffn_scratch_init(&s->ffn, c, T_max);
+  // Under mpirun the experts are spread over the ranks, which all run the same tokens.
+  moe_state_enable_ep(&s->ffn, c, &comm_ep(), true);
   int64_t K_max = D;  // widest input of an attention matrix
   for (const LayerWeights& lw : m.layers)
     for (const Linear* l : {&lw.q, &lw.k, &lw.v, &lw.o, &lw.q_a, &lw.q_b, &lw.kv_a})

@@ -41,27 +41,31 @@ struct DispatchPlan {
 void dispatch_plan_init(DispatchPlan* p, int N_max, int E, int A_max);
 // Builds the plan of a routing (its kept assignments).
 void dispatch_plan_build(DispatchPlan* p, const Routing& r);
+// The plan of the tokens [t0, t1) of a routing only (an expert-parallel rank's share), renumbered
+// from 0 (N = t1 - t0); assignment indices stay those of the routing (A = r.A), with row -1 for
+// the other tokens' assignments.
+void dispatch_plan_build_range(DispatchPlan* p, const Routing& r, int t0, int t1);
 
 class Dispatcher {
  public:
   virtual ~Dispatcher() = default;
   // xs (rows held, D) = the input row x[token] of each row held here. x: (N, D).
   virtual ExpertSegments dispatch(const DispatchPlan& p, const float* x, int D,
-                                  float* xs) const = 0;
+                                  float* xs) = 0;
   // out (N, D) = sum over each token's kept assignments a, in assignment order, of
   // w[a] * ys[row(a)]; zero for a token without any. w: (A) routing weights.
   virtual void combine(const DispatchPlan& p, const float* w, const float* ys, int D,
-                       float* out) const = 0;
+                       float* out) = 0;
   // From dout (N, D): dys (rows, D) = w[a] * dout[token] for each row; dw (A) = <dout[token],
   // ys[row]> for kept assignments, 0 for dropped ones.
   virtual void combine_backward(const DispatchPlan& p, const float* w, const float* ys,
-                                const float* dout, int D, float* dys, float* dw) const = 0;
+                                const float* dout, int D, float* dys, float* dw) = 0;
   // dx (N, D) = sum of the row gradients dxs (rows, D) into their tokens (overwrites dx).
   virtual void dispatch_backward(const DispatchPlan& p, const float* dxs, int D,
-                                 float* dx) const = 0;
+                                 float* dx) = 0;
 };
 
-// Every expert in this process.
-const Dispatcher& local_dispatcher();
+// Every expert in this process (stateless).
+Dispatcher& local_dispatcher();
 
 }  // namespace moe

@@ -87,7 +87,7 @@ TEST(LocalDispatcher, CombineAndBackwardMatchAssignmentLoops) {
   DispatchPlan p;
   dispatch_plan_init(&p, N, E, N * K);
   dispatch_plan_build(&p, r);
-  const Dispatcher& d = local_dispatcher();
+  Dispatcher& d = local_dispatcher();
   std::vector<float> x(N * D), xs(N * K * D), ys(N * K * D), out(N * D), dout(N * D);
   for (float& v : x) v = nd(gen);
   for (float& v : dout) v = nd(gen);

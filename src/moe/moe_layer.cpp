@@ -9,25 +9,41 @@
 
 namespace moe {
 
-void moe_state_init(MoeState* s, const ModelConfig& c, int N_max, bool train) {
-  MOE_CHECK(N_max > 0);
-  const int64_t N = N_max, D = c.hidden, S = c.shared_ffn;
+namespace {
+
+// The buffers sized by the tokens routed together (Nr_max) and their assignments.
+void routing_buffers_init(MoeState* s, const ModelConfig& c, int Nr_max, bool train) {
+  const int64_t N = Nr_max;
   const int64_t E = std::max(c.n_experts, 1), K = std::max(c.top_k, 1);
   const int64_t A = std::max(N * K, E);  // A_max
   const bool routed = c.n_experts > 0 && c.top_k > 0;
-  s->N_max = N_max;
-  s->N = 0;
-  s->train = train;
-  s->dispatcher = &local_dispatcher();
   s->logits.assign(N * E, 0.0f);
   s->nlogits.assign(train ? N * E : 0, 0.0f);
-  if (routed) routing_init(&s->routing, N_max, c.n_experts, c.top_k);
+  if (routed) routing_init(&s->routing, Nr_max, c.n_experts, c.top_k);
   else s->routing = Routing();
   s->idx.assign(N * K, 0);
   s->w.assign(N * K, 0.0f);
-  dispatch_plan_init(&s->plan, N_max, static_cast<int>(E), static_cast<int>(A));
-  s->seg = ExpertSegments();
+  dispatch_plan_init(&s->plan, Nr_max, static_cast<int>(E), static_cast<int>(A));
   expert_buffers_init(&s->ex, expert_ffn_spec(c), static_cast<int>(E), static_cast<int>(A), train);
+  s->dw.assign(train ? A : 0, 0.0f);
+  s->dlogits.assign(train ? N * E : 0, 0.0f);
+  s->dnlogits.assign(train ? N * E : 0, 0.0f);
+}
+
+}  // namespace
+
+void moe_state_init(MoeState* s, const ModelConfig& c, int N_max, bool train) {
+  MOE_CHECK(N_max > 0);
+  const int64_t N = N_max, D = c.hidden, S = c.shared_ffn;
+  s->N_max = N_max;
+  s->N = s->Nr = s->t0 = 0;
+  s->train = train;
+  s->dispatcher = &local_dispatcher();
+  s->ep = nullptr;
+  s->ep_replicated = false;
+  s->ep_dispatcher.reset();
+  routing_buffers_init(s, c, N_max, train);
+  s->seg = ExpertSegments();
   const int64_t H = std::max<int64_t>(S, c.dense_ffn);
   s->hg.assign(N * H, 0.0f);
   s->hu.assign(N * H, 0.0f);
@@ -35,15 +51,30 @@ void moe_state_init(MoeState* s, const ModelConfig& c, int N_max, bool train) {
   s->sy.assign(N * D, 0.0f);
   s->sgate.assign(N, 0.0f);
   linear_scratch_init(&s->lin, std::max({D, static_cast<int64_t>(c.dense_ffn), S}));
-  s->dw.assign(train ? A : 0, 0.0f);
-  s->dlogits.assign(train ? N * E : 0, 0.0f);
-  s->dnlogits.assign(train ? N * E : 0, 0.0f);
   s->dsgate.assign(train ? N : 0, 0.0f);
   s->dsact.assign(train ? N * S : 0, 0.0f);
   s->dsg.assign(train ? N * S : 0, 0.0f);
   s->dsu.assign(train ? N * S : 0, 0.0f);
   s->tmp.assign(train ? N * D : 0, 0.0f);
   s->tmp2.assign(train ? N * D : 0, 0.0f);
+}
+
+void moe_state_enable_ep(MoeState* s, const ModelConfig& c, Comm* comm, bool replicated) {
+  MOE_CHECK(s->N_max > 0);
+  if (comm->size() == 1 || c.n_experts <= 0 || c.top_k <= 0) return;
+  const int P = comm->size(), E = c.n_experts;
+  const int Nr_max = replicated ? s->N_max : s->N_max * P;
+  routing_buffers_init(s, c, Nr_max, s->train);
+  const int A = std::max(Nr_max * std::max(c.top_k, 1), E);
+  s->ep = comm;
+  s->ep_replicated = replicated;
+  s->ep_dispatcher = std::make_shared<EpDispatcher>(comm, E, c.hidden, A, A);
+  s->dispatcher = s->ep_dispatcher.get();
+  dispatch_plan_init(&s->own, s->N_max, E, A);
+  s->ep_tokens.assign(P, 0);
+  s->ep_bytes.assign(P, 0);
+  s->lbuf.assign(replicated ? 0 : static_cast<size_t>(s->N_max) * E, 0.0f);
+  s->gids.assign(replicated ? 0 : Nr_max, 0);
 }
 
 void mlp_forward(float* out, const MlpWeights& w, const float* x, int T, float* g, float* u,
@@ -108,7 +139,46 @@ void summarize_routing(const ModelConfig& c, MoeState* s) {
   }
 }
 
-// Router logits and routing of the call.
+// This rank's share of the call's tokens: s->Nr tokens routed, its own from s->t0 (see MoeState).
+void share_tokens(MoeState* s, int N) {
+  s->N = N;
+  if (!s->ep) {
+    s->Nr = N;
+    s->t0 = 0;
+    return;
+  }
+  const int P = s->ep->size(), r = s->ep->rank();
+  if (s->ep_replicated) {
+    s->Nr = N;
+    for (int q = 0; q < P; ++q)
+      s->ep_tokens[q] = static_cast<int64_t>(N) * (q + 1) / P - static_cast<int64_t>(N) * q / P;
+    s->t0 = static_cast<int>(static_cast<int64_t>(N) * r / P);
+    return;
+  }
+  std::fill(s->ep_tokens.begin(), s->ep_tokens.end(), 0);
+  s->ep_tokens[r] = N;
+  s->ep->allreduce(s->ep_tokens.data(), P, ReduceType::I64, ReduceOp::SUM);
+  int64_t t0 = 0, Nr = 0;
+  for (int q = 0; q < P; ++q) {
+    if (q < r) t0 += s->ep_tokens[q];
+    Nr += s->ep_tokens[q];
+  }
+  if (Nr > static_cast<int64_t>(s->N_max) * P)
+    fail("expert parallelism: the ranks' calls hold %lld tokens in all, more than the %lld the "
+         "layer was sized for", static_cast<long long>(Nr),
+         static_cast<long long>(s->N_max) * P);
+  s->Nr = static_cast<int>(Nr);
+  s->t0 = static_cast<int>(t0);
+}
+
+// Data-parallel expert parallelism: every rank's rows of `width` elements of size `bytes`, from
+// this rank's `mine`, into all (Nr rows) in rank order.
+void gather_rows(MoeState* s, const void* mine, void* all, int64_t width, int64_t bytes) {
+  for (int q = 0; q < s->ep->size(); ++q) s->ep_bytes[q] = s->ep_tokens[q] * width * bytes;
+  s->ep->allgatherv(mine, s->ep_bytes[s->ep->rank()], all, s->ep_bytes.data());
+}
+
+// Router logits and routing of the call: of every routed token (s->Nr, from s->t0 this rank's).
 void route(MoeState* s, const ModelConfig& c, const LayerWeights& lw, const float* x, int N,
            const MoeCall& call) {
   const RouterSpec& spec = c.router;
@@ -118,15 +188,25 @@ void route(MoeState* s, const ModelConfig& c, const LayerWeights& lw, const floa
   const Backend& be = backend();
   const bool learned = learned_router(spec);
   const bool noisy = spec.kind == ROUTER_NOISY_TOPK && call.train;
-  if (learned) be.linear(s->logits.data(), x, lw.router, N, &s->lin);
+  const bool gather = s->ep && !s->ep_replicated;
+  const int32_t* ids = call.ids;
+  if (learned) {
+    be.linear(gather ? s->lbuf.data() : s->logits.data(), x, lw.router, N, &s->lin);
+    if (gather) gather_rows(s, s->lbuf.data(), s->logits.data(), E, sizeof(float));
+  }
   if (noisy) {
     MOE_CHECK(call.w_noise && !s->nlogits.empty());
-    be.linear(s->nlogits.data(), x, noise_linear(call.w_noise, E, D), N, &s->lin);
+    be.linear(gather ? s->lbuf.data() : s->nlogits.data(), x, noise_linear(call.w_noise, E, D), N,
+              &s->lin);
+    if (gather) gather_rows(s, s->lbuf.data(), s->nlogits.data(), E, sizeof(float));
+  }
+  if (gather && ids) {
+    gather_rows(s, ids, s->gids.data(), 1, sizeof(int32_t));
+    ids = s->gids.data();
   }
   const float cf = call.losses ? call.losses->capacity_factor : 0.0f;
   be.route(&s->routing, spec, learned ? s->logits.data() : nullptr, lw.e_bias,
-                 noisy ? s->nlogits.data() : nullptr, call.ids, N, cf, call.seed, call.train,
-                 call.pos);
+           noisy ? s->nlogits.data() : nullptr, ids, s->Nr, cf, call.seed, call.train, call.pos);
 }
 
 // Shared expert(s): out (N, D) += gate_t * FFN_shared(x)_t.
@@ -148,7 +228,9 @@ void shared_forward(float* out, MoeState* s, const ModelConfig& c, const LayerWe
   }
 }
 
-MoeLosses router_losses(const MoeState& s, const ModelConfig& c, const MoeCall& call, int N) {
+// The losses of every routed token (s.Nr): the same value on every rank.
+MoeLosses router_losses(const MoeState& s, const ModelConfig& c, const MoeCall& call) {
+  const int N = s.Nr;
   MoeLosses L;
   const MoeLossSpec* ls = call.losses;
   const RouterSpec& spec = c.router;
@@ -169,18 +251,29 @@ MoeLosses moe_layer_forward(float* out, MoeState* s, const ModelConfig& c, const
   MOE_CHECK(N > 0 && N <= s->N_max);
   MOE_CHECK(c.n_experts > 0 && c.top_k > 0);
   const int D = c.hidden;
-  s->N = N;
-  // 1. Route, 2. plan, 3. dispatch, 4. experts, 5. combine.
+  share_tokens(s, N);
+  // 1. Route (every routed token), 2. plan, 3. dispatch, 4. experts, 5. combine.
   route(s, c, lw, x, N, call);
   dispatch_plan_build(&s->plan, s->routing);
   summarize_routing(c, s);
-  const Dispatcher& d = *s->dispatcher;
-  s->seg = d.dispatch(s->plan, x, D, s->ex.xs.data());
+  // This rank's tokens: all of x (one process, data-parallel) or its share (replicated).
+  const int64_t mine0 = s->ep_replicated ? s->t0 : 0;
+  const int n = s->ep_replicated ? static_cast<int>(s->ep_tokens[s->ep->rank()]) : N;
+  const DispatchPlan* own = &s->plan;
+  if (s->ep) {
+    dispatch_plan_build_range(&s->own, s->routing, s->t0, s->t0 + n);
+    own = &s->own;
+  }
+  const float* xm = x + mine0 * D;
+  float* om = out + mine0 * D;
+  Dispatcher& d = *s->dispatcher;
+  s->seg = d.dispatch(*own, xm, D, s->ex.xs.data());
   backend().experts(&s->ex, expert_ffn_spec(c), lw.experts.data(), s->seg, s->train);
-  d.combine(s->plan, s->routing.w.data(), s->ex.ys.data(), D, out);
+  d.combine(*own, s->routing.w.data(), s->ex.ys.data(), D, om);
   // 6. Shared expert(s).
-  if (c.shared_ffn > 0) shared_forward(out, s, c, lw, x, N);
-  return router_losses(*s, c, call, N);
+  if (c.shared_ffn > 0 && n > 0) shared_forward(om, s, c, lw, xm, n);
+  if (s->ep_replicated) gather_rows(s, om, out, D, sizeof(float));
+  return router_losses(*s, c, call);
 }
 
 namespace {
@@ -192,8 +285,9 @@ void router_backward_all(float* dx, MoeState* s, const ModelConfig& c, const Lay
                          const MoeCall& call, float loss_scale) {
   const RouterSpec& spec = c.router;
   if (!learned_router(spec)) return;
-  const int N = s->N, D = c.hidden, E = c.n_experts;
-  const int64_t ND = static_cast<int64_t>(N) * D;
+  // dlogits of every routed token (the losses are global), of which this rank's rows from t0.
+  const int N = s->N, Nr = s->Nr, D = c.hidden, E = c.n_experts;
+  const int64_t ND = static_cast<int64_t>(N) * D, own = static_cast<int64_t>(s->t0) * E;
   auto wr = [](const float* p) { return const_cast<float*>(p); };  // gradient arenas are writable
   const Backend& be = backend();
   const Routing& r = s->routing;
@@ -201,16 +295,16 @@ void router_backward_all(float* dx, MoeState* s, const ModelConfig& c, const Lay
   be.route_backward(r, spec, s->dw.data(), dl, s->dnlogits.data());
   if (const MoeLossSpec* ls = call.losses) {
     if (ls->aux > 0) be.aux_loss(r, spec, ls->aux, loss_scale, dl);
-    if (ls->z > 0) be.z_loss(s->logits.data(), N, E, ls->z, loss_scale, dl);
+    if (ls->z > 0) be.z_loss(s->logits.data(), Nr, E, ls->z, loss_scale, dl);
     if (ls->seq_aux > 0) be.seq_aux_loss(r, spec, call.seq_len, ls->seq_aux, loss_scale, dl);
     if (ls->device > 0) be.device_loss(r, spec, ls->n_devices, ls->device, loss_scale, dl);
   }
-  be.linear_backward(s->tmp.data(), wr(grads.router.w), wr(grads.router.b), dl, x, lw.router.w, N,
-                     E, D);
+  be.linear_backward(s->tmp.data(), wr(grads.router.w), wr(grads.router.b), dl + own, x,
+                     lw.router.w, N, E, D);
   be.add(dx, s->tmp.data(), ND);
   if (spec.kind == ROUTER_NOISY_TOPK && call.w_noise) {
-    be.linear_backward(s->tmp.data(), g_noise, nullptr, s->dnlogits.data(), x, call.w_noise, N, E,
-                       D);
+    be.linear_backward(s->tmp.data(), g_noise, nullptr, s->dnlogits.data() + own, x, call.w_noise,
+                       N, E, D);
     be.add(dx, s->tmp.data(), ND);
   }
 }
@@ -269,14 +363,15 @@ void shared_backward(float* dx, MoeState* s, const ModelConfig& c, const LayerWe
 void moe_layer_backward(float* dx, MoeState* s, const ModelConfig& c, const LayerWeights& lw,
                         const LayerWeights& grads, float* g_noise, const float* x,
                         const float* dout, const MoeCall& call, float loss_scale) {
-  MOE_CHECK(s->train && s->N > 0);
+  MOE_CHECK(s->train && s->N > 0 && !s->ep_replicated);
   const int D = c.hidden;
-  const Dispatcher& d = *s->dispatcher;
-  d.combine_backward(s->plan, s->routing.w.data(), s->ex.ys.data(), dout, D, s->ex.dys.data(),
+  Dispatcher& d = *s->dispatcher;
+  const DispatchPlan& own = s->ep ? s->own : s->plan;
+  d.combine_backward(own, s->routing.w.data(), s->ex.ys.data(), dout, D, s->ex.dys.data(),
                      s->dw.data());
   backend().experts_backward(&s->ex, expert_ffn_spec(c), lw.experts.data(), grads.experts.data(),
                              s->seg);
-  d.dispatch_backward(s->plan, s->ex.dxs.data(), D, dx);
+  d.dispatch_backward(own, s->ex.dxs.data(), D, dx);
   router_backward_all(dx, s, c, lw, grads, g_noise, x, call, loss_scale);
   if (c.shared_ffn > 0) shared_backward(dx, s, c, lw, grads, x, dout);
 }

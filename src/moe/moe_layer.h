@@ -26,11 +26,14 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "model/config.h"
 #include "model/weights.h"
+#include "dist/comm.h"
 #include "moe/dispatch.h"
+#include "moe/ep_dispatch.h"
 #include "ops/experts.h"
 #include "ops/router.h"
 #include "ops/linear.h"
@@ -55,21 +58,44 @@ struct MoeLosses {
 };
 
 // The buffers of one MoE layer for calls of up to N_max tokens, allocated once. A_max =
-// max(N_max * K, E) assignments (expert choice takes at least one token per expert).
+// max(Nr_max * K, E) assignments (expert choice takes at least one token per expert), where
+// Nr_max, the most tokens routed together, is N_max in one process.
+//
+// Expert parallelism (moe_state_enable_ep): the layer's experts split over the ranks of a
+// communicator (ep_dispatch.h), and the tokens are shared in one of two ways:
+//  - replicated (inference): every rank runs the same N tokens. Each routes all of them, sends the
+//    rows of its own share (a contiguous 1/P of the tokens) to the experts' ranks, runs the shared
+//    expert on its share, and the ranks all-gather the shares' outputs.
+//  - data-parallel (training): each rank has its own N tokens. The ranks all-gather the router
+//    logits (and token ids, noise logits), so that every rank routes the whole batch exactly as
+//    one process would (capacity, expert choice, balancing losses, bias statistics: all global),
+//    then each dispatches its own tokens' rows. Nr_max = N_max * P.
 struct MoeState {
   int N_max = 0;
-  int N = 0;           // tokens of the last forward
+  int N = 0;           // this rank's tokens of the last forward
+  int Nr = 0;          // tokens routed in the last forward (every rank's, data-parallel)
+  int t0 = 0;          // the first of this rank's tokens among them
   bool train = false;  // activations kept for the backward, backward buffers allocated
-  const Dispatcher* dispatcher = nullptr;  // local_dispatcher() unless replaced
+  Dispatcher* dispatcher = nullptr;  // local_dispatcher() unless expert-parallel
 
-  std::vector<float> logits;   // (N_max, E) router logits, bias included
-  std::vector<float> nlogits;  // (N_max, E) noise logits (noisy top-k, training)
+  // Expert parallelism; ep == nullptr in one process.
+  Comm* ep = nullptr;
+  bool ep_replicated = false;
+  std::shared_ptr<EpDispatcher> ep_dispatcher;
+  DispatchPlan own;             // the plan of this rank's tokens (plan covers every routed token)
+  std::vector<int64_t> ep_tokens;  // (P) tokens of each rank in the last call
+  std::vector<int64_t> ep_bytes;   // (P) scratch byte counts of the gathers
+  std::vector<float> lbuf;      // (N_max, E) this rank's logits before the gather
+  std::vector<int32_t> gids;    // (Nr_max) every rank's token ids (data-parallel)
+
+  std::vector<float> logits;   // (Nr_max, E) router logits, bias included
+  std::vector<float> nlogits;  // (Nr_max, E) noise logits (noisy top-k, training)
   Routing routing;             // the last call's assignments, scores and counts
   // The last call's (N, K) experts and weights of each token. For expert choice (a variable
   // number of experts per token), each token's K highest-weight experts (ties: lower expert),
   // padded with expert -1 and weight 0.
-  std::vector<int32_t> idx;    // (N_max, K)
-  std::vector<float> w;        // (N_max, K)
+  std::vector<int32_t> idx;    // (Nr_max, K)
+  std::vector<float> w;        // (Nr_max, K)
   DispatchPlan plan;
   ExpertSegments seg;          // the experts this process ran in the last call
   ExpertBuffers ex;
@@ -81,14 +107,18 @@ struct MoeState {
   LinearScratch lin;           // shared expert(s) and dense MLPs with raw matrices
   // Backward.
   std::vector<float> dw;       // (A_max) combine-weight gradients
-  std::vector<float> dlogits;  // (N_max, E)
-  std::vector<float> dnlogits; // (N_max, E)
+  std::vector<float> dlogits;  // (Nr_max, E)
+  std::vector<float> dnlogits; // (Nr_max, E)
   std::vector<float> dsgate;   // (N_max)
   std::vector<float> dsact, dsg, dsu;  // (N_max, S) shared expert
   std::vector<float> tmp, tmp2;        // (N_max, D)
 };
 
 void moe_state_init(MoeState* s, const ModelConfig& c, int N_max, bool train);
+// Makes the layer expert-parallel over comm (a no-op for one rank): re-sizes the routing and
+// expert buffers for the tokens of every rank and installs the all-to-all dispatcher. replicated:
+// every rank calls with the same tokens (inference); else each its own (training).
+void moe_state_enable_ep(MoeState* s, const ModelConfig& c, Comm* comm, bool replicated);
 
 // The arguments of one call beyond its inputs.
 struct MoeCall {

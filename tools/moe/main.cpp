@@ -12,6 +12,7 @@
 #include "ops/blas_env.h"
 #include "ops/ops.h"
 #include "core/error.h"
+#include "dist/comm.h"
 
 namespace moe {
 
@@ -48,7 +49,15 @@ void write_stdout(const std::string& s) {
 
 }  // namespace moe
 
-int main(int argc, char** argv) {
+namespace {
+
+// "rank r: " in a multi-process run, so that an error names the rank it happened on.
+std::string rank_prefix() {
+  moe::Comm& w = moe::comm_world();
+  return w.size() > 1 ? "rank " + std::to_string(w.rank()) + ": " : "";
+}
+
+int moe_main(int argc, char** argv) {
   // libgomp reads OMP_WAIT_POLICY once, when it loads. Its default (spinning) makes idle OpenMP
   // threads compete with OpenBLAS's own threads for the cores; unless the user chose a policy,
   // run again with a passive one. execv returns only on failure, and then we carry on as we are.
@@ -66,6 +75,8 @@ int main(int argc, char** argv) {
     }
   }
   if (again) execv("/proc/self/exe", argv);
+  // Under an MPI launcher, every command runs expert-parallel (dist/comm.h).
+  moe::comm_init(&argc, &argv);
   moe::ops_set_threads(0);  // OpenBLAS single-threaded; GEMMs split over OpenMP (ops/ops.h)
   CLI::App app{"moe.cpp: run, train and inspect Mixture-of-Experts transformers", "moe"};
   app.require_subcommand(1);
@@ -133,11 +144,23 @@ int main(int argc, char** argv) {
     for (auto& kv : runs)
       if (kv.first->parsed()) return kv.second();
   } catch (const moe::MoeError& e) {
-    std::fprintf(stderr, "moe: error: %s\n", e.what());
+    std::fprintf(stderr, "moe: error: %s%s\n", rank_prefix().c_str(), e.what());
     return 1;
   } catch (const std::bad_alloc&) {
-    std::fprintf(stderr, "moe: error: out of memory\n");
+    std::fprintf(stderr, "moe: error: %sout of memory\n", rank_prefix().c_str());
     return 1;
   }
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int rc = moe_main(argc, argv);
+  if (moe::comm_is_mpi()) {
+    // A rank that fails ends the whole job: the others may be waiting for it in a collective.
+    if (rc != 0) moe::comm_abort(rc);
+    moe::comm_finalize();
+  }
+  return rc;
 }
