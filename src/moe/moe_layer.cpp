@@ -63,6 +63,10 @@ void moe_state_enable_ep(MoeState* s, const ModelConfig& c, Comm* comm, bool rep
   MOE_CHECK(s->N_max > 0);
   if (comm->size() == 1 || c.n_experts <= 0 || c.top_k <= 0) return;
   const int P = comm->size(), E = c.n_experts;
+  comm_check_same(*comm,
+                  strfmt("%d %d %d %d %d %d %d %d %d", c.n_layers, c.hidden, c.vocab, E, c.top_k,
+                         c.expert_ffn, c.shared_ffn, static_cast<int>(c.router.kind), s->N_max),
+                  "model configuration (layers, widths, experts, router) or batch");
   const int Nr_max = replicated ? s->N_max : s->N_max * P;
   routing_buffers_init(s, c, Nr_max, s->train);
   const int A = std::max(Nr_max * std::max(c.top_k, 1), E);

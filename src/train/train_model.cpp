@@ -138,6 +138,11 @@ void train_model_init_weights(TrainModel* tm, uint64_t seed, float std) {
   }
 }
 
+void train_acts_enable_ep(TrainActs* a, const TrainModel& tm, Comm* comm) {
+  for (int l = 0; l < tm.cfg.n_layers; ++l)
+    if (tm.cfg.is_moe[l]) moe_state_enable_ep(&a->layers[l].moe, tm.cfg, comm, false);
+}
+
 void train_acts_init(TrainActs* a, const TrainModel& tm, int B, int T) {
   const Backend& be = backend();
   const ModelConfig& c = tm.cfg;
@@ -230,15 +235,15 @@ StepLosses train_forward(TrainModel* tm, TrainActs* a, uint64_t seed, bool train
   return out;
 }
 
-void train_backward(TrainModel* tm, TrainActs* a, float loss_scale) {
+void train_backward(TrainModel* tm, TrainActs* a, float loss_scale, float ce_scale) {
   const Backend& be = backend();
   const ModelConfig& c = tm->cfg;
   const Model& m = tm->w;
   const Model& g = tm->g;
   const int T = a->T, N = a->B * T, D = c.hidden, V = c.vocab, F = c.dense_ffn;
   const int64_t ND = static_cast<int64_t>(N) * D;
-  be.cross_entropy(a->dlogits.data(), a->logits.data(), a->targets.data(), N, V, loss_scale,
-                   nullptr, a->row_loss.data());
+  be.cross_entropy(a->dlogits.data(), a->logits.data(), a->targets.data(), N, V,
+                   loss_scale * ce_scale, nullptr, a->row_loss.data());
   float* dh = a->dh.data();
   float* dx = a->dx.data();
   float* dtmp = a->dtmp.data();

@@ -94,6 +94,10 @@ struct TrainActs {
 };
 
 void train_acts_init(TrainActs* a, const TrainModel& tm, int B, int T);
+// Makes every MoE layer of the activations expert-parallel over comm, data-parallel: each rank
+// runs its own B sequences, and the layers route every rank's tokens together
+// (moe/moe_layer.h). The ranks must then call train_forward / train_backward together.
+void train_acts_enable_ep(TrainActs* a, const TrainModel& tm, Comm* comm);
 
 struct StepLosses {
   double ce = 0.0;       // mean cross-entropy of the counted targets
@@ -105,8 +109,10 @@ struct StepLosses {
 // Forward of a micro-batch already in a->ids / a->targets. seed drives noisy/random routers.
 StepLosses train_forward(TrainModel* tm, TrainActs* a, uint64_t seed, bool train);
 // Backward of the last forward; gradients accumulate into tm->grads scaled by loss_scale
-// (1 / accumulation steps).
-void train_backward(TrainModel* tm, TrainActs* a, float loss_scale);
+// (1 / accumulation steps). ce_scale further scales the cross-entropy's gradient: a data-parallel
+// rank's share of the batch's targets (its mean over its own targets becomes its part of the
+// batch mean; the balancing losses are already the batch's).
+void train_backward(TrainModel* tm, TrainActs* a, float loss_scale, float ce_scale = 1.0f);
 
 }  // namespace moe
 

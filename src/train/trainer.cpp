@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "dist/comm.h"
 #include "io/mapped_file.h"
 #include "io/safetensors.h"
 #include "ops/ops.h"
@@ -141,22 +142,24 @@ void accumulate_stats(const TrainModel& tm, const TrainActs& acts, std::vector<L
 }
 
 // Mean cross-entropy over the validation windows with the given capacity factor (0 = dropless,
-// as inference runs); router noise off.
+// as inference runs); router noise off. Windows go in batches of B * P, rank r taking rows
+// [r B, (r + 1) B) of each (B = acts->B, P = comm's ranks), so that every batch routes as one
+// process routing B * P rows would.
 double eval_loss(TrainModel* tm, TrainActs* acts, const Dataset& d, int windows,
-                 float capacity_factor) {
-  const int B = acts->B, T = acts->T;
+                 float capacity_factor, Comm& comm) {
+  const int B = acts->B, T = acts->T, P = comm.size(), r = comm.rank();
   const float saved = tm->losses.capacity_factor;
   tm->losses.capacity_factor = capacity_factor;
   double sum = 0.0;
   int64_t n = 0;
-  for (int w0 = 0; w0 < windows; w0 += B) {
+  for (int w0 = 0; w0 < windows; w0 += B * P) {
     for (int b = 0; b < B; ++b) {
       int32_t* ids = acts->ids.data() + b * T;
       int32_t* tg = acts->targets.data() + b * T;
-      if (dataset_val_window(d, w0 + b, windows, T, ids, tg)) continue;
+      if (dataset_val_window(d, w0 + r * B + b, windows, T, ids, tg)) continue;
       // Past the last window: not scored; its tokens (a copy of the batch's first window, not
       // whatever the last training batch left) still take part in capacity-limited routing.
-      std::copy(acts->ids.data(), acts->ids.data() + T, ids);
+      dataset_val_window(d, w0, windows, T, ids, tg);
       std::fill(tg, tg + T, -1);
     }
     StepLosses L = train_forward(tm, acts, 0, false);
@@ -164,6 +167,8 @@ double eval_loss(TrainModel* tm, TrainActs* acts, const Dataset& d, int windows,
     n += L.n_targets;
   }
   tm->losses.capacity_factor = saved;
+  sum = comm_sum(comm, sum);
+  n = comm_sum(comm, n);
   return n ? sum / n : NAN;
 }
 
@@ -172,11 +177,11 @@ struct ValLoss {
   double capacity = NAN;  // with the training capacity factor (NaN when dropless training)
 };
 
-ValLoss validate(TrainModel* tm, TrainActs* acts, const Dataset& d, int windows) {
+ValLoss validate(TrainModel* tm, TrainActs* acts, const Dataset& d, int windows, Comm& comm) {
   ValLoss v;
-  v.dropless = eval_loss(tm, acts, d, windows, 0.0f);
+  v.dropless = eval_loss(tm, acts, d, windows, 0.0f, comm);
   const float cf = tm->losses.capacity_factor;
-  if (cf > 0.0f) v.capacity = eval_loss(tm, acts, d, windows, cf);
+  if (cf > 0.0f) v.capacity = eval_loss(tm, acts, d, windows, cf, comm);
   return v;
 }
 
@@ -226,6 +231,11 @@ struct Run {
   std::vector<std::vector<int64_t>> loads;  // (L, E) selections of the last step
   std::vector<LayerStats> stats;            // [L] routing statistics of the current step
   ValLoss last_val;
+  // Data parallelism under mpirun: every rank of the world trains on its B / P sequences of the
+  // global batch (rank r: sequences [r B/P, (r+1) B/P)), with the experts spread over the ranks.
+  Comm* world = nullptr;
+  int rank = 0, P = 1;
+  std::vector<int32_t> gids, gtargets;  // (B, T) the global batch (P > 1)
 };
 
 // With --init DIR: DIR's tokenizer.json if it has one, else "".
@@ -289,13 +299,14 @@ void open_data(Run* r) {
   std::string data_dir = a.data;
   if (!dataset_is_prepared(a.data)) {
     data_dir = a.out + "/data";
-    if (!dataset_is_prepared(data_dir)) {
+    if (r->rank == 0 && !dataset_is_prepared(data_dir)) {  // the others wait for rank 0's
       PrepareParams pp;
       pp.vocab_size = a.vocab;
       pp.tokenizer = init_tok;
       if (!init_tok.empty() && !r->init_cfg.eos_ids.empty()) pp.eos_id = r->init_cfg.eos_ids[0];
       dataset_prepare(a.data, data_dir, pp);
     }
+    r->world->barrier();
   }
   if (!init_tok.empty()) check_same_tokenizer(data_dir, init_tok);
   dataset_open(&r->data, data_dir);
@@ -333,21 +344,30 @@ void resume_or_start(Run* r) {
     if (!a.quiet)
       std::fprintf(stderr, "resumed from %s at step %lld\n", r->ckpt.c_str(),
                    static_cast<long long>(r->step));
-  } else if (!a.resume) {
+  } else if (!a.resume && r->rank == 0) {
     fs::remove(r->metrics, ec);
   }
   r->first_step = r->step;
-  train_acts_init(&r->acts, r->tm, a.batch, a.seq);
+  train_acts_init(&r->acts, r->tm, a.batch / r->P, a.seq);
+  if (r->P > 1) {
+    train_acts_enable_ep(&r->acts, r->tm, r->world);
+    r->gids.assign(static_cast<size_t>(a.batch) * a.seq, 0);
+    r->gtargets.assign(static_cast<size_t>(a.batch) * a.seq, -1);
+  }
   const ModelConfig& c = r->tm.cfg;
   r->loads.assign(c.n_layers, std::vector<int64_t>(c.n_experts, 0));
   r->stats.assign(c.n_layers, LayerStats{});
   for (LayerStats& s : r->stats) s.load.assign(c.n_experts, 0);
-  if (!a.quiet) {
+  if (!a.quiet && r->rank == 0) {
     std::fprintf(stderr,
                  "model: %d layers (%d MoE), d %d, %d experts top-%d, %.2fM params; %d x %d tokens "
                  "x %d accum per step\n",
                  c.n_layers, c.n_moe_layers(), c.hidden, c.n_experts, c.top_k,
                  static_cast<double>(r->tm.w.n_params) / 1e6, a.batch, a.seq, a.accum);
+    if (r->P > 1)
+      std::fprintf(stderr, "expert parallel over %d processes: %d sequences and %d-%d experts "
+                   "per rank\n", r->P, a.batch / r->P, c.n_experts / r->P,
+                   (c.n_experts + r->P - 1) / r->P);
     if (!a.freeze.empty()) {
       int64_t frozen = 0;
       for (size_t i = 0; i < r->tm.specs.size(); ++i)
@@ -370,18 +390,39 @@ StepLosses accumulate_step(Run* r, std::vector<LayerStats>* stats) {
   }
   StepLosses sum;
   for (int micro = 0; micro < a.accum; ++micro) {
-    dataset_train_batch(r->data, r->seed, r->step, micro, a.batch, a.seq, r->acts.ids.data(),
-                        r->acts.targets.data());
+    if (r->P == 1) {
+      dataset_train_batch(r->data, r->seed, r->step, micro, a.batch, a.seq, r->acts.ids.data(),
+                          r->acts.targets.data());
+    } else {  // this rank's sequences of the global batch
+      dataset_train_batch(r->data, r->seed, r->step, micro, a.batch, a.seq, r->gids.data(),
+                          r->gtargets.data());
+      const int64_t n = static_cast<int64_t>(r->acts.B) * a.seq, o = r->rank * n;
+      std::copy(r->gids.begin() + o, r->gids.begin() + o + n, r->acts.ids.begin());
+      std::copy(r->gtargets.begin() + o, r->gtargets.begin() + o + n, r->acts.targets.begin());
+    }
     const uint64_t fseed = r->seed ^ (static_cast<uint64_t>(r->step) * 131 + micro);
     StepLosses L = train_forward(&r->tm, &r->acts, fseed, true);
-    train_backward(&r->tm, &r->acts, 1.0f / a.accum);
-    sum.ce += L.ce / a.accum;
+    // The batch's mean cross-entropy, of which this rank's targets are a share.
+    double ce = L.ce;
+    float ce_scale = 1.0f;
+    if (r->P > 1) {
+      const int64_t n_all = comm_sum(*r->world, static_cast<int64_t>(L.n_targets));
+      ce = n_all ? comm_sum(*r->world, L.ce * L.n_targets) / n_all : 0.0;
+      ce_scale = n_all ? static_cast<float>(static_cast<double>(L.n_targets) / n_all) : 0.0f;
+    }
+    train_backward(&r->tm, &r->acts, 1.0f / a.accum, ce_scale);
+    sum.ce += ce / a.accum;
     sum.moe.aux += L.moe.aux / a.accum;
     sum.moe.z += L.moe.z / a.accum;
     sum.moe.seq_aux += L.moe.seq_aux / a.accum;
     sum.moe.device += L.moe.device / a.accum;
     accumulate_stats(r->tm, r->acts, stats);
   }
+  // Every rank's gradients summed: replicated parameters saw only this rank's tokens, an expert
+  // only the rows it received (the others' copies hold zeros).
+  if (r->P > 1)
+    r->world->allreduce(r->tm.grads.data(), static_cast<int64_t>(r->tm.grads.size()),
+                        ReduceType::F32, ReduceOp::SUM);
   return sum;
 }
 
@@ -429,6 +470,7 @@ struct StepReport {
 void report_step(Run* r, const StepReport& s, const std::vector<LayerStats>& stats,
                  std::chrono::steady_clock::time_point t_start) {
   const TrainArgs& a = *r->a;
+  if (r->rank != 0) return;  // rank 0 reports for every rank
   const int64_t tokens_per_step = static_cast<int64_t>(a.batch) * a.seq * a.accum;
   nlohmann::ordered_json j;
   j["step"] = r->step;
@@ -459,6 +501,12 @@ void report_step(Run* r, const StepReport& s, const std::vector<LayerStats>& sta
   std::fflush(stderr);
 }
 
+// The checkpoint, written by rank 0 (every rank holds the same state); the others wait for it.
+void save(Run* r) {
+  if (r->rank == 0) checkpoint_save(r->tm, r->opt, r->step, r->seed, r->ckpt, r->tok_path);
+  r->world->barrier();
+}
+
 // One optimizer step with its telemetry, validation, snapshot and checkpoint. Returns false (and
 // sets *exit_code) when training must stop.
 bool train_step(Run* r, std::chrono::steady_clock::time_point t_start, int* exit_code) {
@@ -486,13 +534,13 @@ bool train_step(Run* r, std::chrono::steady_clock::time_point t_start, int* exit
   ++r->step;
   s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   s.evaluated = (a.eval_every > 0 && r->step % a.eval_every == 0) || r->step == a.steps;
-  if (s.evaluated) r->last_val = validate(&tm, &r->acts, r->data, a.eval_windows);
+  if (s.evaluated) r->last_val = validate(&tm, &r->acts, r->data, a.eval_windows, *r->world);
   report_step(r, s, stats, t_start);
   const long long st = static_cast<long long>(r->step);
-  if (a.snapshot_every > 0 && r->step % a.snapshot_every == 0 && r->step < a.steps)
+  // Every rank holds the same weights and optimizer state (summed gradients); rank 0 writes.
+  if (a.snapshot_every > 0 && r->step % a.snapshot_every == 0 && r->step < a.steps && r->rank == 0)
     export_model(tm, a.out + strfmt("/snapshots/step-%lld", st), r->tok_path);
-  if (a.save_every > 0 && r->step % a.save_every == 0 && r->step < a.steps)
-    checkpoint_save(tm, r->opt, r->step, r->seed, r->ckpt, r->tok_path);
+  if (a.save_every > 0 && r->step % a.save_every == 0 && r->step < a.steps) save(r);
   return true;
 }
 
@@ -500,10 +548,10 @@ bool train_step(Run* r, std::chrono::steady_clock::time_point t_start, int* exit
 void finish(Run* r) {
   const TrainArgs& a = *r->a;
   std::error_code ec;
-  if (r->step > r->first_step || !fs::exists(r->ckpt, ec))
-    checkpoint_save(r->tm, r->opt, r->step, r->seed, r->ckpt, r->tok_path);
+  if (r->step > r->first_step || !fs::exists(r->ckpt, ec)) save(r);
   if (std::isnan(r->last_val.dropless))
-    r->last_val = validate(&r->tm, &r->acts, r->data, a.eval_windows);
+    r->last_val = validate(&r->tm, &r->acts, r->data, a.eval_windows, *r->world);
+  if (r->rank != 0) return;
   export_model(r->tm, a.out, r->tok_path);
   nlohmann::ordered_json fin;
   fin["final"] = true;
@@ -521,6 +569,11 @@ int train_run(const TrainArgs& a, const std::atomic<bool>* stop) {
   ops_set_threads(a.threads);  // 0: keep OpenMP's default; OpenBLAS single-threaded either way
   Run r;
   r.a = &a;
+  r.world = &comm_world();
+  r.rank = r.world->rank();
+  r.P = r.world->size();
+  if (a.batch % r.P != 0)
+    fail("--batch %d: the global batch must split evenly over the %d processes", a.batch, r.P);
   open_data(&r);
   build_model(&r);
   resume_or_start(&r);
@@ -530,7 +583,7 @@ int train_run(const TrainArgs& a, const std::atomic<bool>* stop) {
     const bool stop_now = (stop && stop->load()) ||
                           (a.stop_after > 0 && r.step - r.first_step >= a.stop_after);
     if (stop_now) {
-      checkpoint_save(r.tm, r.opt, r.step, r.seed, r.ckpt, r.tok_path);
+      save(&r);
       std::fprintf(stderr,
                    "\ninterrupted: checkpoint saved at step %lld in %s (continue with --resume)\n",
                    static_cast<long long>(r.step), r.ckpt.c_str());

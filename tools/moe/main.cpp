@@ -77,6 +77,16 @@ int moe_main(int argc, char** argv) {
   if (again) execv("/proc/self/exe", argv);
   // Under an MPI launcher, every command runs expert-parallel (dist/comm.h).
   moe::comm_init(&argc, &argv);
+  if (moe::comm_world().size() > 1) {  // every rank must run the same command
+    std::string line;
+    for (int i = 1; i < argc; ++i) line += std::string(argv[i]) + '\0';
+    try {
+      moe::comm_check_same(moe::comm_world(), line, "command line");
+    } catch (const moe::MoeError& e) {
+      std::fprintf(stderr, "moe: error: %s%s\n", rank_prefix().c_str(), e.what());
+      return 2;
+    }
+  }
   moe::ops_set_threads(0);  // OpenBLAS single-threaded; GEMMs split over OpenMP (ops/ops.h)
   CLI::App app{"moe.cpp: run, train and inspect Mixture-of-Experts transformers", "moe"};
   app.require_subcommand(1);

@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Expert-parallel training equals one process.
+
+`moe train` on 2 and 4 ranks (experts spread over the ranks, the global batch split over them)
+must give the per-step losses of the one-process run with the same global batch to 1e-4
+(relative) for 20 steps, and the validation loss after 100 steps to 1e-3, for softmax top-k with
+the Switch aux loss, sigmoid scores with the aux-loss-free bias, expert choice, and capacity with
+token drops. A run stopped on 4 ranks, resumed on 2 and finished on 1 must equal the uninterrupted
+run. Usage: ep_train_test.py MOE_BINARY WORK_DIR
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+MOE, WORK = sys.argv[1], sys.argv[2]
+TIMEOUT = 120
+CORPUS = os.path.join(WORK, "corpus.txt")
+BASE = ["--data", CORPUS, "--vocab", "300", "--layers", "2", "--d-model", "32", "--heads", "2",
+        "--experts", "8", "--top-k", "2", "--expert-ffn", "32", "--batch", "8", "--seq", "32",
+        "--eval-windows", "16", "--threads", "1", "--save-every", "0"]
+CASES = {
+    "softmax_topk+aux": ["--router", "softmax_topk", "--aux-loss", "0.01", "--z-loss", "0.001"],
+    "sigmoid_bias": ["--router", "sigmoid_bias", "--aux-loss", "0", "--bias-rate", "0.01"],
+    "expert_choice": ["--router", "expert_choice"],
+    "capacity 1.0": ["--router", "softmax_topk", "--capacity-factor", "1.0"],
+}
+
+
+def mpirun(np):
+    return [] if np == 1 else ["mpirun", "-np", str(np), "--oversubscribe", "--bind-to", "none"]
+
+
+def train(np, out, steps, extra, resume=False, stop_after=0):
+    cmd = mpirun(np) + [MOE, "train"] + BASE + extra + ["--out", out, "--steps", str(steps),
+                                                        "--eval-every", str(steps)]
+    if resume:
+        cmd.append("--resume")
+    if stop_after:
+        cmd += ["--stop-after", str(stop_after)]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
+    if p.returncode not in (0, 130) or (p.returncode == 130) != bool(stop_after):
+        sys.exit("FAIL: %s exited %d: %s" % (" ".join(cmd), p.returncode, p.stderr[-2000:]))
+
+
+def metrics(out):
+    steps, final = {}, None
+    for line in open(os.path.join(out, "metrics.jsonl")):
+        j = json.loads(line)
+        if j.get("final"):
+            final = j
+        else:
+            steps[j["step"]] = j
+    return steps, final
+
+
+def rel(a, b):
+    return abs(a - b) / max(abs(b), 1e-30)
+
+
+def corpus():
+    # Text of a few kilobytes with some structure: numbered sentences over a small vocabulary.
+    words = ("the expert router sends each token to a few experts while the shared expert sees "
+             "every token and the balance loss keeps the load even across all experts").split()
+    lines = []
+    for i in range(1500):
+        lines.append(" ".join(words[(i * k + 3) % len(words)] for k in range(1, 9)) + ".")
+    with open(CORPUS, "w") as f:
+        f.write("\n".join(lines))
+
+
+def main():
+    os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+    os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+    os.environ["OMP_NUM_THREADS"] = "1"
+    shutil.rmtree(WORK, ignore_errors=True)
+    os.makedirs(WORK)
+    corpus()
+    failures = []
+    for name, extra in CASES.items():
+        runs = {}
+        for np in (1, 2, 4):
+            out = os.path.join(WORK, "%s-%d" % (name.replace(" ", "_").replace("+", "_"), np))
+            train(np, out, 100, extra)
+            runs[np] = metrics(out)
+        ref_steps, ref_final = runs[1]
+        for np in (2, 4):
+            steps, final = runs[np]
+            worst = max(rel(steps[s]["loss"], ref_steps[s]["loss"]) for s in range(1, 21))
+            val = rel(final["val_loss"], ref_final["val_loss"])
+            print("%-18s np=%d  steps 1-20: max rel. loss diff %.1e   val loss at 100: %.5f vs "
+                  "%.5f (rel. %.1e)" % (name, np, worst, final["val_loss"], ref_final["val_loss"], val))
+            if not worst <= 1e-4 or not val <= 1e-3:
+                failures.append("%s np=%d" % (name, np))
+    # Resume across rank counts: 4 ranks for 10 steps, 2 ranks for 10 more, 1 rank to step 30.
+    extra = CASES["softmax_topk+aux"]
+    whole = os.path.join(WORK, "whole")
+    train(1, whole, 30, extra)
+    part = os.path.join(WORK, "parts")
+    train(4, part, 30, extra, stop_after=10)
+    train(2, part, 30, extra, resume=True, stop_after=10)
+    train(1, part, 30, extra, resume=True)
+    (ws, wf), (ps, pf) = metrics(whole), metrics(part)
+    worst = max(rel(ps[s]["loss"], ws[s]["loss"]) for s in range(1, 31))
+    print("resume 4 -> 2 -> 1 ranks: max rel. loss diff over 30 steps %.1e, val %.5f vs %.5f" %
+          (worst, pf["val_loss"], wf["val_loss"]))
+    if sorted(ps) != list(range(1, 31)) or not worst <= 1e-4 or rel(pf["val_loss"], wf["val_loss"]) > 1e-4:
+        failures.append("resume across rank counts")
+    if failures:
+        sys.exit("FAIL: " + ", ".join(failures))
+    print("ok")
+
+
+main()
