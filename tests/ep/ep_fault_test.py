@@ -7,10 +7,12 @@
 Usage: ep_fault_test.py MOE_BINARY WORK_DIR
 """
 import os
-import shutil
 import signal
 import subprocess
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ep_common import mpirun, setup  # noqa: E402
 import time
 
 MOE, WORK = sys.argv[1], sys.argv[2]
@@ -97,11 +99,7 @@ def mismatched_flags():
 
 
 def main():
-    os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
-    os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-    os.environ["OMP_NUM_THREADS"] = "1"
-    shutil.rmtree(WORK, ignore_errors=True)
-    os.makedirs(WORK)
+    setup(WORK)
     with open(os.path.join(WORK, "corpus.txt"), "w") as f:
         f.write("\n".join("token %d goes to expert %d of %d." % (i, i % 4, 4) for i in range(3000)))
     kill_one_rank()

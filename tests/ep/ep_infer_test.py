@@ -10,13 +10,12 @@ import os
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ep_common import mpirun, setup  # noqa: E402
+
 MOE, FIX = sys.argv[1], sys.argv[2]
 IDS = "1,2,3,4,5,6,7,8,9,10,11"
 TIMEOUT = 60
-
-
-def mpirun(np):
-    return ["mpirun", "-np", str(np), "--oversubscribe", "--bind-to", "none"]
 
 
 def run(cmd):
@@ -27,9 +26,7 @@ def run(cmd):
 
 
 def main():
-    os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
-    os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-    os.environ["OMP_NUM_THREADS"] = "1"
+    setup()
     models = sorted(d for d in os.listdir(FIX)
                     if os.path.isfile(os.path.join(FIX, d, "golden.safetensors")))
     if len(models) < 7:

@@ -10,9 +10,11 @@ run. Usage: ep_train_test.py MOE_BINARY WORK_DIR
 """
 import json
 import os
-import shutil
 import subprocess
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ep_common import mpirun, setup  # noqa: E402
 
 MOE, WORK = sys.argv[1], sys.argv[2]
 TIMEOUT = 120
@@ -26,10 +28,6 @@ CASES = {
     "expert_choice": ["--router", "expert_choice"],
     "capacity 1.0": ["--router", "softmax_topk", "--capacity-factor", "1.0"],
 }
-
-
-def mpirun(np):
-    return [] if np == 1 else ["mpirun", "-np", str(np), "--oversubscribe", "--bind-to", "none"]
 
 
 def train(np, out, steps, extra, resume=False, stop_after=0):
@@ -71,11 +69,7 @@ def corpus():
 
 
 def main():
-    os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
-    os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-    os.environ["OMP_NUM_THREADS"] = "1"
-    shutil.rmtree(WORK, ignore_errors=True)
-    os.makedirs(WORK)
+    setup(WORK)
     corpus()
     failures = []
     for name, extra in CASES.items():
