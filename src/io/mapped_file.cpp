@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -175,6 +176,39 @@ void atomic_file_commit(AtomicFile* f) {
 bool file_exists(const std::string& path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0;
+}
+
+int64_t resident_bytes(const std::vector<std::pair<uintptr_t, uintptr_t>>& ranges) {
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  std::vector<std::pair<uintptr_t, uintptr_t>> pages;  // [first, last) page numbers, merged
+  for (const auto& [a, b] : ranges)
+    if (b > a) pages.push_back({a / page, (b + page - 1) / page});
+  std::sort(pages.begin(), pages.end());
+  std::vector<std::pair<uintptr_t, uintptr_t>> merged;
+  for (const auto& r : pages) {
+    if (!merged.empty() && r.first <= merged.back().second)
+      merged.back().second = std::max(merged.back().second, r.second);
+    else
+      merged.push_back(r);
+  }
+  const int fd = ::open("/proc/self/pagemap", O_RDONLY);
+  if (fd < 0) return -1;
+  int64_t present = 0;
+  std::vector<uint64_t> buf(4096);  // pagemap entries, bit 63 = present
+  for (const auto& [p0, p1] : merged) {
+    for (uintptr_t p = p0; p < p1;) {
+      const size_t n = std::min<uintptr_t>(buf.size(), p1 - p);
+      const ssize_t got = ::pread(fd, buf.data(), n * 8, static_cast<off_t>(p * 8));
+      if (got != static_cast<ssize_t>(n * 8)) {
+        ::close(fd);
+        return -1;
+      }
+      for (size_t i = 0; i < n; ++i) present += (buf[i] >> 63) & 1;
+      p += n;
+    }
+  }
+  ::close(fd);
+  return present * static_cast<int64_t>(page);
 }
 
 }  // namespace moe

@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace moe {
@@ -21,6 +22,11 @@ struct MappedFile {
 
 // Maps `path` read-only. Throws MoeError naming the path on failure.
 void mapped_file_open(MappedFile* f, const std::string& path);
+
+// How many bytes of the pages covering the address ranges [first, second) are resident in this
+// process's memory now (present in its page table: /proc/self/pagemap); a page shared by two
+// ranges counts once. -1 where pagemap cannot be read.
+int64_t resident_bytes(const std::vector<std::pair<uintptr_t, uintptr_t>>& ranges);
 
 // Reads a whole (small) text file. Throws MoeError naming the path on failure.
 std::string read_text_file(const std::string& path);

@@ -5,6 +5,9 @@
 #include <set>
 
 #include "core/error.h"
+#include "dist/comm.h"
+#include "dist/placement.h"
+#include "io/mapped_file.h"
 
 namespace moe {
 
@@ -102,6 +105,10 @@ struct Binder {
   }
 
   const StTensor* find(const std::string& name) const { return m->archive.find(name); }
+  bool owned(int64_t e) const {
+    return opt.expert_end < 0 || (e >= opt.expert_begin && e < opt.expert_end);
+  }
+  bool all_owned() const { return opt.expert_end < 0; }
   bool has(const std::string& name) const {
     if (!specs) return find(name) != nullptr;
     if (name == "lm_head.weight") return !m->cfg.tie_embeddings;
@@ -226,16 +233,48 @@ struct Binder {
 
   // A routed-expert (or raw-capable linear) matrix (.., out, in): raw when stored as BF16 /
   // Q8_0 / Q4_0 (unless opt.dequantize), else an fp32 view.
+  // load = false: validated only (an expert this process does not hold). rows_per_expert > 0:
+  // a fused (E, rows, cols) tensor, of which only the held experts' rows are converted when it
+  // must be converted to fp32.
   Mat expert_mat(const std::string& name, const std::vector<int64_t>& shape,
-                 TensorRole role = TR_EXPERT) {
+                 TensorRole role = TR_EXPERT, bool load = true, int64_t rows_per_expert = 0) {
     if (specs) {
       specs->push_back({name, shape, role, false});
       return {};
     }
     const Stored st = tensor(name, shape);
-    if (opt.no_data) return {};
-    if (st.raw == QT_F32 || opt.dequantize) return Mat{f32(name, shape, role)};
+    if (opt.no_data || !load) return {};
+    const bool convert = st.raw == QT_F32 || opt.dequantize;
+    if (convert && rows_per_expert > 0 && !all_owned()) return Mat{held_rows_f32(st, shape, rows_per_expert)};
+    if (convert) return Mat{f32(name, shape, role)};
     return Mat{nullptr, st.raw, st.t->data, st.row_bytes};
+  }
+
+  // An fp32 view of a fused (E, rows_per_expert, cols) expert tensor: f32(), or only the held
+  // experts' rows converted.
+  const float* held_f32(const std::string& name, const std::vector<int64_t>& shape, int64_t rpe) {
+    if (all_owned()) return f32(name, shape, TR_EXPERT);
+    return held_rows_f32(tensor(name, shape), shape, rpe);
+  }
+
+  // fp32 copy of a fused expert tensor in which only the held experts' rows are filled (the
+  // rest of the buffer is never written, so never resident); F32 in place when aligned.
+  const float* held_rows_f32(const Stored& st, const std::vector<int64_t>& shape, int64_t rpe) {
+    const StTensor& t = *st.t;
+    const int64_t cols = shape.back(), n = numel_of(shape);
+    if (t.dtype == DT_F32 && reinterpret_cast<uintptr_t>(t.data) % alignof(float) == 0)
+      return reinterpret_cast<const float*>(t.data);
+    float* dst = alloc(static_cast<size_t>(n));
+    const int64_t r0 = opt.expert_begin * rpe, r1 = opt.expert_end * rpe;
+    for (int64_t r = r0; r < r1; ++r) {
+      if (qtype_is_block(st.raw)) {
+        dequantize_row(st.raw, t.data + r * st.row_bytes, dst + r * cols, cols);
+      } else {
+        const size_t es = t.nbytes / static_cast<size_t>(n);  // element size
+        dtype_to_f32(t.dtype, t.data + r * cols * es, dst + r * cols, static_cast<size_t>(cols));
+      }
+    }
+    return dst;
   }
 
   // A TR_LINEAR matrix stored as BF16 / Q8_0 / Q4_0 stays raw (unless opt.dequantize or
@@ -341,6 +380,7 @@ void bind_experts_gpt_oss(Binder& b, LayerWeights& lw, const std::string& p) {
   if (gu.transposed && !b.opt.dequantize) {
     const Mat m{nullptr, gu.raw, gu.t->data, gu.row_bytes};
     for (int64_t e = 0; e < E; ++e) {
+      if (!b.owned(e)) continue;
       place(m, e * 2 * F, D, 2, &lw.experts[e].gate, &lw.experts[e].gate_q);
       place(m, e * 2 * F + 1, D, 2, &lw.experts[e].up, &lw.experts[e].up_q);
     }
@@ -349,12 +389,14 @@ void bind_experts_gpt_oss(Binder& b, LayerWeights& lw, const std::string& p) {
     float* up = b.alloc(E * F * D);    // (E, F, D)
     if (gu.transposed) {
       for (int64_t r = 0; r < E * 2 * F; ++r) {  // stored row r = (e, 2f + {0: gate, 1: up})
+        if (!b.owned(r / (2 * F))) continue;
         float* dst = (r % 2 ? up : gate) + (r / 2) * D;
         dequantize_row(gu.raw, gu.t->data + r * gu.row_bytes, dst, D);
       }
     } else {
-      const float* src = b.f32(p + "experts.gate_up_proj", {E, D, 2 * F});
+      const float* src = b.held_f32(p + "experts.gate_up_proj", {E, D, 2 * F}, D);
       for (int64_t e = 0; e < E; ++e) {
+        if (!b.owned(e)) continue;
         for (int64_t d = 0; d < D; ++d) {
           const float* row = src + (e * D + d) * 2 * F;
           for (int64_t f = 0; f < F; ++f) {
@@ -365,6 +407,7 @@ void bind_experts_gpt_oss(Binder& b, LayerWeights& lw, const std::string& p) {
       }
     }
     for (int64_t e = 0; e < E; ++e) {
+      if (!b.owned(e)) continue;
       lw.experts[e].gate = gate + e * F * D;
       lw.experts[e].up = up + e * F * D;
     }
@@ -373,19 +416,20 @@ void bind_experts_gpt_oss(Binder& b, LayerWeights& lw, const std::string& p) {
   if (dn.transposed && !b.opt.dequantize) {
     const Mat m{nullptr, dn.raw, dn.t->data, dn.row_bytes};
     for (int64_t e = 0; e < E; ++e)
-      place(m, e * D, F, 1, &lw.experts[e].down, &lw.experts[e].down_q);
+      if (b.owned(e)) place(m, e * D, F, 1, &lw.experts[e].down, &lw.experts[e].down_q);
   } else {
     float* down = b.alloc(E * D * F);  // (E, D, F)
     if (dn.transposed) {
       for (int64_t r = 0; r < E * D; ++r)
-        dequantize_row(dn.raw, dn.t->data + r * dn.row_bytes, down + r * F, F);
+        if (b.owned(r / D)) dequantize_row(dn.raw, dn.t->data + r * dn.row_bytes, down + r * F, F);
     } else {
-      const float* src = b.f32(p + "experts.down_proj", {E, F, D});
+      const float* src = b.held_f32(p + "experts.down_proj", {E, F, D}, F);
       for (int64_t e = 0; e < E; ++e)
-        for (int64_t f = 0; f < F; ++f)
+        for (int64_t f = 0; f < F && b.owned(e); ++f)
           for (int64_t d = 0; d < D; ++d) down[(e * D + d) * F + f] = src[(e * F + f) * D + d];
     }
-    for (int64_t e = 0; e < E; ++e) lw.experts[e].down = down + e * D * F;
+    for (int64_t e = 0; e < E; ++e)
+      if (b.owned(e)) lw.experts[e].down = down + e * D * F;
   }
 }
 
@@ -412,9 +456,10 @@ void bind_moe(Binder& b, LayerWeights& lw, int layer) {
   lw.experts.resize(E);
   if (b.has(p + "experts.gate_up_proj")) {
     m->fused_experts = true;
-    const Mat gu = b.expert_mat(p + "experts.gate_up_proj", {E, 2 * F, D});
-    const Mat dn = b.expert_mat(p + "experts.down_proj", {E, D, F});
+    const Mat gu = b.expert_mat(p + "experts.gate_up_proj", {E, 2 * F, D}, TR_EXPERT, true, 2 * F);
+    const Mat dn = b.expert_mat(p + "experts.down_proj", {E, D, F}, TR_EXPERT, true, D);
     for (int64_t e = 0; e < E; ++e) {
+      if (!b.owned(e)) continue;
       ExpertWeights& x = lw.experts[e];
       place(gu, e * 2 * F, D, 1, &x.gate, &x.gate_q);
       place(gu, e * 2 * F + F, D, 1, &x.up, &x.up_q);
@@ -428,9 +473,10 @@ void bind_moe(Binder& b, LayerWeights& lw, int layer) {
     for (int64_t e = 0; e < E; ++e) {
       std::string pe = p + "experts." + std::to_string(e) + ".";
       ExpertWeights& x = lw.experts[e];
-      place(b.expert_mat(pe + g + ".weight", {F, D}), 0, D, 1, &x.gate, &x.gate_q);
-      place(b.expert_mat(pe + u + ".weight", {F, D}), 0, D, 1, &x.up, &x.up_q);
-      place(b.expert_mat(pe + d + ".weight", {D, F}), 0, F, 1, &x.down, &x.down_q);
+      const bool own = b.owned(e);
+      place(b.expert_mat(pe + g + ".weight", {F, D}, TR_EXPERT, own), 0, D, 1, &x.gate, &x.gate_q);
+      place(b.expert_mat(pe + u + ".weight", {F, D}, TR_EXPERT, own), 0, D, 1, &x.up, &x.up_q);
+      place(b.expert_mat(pe + d + ".weight", {D, F}, TR_EXPERT, own), 0, F, 1, &x.down, &x.down_q);
     }
   }
   if (c.shared_ffn > 0) {
@@ -490,8 +536,14 @@ std::vector<TensorSpec> model_tensor_specs(const ModelConfig& cfg, bool fused_ex
   return specs;
 }
 
-void model_load(Model* m, const std::string& dir, const LoadOptions& opt) {
+void model_load(Model* m, const std::string& dir, const LoadOptions& opt_in) {
+  LoadOptions opt = opt_in;
   config_load(&m->cfg, dir);
+  Comm& ep = comm_ep();
+  if (opt.expert_end < 0 && ep.size() > 1) {  // this rank's block of experts only
+    opt.expert_begin = ep_expert_begin(m->cfg.n_experts, ep.size(), ep.rank());
+    opt.expert_end = ep_expert_begin(m->cfg.n_experts, ep.size(), ep.rank() + 1);
+  }
   st_open_dir(&m->archive, dir);
   model_bind(m, opt);
 }
@@ -519,6 +571,45 @@ void model_bind(Model* m, const LoadOptions& opt) {
     fail("%s: tensor '%s' is not expected by %s (model_type %s)", b.file_of(t).c_str(),
          kv.first.c_str(), c.path.c_str(), arch_name(c.arch));
   }
+}
+
+namespace {
+
+// The byte range of an expert matrix of `rows` rows of `cols` weights, fp32 or raw.
+void add_range(std::vector<std::pair<uintptr_t, uintptr_t>>* v, const float* f, const QWeight& q,
+               int64_t rows, int64_t cols) {
+  if (f) {
+    const auto a = reinterpret_cast<uintptr_t>(f);
+    v->push_back({a, a + static_cast<uintptr_t>(rows * cols) * sizeof(float)});
+  } else if (q.data) {
+    const auto a = reinterpret_cast<uintptr_t>(q.data);
+    const int64_t rb = qtype_row_bytes(q.type, cols);
+    v->push_back({a, a + static_cast<uintptr_t>((rows - 1) * q.stride + rb)});
+  }
+}
+
+}  // namespace
+
+ExpertMemory model_expert_memory(const Model& m) {
+  const ModelConfig& c = m.cfg;
+  ExpertMemory r;
+  std::vector<std::pair<uintptr_t, uintptr_t>> ranges;
+  for (const auto& [name, t] : m.archive.tensors) {
+    if (t.name.find(".experts.") == std::string::npos && t.name.find("experts.") == std::string::npos)
+      continue;
+    if (t.name.find("_bias") != std::string::npos) continue;
+    r.stored += static_cast<int64_t>(t.nbytes);
+    const auto a = reinterpret_cast<uintptr_t>(t.data);
+    ranges.push_back({a, a + t.nbytes});
+  }
+  for (const LayerWeights& lw : m.layers)
+    for (const ExpertWeights& e : lw.experts) {
+      add_range(&ranges, e.gate, e.gate_q, c.expert_ffn, c.hidden);
+      add_range(&ranges, e.up, e.up_q, c.expert_ffn, c.hidden);
+      add_range(&ranges, e.down, e.down_q, c.hidden, c.expert_ffn);
+    }
+  r.resident = resident_bytes(ranges);
+  return r;
 }
 
 }  // namespace moe

@@ -88,6 +88,11 @@ struct LoadOptions {
   bool dequantize = false;  // convert raw expert matrices (BF16, Q8_0, Q4_0) to fp32 at load
   bool no_data = false;     // validate names, shapes and dtypes only; bind no pointers and
                             // convert nothing (for tools that stream the tensors themselves)
+  // The routed experts this process binds: [expert_begin, expert_end) of every MoE layer; the
+  // others are validated but neither bound nor converted, so their bytes are never touched.
+  // expert_end < 0: model_load takes this rank's block under expert parallelism (all of them in
+  // one process; dist/placement.h).
+  int expert_begin = 0, expert_end = -1;
 };
 
 // Loads config.json, generation_config.json and the safetensors weights of a checkpoint folder.
@@ -96,6 +101,13 @@ void model_load(Model* m, const std::string& dir, const LoadOptions& opt = {});
 // Binds m->cfg against the tensors already in m->archive (a checkpoint, or an in-memory arena
 // whose StTensors point at F32 buffers). Validates as model_load does.
 void model_bind(Model* m, const LoadOptions& opt = {});
+
+// The bytes of the routed experts' tensors as stored, and how many of those pages (plus any
+// fp32 buffers converted from them) are resident in this process's memory now (/proc/self/pagemap).
+struct ExpertMemory {
+  int64_t stored = 0, resident = 0;
+};
+ExpertMemory model_expert_memory(const Model& m);
 
 // What a tensor is, for choosing how to store it.
 enum TensorRole {

@@ -1,8 +1,7 @@
 // Expert parallelism: the routed experts of a layer split over the P ranks of a communicator, and
 // the dispatcher that moves each row to its expert's rank and back with all-to-all-v.
 //
-// Placement: expert e lives on rank floor(e * P / E), so rank r holds the contiguous block
-// [ceil(r E / P), ceil((r + 1) E / P)) (empty when E < P and r has none).
+// Placement: dist/placement.h (contiguous blocks of experts per rank).
 //
 // One call, on every rank of the group (each with its own dispatch plan: the rows of its tokens,
 // sorted by expert, so the rows for one destination rank are contiguous):
@@ -25,18 +24,10 @@
 #include <vector>
 
 #include "dist/comm.h"
+#include "dist/placement.h"
 #include "moe/dispatch.h"
 
 namespace moe {
-
-// First expert of rank r when E experts split over P ranks.
-inline int ep_expert_begin(int E, int P, int r) {
-  return static_cast<int>((static_cast<int64_t>(r) * E + P - 1) / P);
-}
-// The rank of expert e.
-inline int ep_rank_of(int e, int E, int P) {
-  return static_cast<int>(static_cast<int64_t>(e) * P / E);
-}
 
 class EpDispatcher final : public Dispatcher {
  public:

@@ -9,6 +9,8 @@
 #include "analysis/inspect_routing.h"
 #include "commands.h"
 #include "core/error.h"
+#include "dist/comm.h"
+#include "dist/placement.h"
 #include "io/mapped_file.h"
 #include "model/weights.h"
 
@@ -70,6 +72,35 @@ std::string arch_facts(const Model& m) {
                 c.n_moe_layers(), c.n_experts, c.top_k);
 }
 
+// Under expert parallelism: each rank's block of experts and how many bytes of expert weights it
+// holds in memory after routing the data (pages of this process, dist/placement.h). Appends a
+// table to *text.
+nlohmann::ordered_json ep_ranks_json(const Model& m, std::string* text) {
+  Comm& ep = comm_ep();
+  const int P = ep.size(), E = m.cfg.n_experts;
+  const ExpertMemory mem = model_expert_memory(m);
+  const int64_t mine[3] = {ep_expert_begin(E, P, ep.rank()), ep_expert_begin(E, P, ep.rank() + 1),
+                           mem.resident};
+  std::vector<int64_t> all(3 * static_cast<size_t>(P)), bytes(P, sizeof mine);
+  ep.allgatherv(mine, sizeof mine, all.data(), bytes.data());
+  nlohmann::ordered_json j;
+  j["ranks"] = P;
+  j["expert_bytes"] = mem.stored;
+  j["per_rank"] = nlohmann::ordered_json::array();
+  *text += strfmt("\nexpert parallel over %d ranks: %.2f MiB of expert weights in all\n", P,
+                  mem.stored / 1048576.0);
+  for (int r = 0; r < P; ++r) {
+    const int64_t* v = all.data() + 3 * r;
+    const double share = mem.stored ? static_cast<double>(v[2]) / mem.stored : 0.0;
+    j["per_rank"].push_back({{"rank", r}, {"experts", {v[0], v[1]}},
+                             {"resident_expert_bytes", v[2]}, {"resident_share", share}});
+    *text += strfmt("  rank %d: experts %lld-%lld, %.2f MiB resident (%.1f%%)\n", r,
+                    static_cast<long long>(v[0]), static_cast<long long>(v[1] - 1),
+                    v[2] / 1048576.0, 100.0 * share);
+  }
+  return j;
+}
+
 template <class Opts>
 int inspect_data(const Opts& o, const Model& m) {
   namespace fs = std::filesystem;
@@ -95,10 +126,12 @@ int inspect_data(const Opts& o, const Model& m) {
     if (!o.compare.empty()) r.json["compare"] = o.compare;
     for (auto& [k, v] : r.json.items()) J[k] = v;
     report = std::move(r.report);
+    if (comm_ep().size() > 1) J["expert_parallel"] = ep_ranks_json(m, &r.text);
     if (!o.json) write_stdout(r.text);
   }
   std::string metrics = o.metrics;
   if (metrics.empty() && fs::exists(o.model + "/metrics.jsonl")) metrics = o.model + "/metrics.jsonl";
+  if (comm_world().rank() != 0) return 0;  // rank 0 writes the files for every rank
   if (!o.report.empty()) {
     if (!metrics.empty()) {
       for (const std::string& w : report_load_metrics(&report, metrics, false))
