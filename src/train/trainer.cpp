@@ -1,6 +1,7 @@
 #include "train/trainer.h"
 
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -9,6 +10,7 @@
 
 #include "core/error.h"
 #include "dist/comm.h"
+#include "dist/placement.h"
 #include "io/mapped_file.h"
 #include "io/safetensors.h"
 #include "ops/ops.h"
@@ -117,7 +119,43 @@ struct LayerStats {
   double entropy = 0.0;        // summed over tokens
   int64_t tokens = 0;
   float max_logit = -INFINITY;
+  // Expert parallelism (P ranks): rows each rank's experts ran, and rows each rank sent to other
+  // ranks' experts and received from other ranks (one direction of the all-to-all).
+  std::vector<int64_t> rank_rows, rank_sent, rank_recv;  // (P)
+  // The same traffic if each token went once to each other rank its experts are on (a
+  // deduplicating dispatch, which device-limited routing bounds by M): distinct (token, rank).
+  std::vector<int64_t> rank_sent_tokens;  // (P)
 };
+
+// The all-to-all traffic of one expert-parallel layer call, from the routing every rank shares:
+// the kept assignment of token t (held by the rank whose share contains t) goes to the rank of
+// its expert.
+void accumulate_rank_stats(const MoeActs& m, int E, LayerStats* s) {
+  const int P = static_cast<int>(m.ep_tokens.size());
+  if (P <= 1 || !m.ep) return;
+  const Routing& r = m.routing;
+  std::vector<int64_t> end(P);  // (P) one past each rank's last token
+  int64_t t = 0;
+  for (int q = 0; q < P; ++q) end[q] = t += m.ep_tokens[q];
+  for (int a = 0; a < r.A; ++a) {
+    if (!r.kept[a]) continue;
+    const int src = static_cast<int>(std::upper_bound(end.begin(), end.end(), r.tok[a]) - end.begin());
+    const int dst = ep_rank_of(r.expert[a], E, P);
+    ++s->rank_rows[dst];
+    if (src != dst) ++s->rank_sent[src], ++s->rank_recv[dst];
+  }
+  const DispatchPlan& p = m.plan;  // every routed token's assignments, grouped by token
+  std::vector<char> seen(P);       // (P)
+  for (int tok = 0, src = 0; tok < p.N; ++tok) {
+    while (tok >= end[src]) ++src;
+    std::fill(seen.begin(), seen.end(), 0);
+    for (int j = p.tok_off[tok]; j < p.tok_off[tok + 1]; ++j) {
+      const int a = p.tok_asg[j];
+      const int dst = ep_rank_of(r.expert[a], E, P);
+      if (r.kept[a] && dst != src && !seen[dst]) seen[dst] = 1, ++s->rank_sent_tokens[src];
+    }
+  }
+}
 
 void accumulate_stats(const TrainModel& tm, const TrainActs& acts, std::vector<LayerStats>* st) {
   const ModelConfig& c = tm.cfg;
@@ -135,6 +173,7 @@ void accumulate_stats(const TrainModel& tm, const TrainActs& acts, std::vector<L
         if (p[e] > 0) s.entropy -= p[e] * std::log(static_cast<double>(p[e]));
     }
     s.tokens += r.N;
+    accumulate_rank_stats(m, c.n_experts, &s);
     if (c.router.kind != ROUTER_HASH && c.router.kind != ROUTER_RANDOM)
       for (int64_t i = 0; i < static_cast<int64_t>(r.N) * c.n_experts; ++i)
         s.max_logit = std::max(s.max_logit, m.logits[i]);
@@ -357,7 +396,11 @@ void resume_or_start(Run* r) {
   const ModelConfig& c = r->tm.cfg;
   r->loads.assign(c.n_layers, std::vector<int64_t>(c.n_experts, 0));
   r->stats.assign(c.n_layers, LayerStats{});
-  for (LayerStats& s : r->stats) s.load.assign(c.n_experts, 0);
+  for (LayerStats& s : r->stats) {
+    s.load.assign(c.n_experts, 0);
+    for (auto* v : {&s.rank_rows, &s.rank_sent, &s.rank_recv, &s.rank_sent_tokens})
+      v->assign(r->P, 0);
+  }
   if (!a.quiet && r->rank == 0) {
     std::fprintf(stderr,
                  "model: %d layers (%d MoE), d %d, %d experts top-%d, %.2fM params; %d x %d tokens "
@@ -387,6 +430,8 @@ StepLosses accumulate_step(Run* r, std::vector<LayerStats>* stats) {
     s.kept = s.assigned = s.tokens = 0;
     s.entropy = 0.0;
     s.max_logit = -INFINITY;
+    for (auto* v : {&s.rank_rows, &s.rank_sent, &s.rank_recv, &s.rank_sent_tokens})
+      std::fill(v->begin(), v->end(), 0);
   }
   StepLosses sum;
   for (int micro = 0; micro < a.accum; ++micro) {
@@ -452,6 +497,16 @@ nlohmann::ordered_json layer_metrics(const TrainModel& tm, const std::vector<Lay
     lj["entropy"] = s.tokens ? s.entropy / s.tokens : 0.0;
     lj["dropped"] = s.assigned ? 1.0 - static_cast<double>(s.kept) / s.assigned : 0.0;
     if (std::isfinite(s.max_logit)) lj["max_logit"] = s.max_logit;
+    if (s.rank_rows.size() > 1) {
+      double rmean = 0.0, rmax = 0.0;
+      for (int64_t v : s.rank_rows) {
+        rmean += static_cast<double>(v) / s.rank_rows.size();
+        rmax = std::max(rmax, static_cast<double>(v));
+      }
+      lj["ranks"] = {{"rows", s.rank_rows}, {"sent", s.rank_sent}, {"received", s.rank_recv},
+                     {"sent_tokens", s.rank_sent_tokens},
+                     {"max_mean", rmean > 0 ? rmax / rmean : 0.0}};
+    }
     if (tm.w.layers[l].e_bias)
       lj["bias"] = std::vector<float>(tm.w.layers[l].e_bias, tm.w.layers[l].e_bias + c.n_experts);
     layers.push_back(lj);
@@ -486,6 +541,16 @@ void report_step(Run* r, const StepReport& s, const std::vector<LayerStats>& sta
   double worst = 0.0;
   int worst_layer = -1;
   j["layers"] = layer_metrics(r->tm, stats, &worst, &worst_layer);
+  if (r->P > 1) {  // rows that crossed ranks, both ways (dispatch and combine) of the forward
+    int64_t rows = 0, toks = 0;
+    for (const LayerStats& ls : stats) {
+      for (int64_t v : ls.rank_sent) rows += v;
+      for (int64_t v : ls.rank_sent_tokens) toks += v;
+    }
+    const double per = 2.0 * r->tm.cfg.hidden * sizeof(float) / static_cast<double>(tokens_per_step);
+    j["a2a_bytes_per_token"] = per * static_cast<double>(rows);
+    j["a2a_bytes_per_token_dedup"] = per * static_cast<double>(toks);
+  }
   if (s.evaluated) put_val(&j, r->last_val);
   append_line(r->metrics, j.dump());
   if (a.quiet) return;
@@ -565,7 +630,37 @@ void finish(Run* r) {
 
 }  // namespace
 
-int train_run(const TrainArgs& a, const std::atomic<bool>* stop) {
+namespace {
+
+// The flags as they apply to this run: under mpirun the ranks are the devices of the
+// device-level loss and of device-limited routing (one routing group per rank).
+TrainArgs devices_resolved(const TrainArgs& in, int P) {
+  TrainArgs a = in;
+  if (P > 1) {
+    if (a.losses.device > 0 || a.route_devices > 0) {
+      if (a.losses.n_devices != 1 && a.losses.n_devices != P)
+        fail("--devices %d: under mpirun the devices are the %d processes", a.losses.n_devices, P);
+      a.losses.n_devices = P;
+    }
+  }
+  if (a.route_devices > 0) {
+    const int n = a.losses.n_devices;
+    if (a.n_group > 1) fail("--route-devices and --n-group both choose routing groups; give one");
+    if (n <= 1 || a.experts % n)
+      fail("--route-devices needs devices that split the %d experts evenly (--devices, or the "
+           "processes under mpirun; got %d)", a.experts, n);
+    if (a.route_devices > n)
+      fail("--route-devices %d exceeds the %d devices", a.route_devices, n);
+    a.n_group = n;
+    a.topk_group = a.route_devices;
+  }
+  return a;
+}
+
+}  // namespace
+
+int train_run(const TrainArgs& a_in, const std::atomic<bool>* stop) {
+  const TrainArgs a = devices_resolved(a_in, comm_world().size());
   ops_set_threads(a.threads);  // 0: keep OpenMP's default; OpenBLAS single-threaded either way
   Run r;
   r.a = &a;

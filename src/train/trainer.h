@@ -41,6 +41,11 @@ struct TrainArgs {
   bool renorm = false;
   float route_scale = 1.0f;
   int n_group = 1, topk_group = 1;
+  // DeepSeek-V2's device-limited routing: each token's experts come from at most this many
+  // devices (0 = off). The devices are the expert-parallel ranks under mpirun, else --devices
+  // expert groups (so one process reproduces a multi-rank run); routed as group-limited routing
+  // with one group per device.
+  int route_devices = 0;
   MoeLossSpec losses;
   float bias_rate = 1e-3f;
   bool bias_center = false;

@@ -87,6 +87,21 @@ def main():
                   "%.5f (rel. %.1e)" % (name, np, worst, final["val_loss"], ref_final["val_loss"], val))
             if not worst <= 1e-4 or not val <= 1e-3:
                 failures.append("%s np=%d" % (name, np))
+    # Device-limited routing (top-1 device of 4): 4 ranks equal one process with 4 expert groups,
+    # and the traffic a deduplicating dispatch would send falls below the unlimited run's.
+    dl = CASES["softmax_topk+aux"] + ["--route-devices", "1"]
+    one, four, free = (os.path.join(WORK, n) for n in ("rd-1", "rd-4", "rd-free"))
+    train(1, one, 20, dl + ["--devices", "4"])
+    train(4, four, 20, dl)
+    train(4, free, 20, CASES["softmax_topk+aux"])
+    (os_, _), (fs_, _), (us_, _) = metrics(one), metrics(four), metrics(free)
+    worst = max(rel(fs_[s]["loss"], os_[s]["loss"]) for s in range(1, 21))
+    lim = sum(fs_[s]["a2a_bytes_per_token_dedup"] for s in range(1, 21)) / 20
+    unl = sum(us_[s]["a2a_bytes_per_token_dedup"] for s in range(1, 21)) / 20
+    print("route-devices 1 of 4: max rel. loss diff vs one process %.1e; dedup all-to-all bytes "
+          "per token %.0f vs %.0f unlimited" % (worst, lim, unl))
+    if not worst <= 1e-4 or not lim < unl:
+        failures.append("device-limited routing")
     # Resume across rank counts: 4 ranks for 10 steps, 2 ranks for 10 more, 1 rank to step 30.
     extra = CASES["softmax_topk+aux"]
     whole = os.path.join(WORK, "whole")

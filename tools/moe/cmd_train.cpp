@@ -60,7 +60,12 @@ CommandRun cmd_train_register(CLI::App* app) {
   app->add_option("--z-loss", a->losses.z, "router z-loss beta")->capture_default_str();
   app->add_option("--seq-aux-loss", a->losses.seq_aux, "DeepSeek sequence-wise balance loss alpha")->capture_default_str();
   app->add_option("--device-loss", a->losses.device, "device-level balance loss alpha")->capture_default_str();
-  app->add_option("--devices", a->losses.n_devices, "expert groups (devices) for --device-loss")->capture_default_str();
+  app->add_option("--devices", a->losses.n_devices,
+                  "expert groups (devices) for --device-loss and --route-devices in one process; "
+                  "under mpirun the ranks are the devices")->capture_default_str();
+  app->add_option("--route-devices", a->route_devices,
+                  "device-limited routing (DeepSeek-V2): a token's experts come from at most M "
+                  "devices (0 = off)")->capture_default_str();
   app->add_option("--capacity-factor", a->losses.capacity_factor, "expert capacity factor; tokens over capacity are dropped (0 = dropless)")->capture_default_str();
   app->add_option("--bias-rate", a->bias_rate, "aux-loss-free bias step gamma (sigmoid_bias)")->capture_default_str();
   app->add_flag("--bias-center", a->bias_center, "subtract the mean bias update (torchtitan variant)");
