@@ -1,11 +1,20 @@
 #include "moe/ep_dispatch.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "core/error.h"
 
 namespace moe {
+
+namespace {
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
 
 EpDispatcher::EpDispatcher(Comm* comm, int E, int D, int max_rows, int max_recv)
     : comm_(comm), E_(E), D_(D), P_(comm->size()), me_(comm->rank()), max_rows_(max_rows),
@@ -40,7 +49,9 @@ ExpertSegments EpDispatcher::dispatch(const DispatchPlan& p, const float* x, int
     crbytes_[q] = static_cast<int64_t>(ne_) * sizeof(int32_t);
     srows_[q] = p.off[en] - p.off[b];
   }
+  const double t0 = now_s();
   comm_->alltoallv(scnt_.data(), cbytes_.data(), rcnt_.data(), crbytes_.data());
+  comm_s_ += now_s() - t0;
   // 2. Grouped segments of this rank's experts: by expert, then source rank.
   std::fill(seg_off_.begin(), seg_off_.end(), 0);
   rows_recv_ = 0;
@@ -80,7 +91,9 @@ void EpDispatcher::forward_rows(const float* send, int D, float* grouped) {
       received_ += rbytes_[q];
     }
   }
+  const double t0 = now_s();
   comm_->alltoallv(send, sbytes_.data(), recv_.data(), rbytes_.data());
+  comm_s_ += now_s() - t0;
   for (int j = 0; j < rows_recv_; ++j)
     std::memcpy(grouped + static_cast<int64_t>(grouped_[j]) * D,
                 recv_.data() + static_cast<int64_t>(j) * D, sizeof(float) * D);
@@ -90,7 +103,9 @@ void EpDispatcher::reverse_rows(const float* grouped, int D, float* back) {
   for (int j = 0; j < rows_recv_; ++j)
     std::memcpy(recv_.data() + static_cast<int64_t>(j) * D,
                 grouped + static_cast<int64_t>(grouped_[j]) * D, sizeof(float) * D);
+  const double t0 = now_s();
   comm_->alltoallv(recv_.data(), rbytes_.data(), back, sbytes_.data());
+  comm_s_ += now_s() - t0;
 }
 
 void EpDispatcher::combine(const DispatchPlan& p, const float* w, const float* ys, int D,

@@ -47,6 +47,12 @@ class EpDispatcher final : public Dispatcher {
   int64_t bytes_sent() const { return sent_; }
   int64_t bytes_received() const { return received_; }
   int rows_received() const { return rows_recv_; }
+  // The row exchange's byte counts per rank of the last dispatch (one width), and the seconds
+  // spent in the row and count exchanges since the last reset (benchmarks).
+  const std::vector<int64_t>& send_bytes() const { return sbytes_; }
+  const std::vector<int64_t>& recv_bytes() const { return rbytes_; }
+  double comm_seconds() const { return comm_s_; }
+  void reset_comm_seconds() { comm_s_ = 0.0; }
 
  private:
   // Rows (plan order) -> other ranks' experts: send_ (R, D) -> recv_ (Rr, D), then grouped into
@@ -58,6 +64,7 @@ class EpDispatcher final : public Dispatcher {
   int E_, D_, P_, me_, e0_, ne_, max_rows_, max_recv_;
   int rows_ = 0, rows_recv_ = 0;
   int64_t sent_ = 0, received_ = 0;
+  double comm_s_ = 0.0;
   std::vector<int64_t> srows_, rrows_;  // (P) rows sent to / received from each rank
   std::vector<int64_t> sbytes_, rbytes_;  // (P) the same in bytes, for one width
   std::vector<int32_t> scnt_;           // (E) rows this rank sends per expert

@@ -4,10 +4,12 @@
 #include <filesystem>
 #include <memory>
 
+#include "bench/ep_bench.h"
 #include "bench/layer_bench.h"
 #include "bench/model_bench.h"
 #include "commands.h"
 #include "core/error.h"
+#include "dist/comm.h"
 #include "io/mapped_file.h"
 #include "model/config.h"
 
@@ -221,6 +223,51 @@ CommandRun cmd_bench_prefill_register(CLI::App* app) {
     write_stdout(strfmt("prefill: %d tokens in %.3f s: %.1f tokens/s, %.1f GFLOP/s (%.0f%% of sgemm)\n",
                         r.tokens, r.time.median_s, r.tok_s, r.gflops, 100.0 * r.frac_sgemm));
     write_reports(out, prefill_bench_markdown(r), prefill_bench_json(r));
+    return 0;
+  };
+}
+
+CommandRun cmd_bench_ep_register(CLI::App* app) {
+  struct Opts {
+    std::string config, type, tokens = "1,8,64,512", out;
+    int threads = 1, reps = 20;
+    uint64_t seed = 1;
+  };
+  auto o = std::make_shared<Opts>();
+  app->add_option("--config", o->config, "config.json of the model (e.g. bench/configs/*.json)")
+      ->required();
+  app->add_option("--type", o->type, "expert storage: f32, bf16, q8_0 or q4_0")->required();
+  app->add_option("--tokens", o->tokens, "tokens per rank per call, comma-separated")
+      ->capture_default_str();
+  app->add_option("--reps", o->reps, "timed calls per case")->capture_default_str();
+  app->add_option("--threads", o->threads, "threads per rank (0 = all the rank's cores)")
+      ->capture_default_str();
+  app->add_option("--out", o->out, "report file (.md; the .json goes beside it) "
+                  "[bench/results/ep_<model>_<type>_<ranks>.md]");
+  app->add_option("--seed", o->seed, "random seed of weights and inputs")->capture_default_str();
+  return [o]() {
+    QType t;
+    if (!qtype_parse(o->type, &t)) fail("--type '%s': expected f32, bf16, q8_0 or q4_0", o->type.c_str());
+    EpBenchOptions opt;
+    opt.type = t;
+    opt.tokens = parse_counts(o->tokens, "--tokens");
+    if (o->reps < 1) fail("--reps must be >= 1");
+    opt.reps = o->reps;
+    opt.seed = o->seed;
+    if (!file_exists(o->config)) fail("--config: '%s' does not exist", o->config.c_str());
+    ModelConfig cfg;
+    config_parse(&cfg, read_text_file(o->config), o->config);
+    set_threads(o->threads);
+    const std::string name = model_name(o->config);
+    Comm& comm = comm_ep();
+    const EpBenchResult r = ep_bench_run(cfg, name, comm, opt);
+    const std::string md = ep_bench_markdown(r);
+    write_stdout(md);
+    if (comm_world().rank() != 0) return 0;
+    const std::string out = o->out.empty() ? strfmt("bench/results/ep_%s_%s_%d.md", name.c_str(),
+                                                    qtype_name(t), r.P)
+                                           : o->out;
+    write_reports(out, md, ep_bench_json(r));
     return 0;
   };
 }

@@ -26,6 +26,7 @@ CommandRun cmd_chat_register(CLI::App* app);
 CommandRun cmd_bench_layer_register(CLI::App* app);
 CommandRun cmd_bench_decode_register(CLI::App* app);
 CommandRun cmd_bench_prefill_register(CLI::App* app);
+CommandRun cmd_bench_ep_register(CLI::App* app);
 CommandRun cmd_eval_register(CLI::App* app);
 
 // Parses "1,2,3" into ids; throws MoeError naming `flag` on anything else.

@@ -119,6 +119,9 @@ int moe_main(int argc, char** argv) {
     runs[sub] = moe::cmd_bench_decode_register(sub);
     sub = bench->add_subcommand("prefill", "tokens/s of one long forward of a checkpoint");
     runs[sub] = moe::cmd_bench_prefill_register(sub);
+    sub = bench->add_subcommand("ep", "an expert-parallel MoE layer under mpirun: all-to-all "
+                                      "against plain MPI_Alltoallv");
+    runs[sub] = moe::cmd_bench_ep_register(sub);
   }
   {
     CLI::App* tok = app.add_subcommand("tokenizer", "tokenizer tools");
