@@ -5,6 +5,8 @@
 #include <set>
 
 #include "core/error.h"
+#include "model/gguf_model.h"
+#include "quant/ggml_types.h"
 
 namespace moe {
 
@@ -24,6 +26,7 @@ int64_t numel_of(const std::vector<int64_t>& s) {
 
 const char* kQuantPrefix = "moe.quant.";
 const char* kFormatVersionKey = "moe.format_version";
+const char* kSourceKey = "moe.source";
 
 // A "moe.quant.<name>" value: "<q8_0|q4_0>:<d0>,<d1>,...[:t]".
 struct QuantMeta {
@@ -32,10 +35,12 @@ struct QuantMeta {
   bool transposed = false;
 };
 
-bool parse_quant_meta(const std::string& v, QuantMeta* q) {
+// ggml: the GGUF types (F16, Q4_1, .., MXFP4) are allowed too (archives made from a GGUF file,
+// model/gguf_model.h, whose metadata has kSourceKey = "gguf").
+bool parse_quant_meta(const std::string& v, QuantMeta* q, bool ggml) {
   const size_t c1 = v.find(':');
-  if (c1 == std::string::npos || !qtype_parse(v.substr(0, c1), &q->type) ||
-      !qtype_is_block(q->type))
+  if (c1 == std::string::npos || !qtype_parse_any(v.substr(0, c1), &q->type) ||
+      !(qtype_is_block(q->type) || (ggml && qtype_is_ggml(q->type))))
     return false;
   const size_t c2 = v.find(':', c1 + 1);
   const std::string dims =
@@ -137,7 +142,8 @@ struct Binder {
     if (t->dtype == DT_U8 && it != meta.end()) {
       check_version(meta, *t);
       QuantMeta q;
-      if (!parse_quant_meta(it->second, &q))
+      auto src = meta.find(kSourceKey);
+      if (!parse_quant_meta(it->second, &q, src != meta.end() && src->second == "gguf"))
         fail("%s: __metadata__ '%s' = '%s': expected '<q8_0|q4_0>:<d0>,<d1>,...[:t]'", f,
              key.c_str(), it->second.c_str());
       if (q.transposed && !transposed_ok)
@@ -149,9 +155,10 @@ struct Binder {
       const size_t n = shape.size();
       st.cols = q.transposed ? shape[n - 2] : shape[n - 1];
       st.rows = st.cols > 0 ? numel_of(shape) / st.cols : 0;
-      if (st.cols % kQBlock != 0)
+      if (st.cols % qtype_block_size(q.type) != 0)
         fail("%s: tensor '%s': %s rows of %lld weights are not whole blocks of %d", f,
-             name.c_str(), qtype_name(q.type), static_cast<long long>(st.cols), kQBlock);
+             name.c_str(), qtype_name(q.type), static_cast<long long>(st.cols),
+             qtype_block_size(q.type));
       st.row_bytes = qtype_row_bytes(q.type, st.cols);
       const std::vector<int64_t> want = {st.rows, st.row_bytes};
       if (t->shape != want)
@@ -210,7 +217,7 @@ struct Binder {
     }
     const Stored st = tensor(name, shape);
     if (opt.no_data) return nullptr;
-    if (qtype_is_block(st.raw)) return dequantized(st);
+    if (qtype_is_block(st.raw) || qtype_is_ggml(st.raw)) return dequantized(st);
     const StTensor& t = *st.t;
     size_t n = static_cast<size_t>(numel_of(shape));
     if (t.dtype == DT_F32 && reinterpret_cast<uintptr_t>(t.data) % alignof(float) == 0)
@@ -491,6 +498,10 @@ std::vector<TensorSpec> model_tensor_specs(const ModelConfig& cfg, bool fused_ex
 }
 
 void model_load(Model* m, const std::string& dir, const LoadOptions& opt) {
+  if (is_gguf_path(dir)) {
+    gguf_model_load(m, dir, opt);
+    return;
+  }
   config_load(&m->cfg, dir);
   st_open_dir(&m->archive, dir);
   model_bind(m, opt);
