@@ -18,13 +18,62 @@ struct ArchMap {
   const char* model_type;
 };
 constexpr ArchMap kArchs[] = {
-    {"qwen3moe", "qwen3_moe"}, {"qwen2moe", "qwen2_moe"}, {"olmoe", "olmoe"}, {"llama", "mixtral"}};
+    {"qwen3moe", "qwen3_moe"}, {"qwen2moe", "qwen2_moe"}, {"olmoe", "olmoe"}, {"llama", "mixtral"},
+    {"deepseek2", "deepseek_v2"}};
 
 const char* model_type_of(const GgufFile& g, const std::string& arch) {
+  // deepseek2 with sigmoid gating (expert_gating_func 2) is DeepSeek-V3.
+  if (arch == "deepseek2" && g.get_int("deepseek2.expert_gating_func", 1) == 2) return "deepseek_v3";
   for (const ArchMap& a : kArchs)
     if (arch == a.gguf) return a.model_type;
   fail("%s: key 'general.architecture' is '%s', which is not supported (supported: qwen3moe, "
-       "qwen2moe, olmoe, llama with experts)", g.path.c_str(), arch.c_str());
+       "qwen2moe, olmoe, llama with experts, deepseek2)", g.path.c_str(), arch.c_str());
+}
+
+// YaRN from rope.scaling.* (llama.cpp stores mscale_all_dim * 0.1 as yarn_log_multiplier).
+void rope_scaling_json(const GgufFile& g, const std::string& A, json* j) {
+  const std::string type = g.get_str(A + "rope.scaling.type", "none");
+  if (type == "none" || type == "linear") return;
+  if (type != "yarn")
+    fail("%s: key '%srope.scaling.type' is '%s' (supported: none, yarn)", g.path.c_str(),
+         A.c_str(), type.c_str());
+  json r;
+  r["type"] = "yarn";
+  r["factor"] = g.get_float(A + "rope.scaling.factor", 1.0);
+  r["original_max_position_embeddings"] = g.get_int(A + "rope.scaling.original_context_length");
+  r["beta_fast"] = g.get_float(A + "rope.scaling.yarn_beta_fast", 32.0);
+  r["beta_slow"] = g.get_float(A + "rope.scaling.yarn_beta_slow", 1.0);
+  const double m = g.get_float(A + "rope.scaling.yarn_log_multiplier", 0.0) / 0.1;
+  if (m > 0) r["mscale"] = r["mscale_all_dim"] = m;
+  (*j)["rope_scaling"] = r;
+}
+
+// DeepSeek's MLA and routing fields.
+void deepseek_json(const GgufFile& g, const std::string& A, int64_t L, json* jp) {
+  json& j = *jp;
+  const int64_t rope = g.get_int(A + "rope.dimension_count");
+  const bool mla = g.find(A + "attention.key_length_mla") != nullptr;
+  const int64_t kl = g.get_int(A + (mla ? "attention.key_length_mla" : "attention.key_length"));
+  const int64_t vl = g.get_int(A + (mla ? "attention.value_length_mla" : "attention.value_length"));
+  j.erase("head_dim");
+  j["qk_rope_head_dim"] = rope;
+  j["qk_nope_head_dim"] = kl - rope;
+  j["v_head_dim"] = vl;
+  j["kv_lora_rank"] = g.get_int(A + "attention.kv_lora_rank");
+  const int64_t ql = g.get_int(A + "attention.q_lora_rank", 0);
+  if (ql > 0) j["q_lora_rank"] = ql;
+  j["first_k_dense_replace"] = g.get_int(A + "leading_dense_block_count", 0);
+  j["n_routed_experts"] = j["num_experts"];
+  j.erase("num_experts");
+  j["n_shared_experts"] = g.get_int(A + "expert_shared_count", 0);
+  j["routed_scaling_factor"] = g.get_float(A + "expert_weights_scale", 1.0);
+  j["norm_topk_prob"] = g.get_int(A + "expert_weights_norm", 0) != 0;
+  const int64_t ng = g.get_int(A + "expert_group_count", 1);
+  j["n_group"] = ng;
+  j["topk_group"] = g.get_int(A + "expert_group_used_count", 1);
+  if (j["model_type"] == "deepseek_v2") j["topk_method"] = ng > 1 ? "group_limited_greedy" : "greedy";
+  else j["rope_interleave"] = true;
+  (void)L;
 }
 
 // ne[1] of a tensor (its rows per 2-D slice), or 0 if absent.
@@ -87,6 +136,10 @@ std::string gguf_config_json(const GgufFile& g) {
                               ? g.get_int(A + "expert_weights_norm") != 0
                               : mt == "qwen3_moe";
     if (mt == "qwen2_moe") j["shared_expert_intermediate_size"] = shared;
+  } else if (mt == "deepseek_v2" || mt == "deepseek_v3") {
+    j["moe_intermediate_size"] = F;
+    j["intermediate_size"] = dense > 0 ? dense : F;
+    deepseek_json(g, A, L, &j);
   } else {
     if (!dense_layers.empty())
       fail("%s: tensor 'blk.%d.ffn_gate_inp.weight' is missing (%s has no dense layers)",
@@ -94,6 +147,7 @@ std::string gguf_config_json(const GgufFile& g) {
     j["intermediate_size"] = F;
     if (mt == "olmoe") j["norm_topk_prob"] = false;
   }
+  rope_scaling_json(g, A, &j);
   if (g.find("tokenizer.ggml.bos_token_id")) j["bos_token_id"] = g.get_int("tokenizer.ggml.bos_token_id");
   if (g.find("tokenizer.ggml.eos_token_id")) j["eos_token_id"] = g.get_int("tokenizer.ggml.eos_token_id");
   return j.dump();
@@ -105,6 +159,22 @@ namespace {
 // Expert tensors (ffn_*_exps) are handled apart.
 std::string hf_layer_name(const std::string& s, const std::string& mt) {
   const std::string mlp = mt == "mixtral" ? "block_sparse_moe." : "mlp.";
+  static const std::pair<const char*, const char*> mla[] = {
+      {"attn_q_a.weight", "self_attn.q_a_proj.weight"},
+      {"attn_q_a_norm.weight", "self_attn.q_a_layernorm.weight"},
+      {"attn_q_b.weight", "self_attn.q_b_proj.weight"},
+      {"attn_kv_a_mqa.weight", "self_attn.kv_a_proj_with_mqa.weight"},
+      {"attn_kv_a_norm.weight", "self_attn.kv_a_layernorm.weight"},
+      {"attn_kv_b.weight", "self_attn.kv_b_proj.weight"},
+      {"exp_probs_b.bias", "mlp.gate.e_score_correction_bias"},
+      {"ffn_gate_shexp.weight", "mlp.shared_experts.gate_proj.weight"},
+      {"ffn_up_shexp.weight", "mlp.shared_experts.up_proj.weight"},
+      {"ffn_down_shexp.weight", "mlp.shared_experts.down_proj.weight"},
+  };
+  if (mt == "deepseek_v2" || mt == "deepseek_v3") {
+    for (const auto& f : mla)
+      if (s == f.first) return f.second;
+  }
   static const std::pair<const char*, const char*> fixed[] = {
       {"attn_norm.weight", "input_layernorm.weight"},
       {"ffn_norm.weight", "post_attention_layernorm.weight"},
@@ -194,6 +264,42 @@ struct ArchiveBuilder {
     return dst;
   }
 
+  // MLA's kv_b_proj (H*(nope+v), kv_lora) in fp32 from llama.cpp's split form: attn_k_b
+  // ne = [nope, kv_lora, H] (each head's key rows transposed), attn_v_b ne = [kv_lora, v, H].
+  void kv_b_from_split(const GgufTensor& kb, int layer) {
+    const std::string vname = "blk." + std::to_string(layer) + ".attn_v_b.weight";
+    const GgufTensor* vb = g->tensor(vname);
+    if (!vb) fail("%s: tensor '%s' is missing (needed with '%s')", kb.file->c_str(), vname.c_str(),
+                  kb.name.c_str());
+    const int64_t nope = kb.ne[0], r = kb.ne[1], H = kb.ne[2], v = vb->ne[1];
+    if (kb.n_dims != 3 || vb->n_dims != 3 || vb->ne[0] != r || vb->ne[2] != H)
+      fail("%s: tensors '%s' [%lld, %lld, %lld] and '%s' [%lld, %lld, %lld] do not fit together",
+           kb.file->c_str(), kb.name.c_str(), (long long)kb.ne[0], (long long)kb.ne[1],
+           (long long)kb.ne[2], vname.c_str(), (long long)vb->ne[0], (long long)vb->ne[1],
+           (long long)vb->ne[2]);
+    std::vector<float> kf(static_cast<size_t>(kb.numel())), vf(static_cast<size_t>(vb->numel()));
+    dequantize_all(kb, kf.data());
+    dequantize_all(*vb, vf.data());
+    m->owned.emplace_back(new float[static_cast<size_t>(H * (nope + v) * r)]);
+    float* w = m->owned.back().get();  // (H, nope + v, r)
+    for (int64_t h = 0; h < H; ++h) {
+      float* wh = w + h * (nope + v) * r;
+      for (int64_t i = 0; i < r; ++i)
+        for (int64_t j = 0; j < nope; ++j) wh[j * r + i] = kf[(h * r + i) * nope + j];
+      std::memcpy(wh + nope * r, vf.data() + h * v * r, sizeof(float) * v * r);
+    }
+    GgufTensor f32 = kb;
+    f32.type = QT_F32;
+    add("model.layers." + std::to_string(layer) + ".self_attn.kv_b_proj.weight", f32,
+        reinterpret_cast<const uint8_t*>(w), {H * (nope + v), r});
+  }
+
+  static void dequantize_all(const GgufTensor& t, float* dst) {
+    const int64_t rb = qtype_row_bytes(t.type, t.ne[0]);
+    for (int64_t i = 0; i < t.rows(); ++i)
+      dequantize_row(t.type, t.data + i * rb, dst + i * t.ne[0], t.ne[0]);
+  }
+
   void experts(const GgufTensor& t, const std::string& prefix, const char* proj) {
     if (t.n_dims != 3)
       fail("%s: tensor '%s': expected 3 dimensions, got %d", t.file->c_str(), t.name.c_str(),
@@ -211,6 +317,8 @@ struct ArchiveBuilder {
     if (suffix == "ffn_gate_exps.weight") return experts(t, mlp, mixtral ? "w1" : "gate_proj");
     if (suffix == "ffn_up_exps.weight") return experts(t, mlp, mixtral ? "w3" : "up_proj");
     if (suffix == "ffn_down_exps.weight") return experts(t, mlp, mixtral ? "w2" : "down_proj");
+    if (suffix == "attn_k_b.weight" && mt.rfind("deepseek", 0) == 0) return kv_b_from_split(t, layer);
+    if (suffix == "attn_v_b.weight" && mt.rfind("deepseek", 0) == 0) return;  // with attn_k_b
     const std::string hf = hf_layer_name(suffix, mt);
     if (hf.empty())
       fail("%s: tensor '%s' is not expected for architecture '%s'", t.file->c_str(),
