@@ -19,7 +19,7 @@ struct ArchMap {
 };
 constexpr ArchMap kArchs[] = {
     {"qwen3moe", "qwen3_moe"}, {"qwen2moe", "qwen2_moe"}, {"olmoe", "olmoe"}, {"llama", "mixtral"},
-    {"deepseek2", "deepseek_v2"}};
+    {"deepseek2", "deepseek_v2"}, {"gpt-oss", "gpt_oss"}};
 
 const char* model_type_of(const GgufFile& g, const std::string& arch) {
   // deepseek2 with sigmoid gating (expert_gating_func 2) is DeepSeek-V3.
@@ -27,7 +27,7 @@ const char* model_type_of(const GgufFile& g, const std::string& arch) {
   for (const ArchMap& a : kArchs)
     if (arch == a.gguf) return a.model_type;
   fail("%s: key 'general.architecture' is '%s', which is not supported (supported: qwen3moe, "
-       "qwen2moe, olmoe, llama with experts, deepseek2)", g.path.c_str(), arch.c_str());
+       "qwen2moe, olmoe, llama with experts, deepseek2, gpt-oss)", g.path.c_str(), arch.c_str());
 }
 
 // YaRN from rope.scaling.* (llama.cpp stores mscale_all_dim * 0.1 as yarn_log_multiplier).
@@ -45,6 +45,7 @@ void rope_scaling_json(const GgufFile& g, const std::string& A, json* j) {
   r["beta_slow"] = g.get_float(A + "rope.scaling.yarn_beta_slow", 1.0);
   const double m = g.get_float(A + "rope.scaling.yarn_log_multiplier", 0.0) / 0.1;
   if (m > 0) r["mscale"] = r["mscale_all_dim"] = m;
+  if (A == "gpt-oss.") r["truncate"] = false;  // gpt-oss's YaRN keeps the fractional bounds
   (*j)["rope_scaling"] = r;
 }
 
@@ -140,6 +141,13 @@ std::string gguf_config_json(const GgufFile& g) {
     j["moe_intermediate_size"] = F;
     j["intermediate_size"] = dense > 0 ? dense : F;
     deepseek_json(g, A, L, &j);
+  } else if (mt == "gpt_oss") {
+    j["intermediate_size"] = F;
+    j["attention_bias"] = g.tensor("blk.0.attn_q.bias") != nullptr;
+    j["sliding_window"] = g.get_int(A + "attention.sliding_window");
+    json types = json::array();  // llama.cpp's pattern: even layers slide
+    for (int64_t l = 0; l < L; ++l) types.push_back(l % 2 == 0 ? "sliding_attention" : "full_attention");
+    j["layer_types"] = types;
   } else {
     if (!dense_layers.empty())
       fail("%s: tensor 'blk.%d.ffn_gate_inp.weight' is missing (%s has no dense layers)",
@@ -195,6 +203,20 @@ std::string hf_layer_name(const std::string& s, const std::string& mt) {
       {"ffn_down_shexp.weight", "mlp.shared_expert.down_proj.weight"},
       {"ffn_gate_inp_shexp.weight", "mlp.shared_expert_gate.weight"},
   };
+  static const std::pair<const char*, const char*> oss[] = {
+      {"attn_sinks.weight", "self_attn.sinks"},
+      {"post_attention_norm.weight", "post_attention_layernorm.weight"},
+      {"ffn_gate_inp.weight", "mlp.router.weight"},
+      {"ffn_gate_inp.bias", "mlp.router.bias"},
+      {"ffn_gate_exps.bias", "mlp.experts.gate_proj_bias"},
+      {"ffn_up_exps.bias", "mlp.experts.up_proj_bias"},
+      {"ffn_down_exps.bias", "mlp.experts.down_proj_bias"},
+      {"attn_output.bias", "self_attn.o_proj.bias"},
+  };
+  if (mt == "gpt_oss") {
+    for (const auto& f : oss)
+      if (s == f.first) return f.second;
+  }
   if (s == "ffn_gate_inp.weight") return mlp + "gate.weight";
   for (const auto& f : fixed)
     if (s == f.first) return f.second;

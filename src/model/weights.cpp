@@ -309,9 +309,32 @@ void bind_attention(Binder& b, LayerWeights& lw, const std::string& p) {
 // As stored by Hugging Face (F32/BF16) they are rearranged into fp32 (E, F, D) / (E, D, F) at
 // load. Quantized with ':t' they are stored as (E, 2F, D) rows (gate row f at 2f, up at 2f + 1)
 // and (E, D, F) rows, and used in place with a row step of 2 for gate and up.
+// gpt-oss from a GGUF file (model/gguf_model.h): per-expert gate / up (F, D) and down (D, F)
+// matrices, used raw, and the biases as experts.{gate,up,down}_proj_bias (E, F) / (E, D).
+void bind_experts_gpt_oss_split(Binder& b, LayerWeights& lw, const std::string& p) {
+  const ModelConfig& c = b.m->cfg;
+  const int64_t E = c.n_experts, D = c.hidden, F = c.expert_ffn;
+  const float* gb = b.f32(p + "experts.gate_proj_bias", {E, F});
+  const float* ub = b.f32(p + "experts.up_proj_bias", {E, F});
+  const float* db = b.f32(p + "experts.down_proj_bias", {E, D});
+  lw.experts.resize(E);
+  for (int64_t e = 0; e < E; ++e) {
+    const std::string pe = p + "experts." + std::to_string(e) + ".";
+    ExpertWeights& x = lw.experts[e];
+    place(b.expert_mat(pe + "gate_proj.weight", {F, D}), 0, D, 1, &x.gate, &x.gate_q);
+    place(b.expert_mat(pe + "up_proj.weight", {F, D}), 0, D, 1, &x.up, &x.up_q);
+    place(b.expert_mat(pe + "down_proj.weight", {D, F}), 0, F, 1, &x.down, &x.down_q);
+    if (b.opt.no_data) continue;
+    x.gate_b = gb + e * F;
+    x.up_b = ub + e * F;
+    x.down_b = db + e * D;
+  }
+}
+
 void bind_experts_gpt_oss(Binder& b, LayerWeights& lw, const std::string& p) {
   const ModelConfig& c = b.m->cfg;
   const int64_t E = c.n_experts, D = c.hidden, F = c.expert_ffn;
+  if (!b.specs && b.has(p + "experts.0.gate_proj.weight")) return bind_experts_gpt_oss_split(b, lw, p);
   if (b.has(p + "experts.gate_up_proj_blocks"))
     fail("%s: tensor '%sexperts.gate_up_proj_blocks': MXFP4-quantized experts are not supported; "
          "dequantize the checkpoint to bf16 first", b.weights_file().c_str(), p.c_str());
