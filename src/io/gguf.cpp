@@ -332,6 +332,97 @@ void gguf_parse(GgufFile* g, const uint8_t* data, size_t size, const std::string
   }
 }
 
+namespace {
+
+template <class T>
+void put(std::string* out, T v) {
+  out->append(reinterpret_cast<const char*>(&v), sizeof(T));
+}
+
+void put_str(std::string* out, const std::string& s) {
+  put<uint64_t>(out, s.size());
+  out->append(s);
+}
+
+// One scalar of type t from v (integers from i, floats from f, strings from s).
+void put_scalar(std::string* out, GgufType t, int64_t i, double f, const std::string& s) {
+  switch (t) {
+    case GGUF_U8: case GGUF_BOOL: put<uint8_t>(out, static_cast<uint8_t>(i)); break;
+    case GGUF_I8: put<int8_t>(out, static_cast<int8_t>(i)); break;
+    case GGUF_U16: put<uint16_t>(out, static_cast<uint16_t>(i)); break;
+    case GGUF_I16: put<int16_t>(out, static_cast<int16_t>(i)); break;
+    case GGUF_U32: put<uint32_t>(out, static_cast<uint32_t>(i)); break;
+    case GGUF_I32: put<int32_t>(out, static_cast<int32_t>(i)); break;
+    case GGUF_U64: put<uint64_t>(out, static_cast<uint64_t>(i)); break;
+    case GGUF_I64: put<int64_t>(out, i); break;
+    case GGUF_F32: put<float>(out, static_cast<float>(f)); break;
+    case GGUF_F64: put<double>(out, f); break;
+    case GGUF_STRING: put_str(out, s); break;
+    default: MOE_CHECK(false);
+  }
+}
+
+void put_value(std::string* out, const GgufValue& v) {
+  put<uint32_t>(out, v.type);
+  if (v.type != GGUF_ARRAY) return put_scalar(out, v.type, v.i, v.f, v.s);
+  put<uint32_t>(out, v.arr_type);
+  put<uint64_t>(out, v.size());
+  static const std::string empty;
+  for (size_t k = 0; k < v.size(); ++k) {
+    if (v.arr_type == GGUF_STRING) put_scalar(out, v.arr_type, 0, 0.0, v.strs[k]);
+    else if (v.arr_type == GGUF_F32 || v.arr_type == GGUF_F64) put_scalar(out, v.arr_type, 0, v.floats[k], empty);
+    else put_scalar(out, v.arr_type, v.ints[k], 0.0, empty);
+  }
+}
+
+}  // namespace
+
+void gguf_write(const std::string& path, const std::vector<std::pair<std::string, GgufValue>>& kv,
+                const std::vector<GgufWriteTensor>& tensors, uint64_t alignment) {
+  MOE_CHECK(alignment > 0 && (alignment & (alignment - 1)) == 0);
+  std::vector<std::pair<std::string, GgufValue>> all = kv;
+  if (alignment != 32) {
+    GgufValue a;
+    a.type = GGUF_U32;
+    a.i = static_cast<int64_t>(alignment);
+    all.emplace_back("general.alignment", a);
+  }
+  std::string head = "GGUF";
+  put<uint32_t>(&head, 3);
+  put<uint64_t>(&head, tensors.size());
+  put<uint64_t>(&head, all.size());
+  for (const auto& e : all) {
+    put_str(&head, e.first);
+    put_value(&head, e.second);
+  }
+  std::vector<uint64_t> sizes;  // bytes of each tensor
+  uint64_t off = 0;
+  for (const GgufWriteTensor& t : tensors) {
+    MOE_CHECK(!t.ne.empty() && t.ne.size() <= 4);
+    put_str(&head, t.name);
+    put<uint32_t>(&head, static_cast<uint32_t>(t.ne.size()));
+    int64_t rows = 1;
+    for (size_t d = 0; d < t.ne.size(); ++d) {
+      put<uint64_t>(&head, static_cast<uint64_t>(t.ne[d]));
+      if (d > 0) rows *= t.ne[d];
+    }
+    put<uint32_t>(&head, static_cast<uint32_t>(gguf_ggml_type(t.type)));
+    put<uint64_t>(&head, off);
+    sizes.push_back(static_cast<uint64_t>(rows * qtype_row_bytes(t.type, t.ne[0])));
+    off += (sizes.back() + alignment - 1) / alignment * alignment;
+  }
+  const std::string pad(static_cast<size_t>(alignment), '\0');
+  head.append(pad.data(), static_cast<size_t>((alignment - head.size() % alignment) % alignment));
+  AtomicFile f;
+  atomic_file_open(&f, path);
+  atomic_file_write(&f, head.data(), head.size());
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    atomic_file_write(&f, tensors[i].data, static_cast<size_t>(sizes[i]));
+    atomic_file_write(&f, pad.data(), static_cast<size_t>((alignment - sizes[i] % alignment) % alignment));
+  }
+  atomic_file_commit(&f);
+}
+
 bool is_gguf_path(const std::string& path) {
   return path.size() > 5 && path.compare(path.size() - 5, 5, ".gguf") == 0;
 }

@@ -110,6 +110,19 @@ void gguf_open(GgufFile* g, const std::string& path);
 void gguf_parse(GgufFile* g, const uint8_t* data, size_t size, const std::string* path,
                 bool first);
 
+// A tensor to write: ne innermost first, data holds its rows of `type` (qtype_row_bytes each).
+struct GgufWriteTensor {
+  std::string name;
+  QType type = QT_F32;
+  std::vector<int64_t> ne;
+  const void* data = nullptr;
+};
+
+// Writes a GGUF (version 3) file atomically: the key-values in the order given, the tensor infos,
+// the data aligned to `alignment` (written as general.alignment when not 32).
+void gguf_write(const std::string& path, const std::vector<std::pair<std::string, GgufValue>>& kv,
+                const std::vector<GgufWriteTensor>& tensors, uint64_t alignment = 32);
+
 // True if path ends in ".gguf".
 bool is_gguf_path(const std::string& path);
 
