@@ -287,3 +287,40 @@ TEST(GgufCorrupt, UnknownArchitectureNamed) {
   const std::string err = error_of([&] { model_load(&m, gguf_fixture("types.gguf")); });
   EXPECT_NE(err.find("key 'general.architecture' is missing"), std::string::npos) << err;
 }
+
+// A split model (NAME-00001-of-00002.gguf + NAME-00002-of-00002.gguf) reads as one file: the
+// tensors of both, the key-values of the first; a missing part or a wrong split.count is named.
+TEST(GgufSplit, OpensEveryPart) {
+  const std::string dir = moe_test::make_temp_dir("gguf_split");
+  std::vector<float> a(64, 1.0f), b(32, 2.0f);  // (2, 32), (1, 32)
+  GgufValue count;
+  count.type = GGUF_U16;
+  count.i = 2;
+  GgufValue arch;
+  arch.type = GGUF_STRING;
+  arch.s = "x";
+  gguf_write(dir + "/m-00001-of-00002.gguf", {{"general.architecture", arch}, {"split.count", count}},
+             {{"a", QT_F32, {32, 2}, a.data()}});
+  const std::string err_missing = error_of([&] {
+    GgufFile g;
+    gguf_open(&g, dir + "/m-00001-of-00002.gguf");
+  });
+  EXPECT_NE(err_missing.find("m-00002-of-00002.gguf"), std::string::npos) << err_missing;
+  gguf_write(dir + "/m-00002-of-00002.gguf", {{"split.count", count}},
+             {{"b", QT_F32, {32, 1}, b.data()}});
+  GgufFile g;
+  gguf_open(&g, dir + "/m-00001-of-00002.gguf");
+  EXPECT_EQ(g.files.size(), 2u);
+  ASSERT_TRUE(g.tensor("a") && g.tensor("b"));
+  float v;
+  std::memcpy(&v, g.tensor("b")->data, 4);
+  EXPECT_EQ(v, 2.0f);
+  EXPECT_EQ(g.get_str("general.architecture"), "x");
+  count.i = 3;
+  gguf_write(dir + "/m-00001-of-00002.gguf", {{"split.count", count}}, {});
+  const std::string err = error_of([&] {
+    GgufFile h;
+    gguf_open(&h, dir + "/m-00001-of-00002.gguf");
+  });
+  EXPECT_NE(err.find("key 'split.count' is 3"), std::string::npos) << err;
+}
