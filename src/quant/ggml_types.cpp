@@ -7,12 +7,15 @@
 
 namespace moe {
 
+const float* quant_f16_table();  // quant.cpp
+
 namespace {
 
 constexpr int kQK = 256;  // weights per K-quant super-block
 
 inline float f16_at(const uint8_t* p) {
-  return f16_to_f32(static_cast<uint16_t>(p[0] | (p[1] << 8)));
+  static const float* table = quant_f16_table();  // f16_to_f32 of every bit pattern
+  return table[p[0] | (p[1] << 8)];
 }
 
 inline uint32_t u32_at(const uint8_t* p) {
@@ -210,6 +213,10 @@ void dequantize_row_ggml(QType t, const void* x, float* y, int64_t n) {
   const TypeInfo ti = info(t);
   MOE_CHECK(ti.fn && n % ti.block == 0);
   const uint8_t* p = static_cast<const uint8_t*>(x);
+  if (t == QT_F16) {  // one weight per "block": no call per element
+    for (int64_t i = 0; i < n; ++i) y[i] = f16_at(p + 2 * i);
+    return;
+  }
   for (int64_t i = 0; i < n; i += ti.block, p += ti.bytes) ti.fn(p, y + i);
 }
 

@@ -142,17 +142,7 @@ float dot_ggml_ref(const void* w, const float* x, int64_t n) {
 
 // The reference GGUF-type dots, for the targets that have no faster ones.
 void fill_ggml_ref(QKernels* k) {
-  auto& d = k->dot_ggml_f32;
-  d[QT_F16] = dot_ggml_ref<QT_F16>;
-  d[QT_Q4_1] = dot_ggml_ref<QT_Q4_1>;
-  d[QT_Q5_0] = dot_ggml_ref<QT_Q5_0>;
-  d[QT_Q5_1] = dot_ggml_ref<QT_Q5_1>;
-  d[QT_Q2_K] = dot_ggml_ref<QT_Q2_K>;
-  d[QT_Q3_K] = dot_ggml_ref<QT_Q3_K>;
-  d[QT_Q4_K] = dot_ggml_ref<QT_Q4_K>;
-  d[QT_Q5_K] = dot_ggml_ref<QT_Q5_K>;
-  d[QT_Q6_K] = dot_ggml_ref<QT_Q6_K>;
-  d[QT_MXFP4] = dot_ggml_ref<QT_MXFP4>;
+  for_each_ggml_type([k]<QType T>() { k->dot_ggml_f32[T] = dot_ggml_ref<T>; });
 }
 
 struct KernelTable {
