@@ -324,3 +324,48 @@ TEST(GgufSplit, OpensEveryPart) {
   });
   EXPECT_NE(err.find("key 'split.count' is 3"), std::string::npos) << err;
 }
+
+// A model file whose metadata is changed: each change is a one-line error naming the key.
+TEST(GgufCorrupt, ModelMetadataChecks) {
+  GgufFile g;
+  gguf_open(&g, gguf_fixture("qwen3moe.gguf"));
+  std::vector<GgufWriteTensor> tensors;
+  for (const std::string& n : g.order) {
+    const GgufTensor& t = g.tensors.at(n);
+    tensors.push_back({n, t.type, std::vector<int64_t>(t.ne, t.ne + t.n_dims), t.data});
+  }
+  const std::string dir = moe_test::make_temp_dir("gguf_meta");
+  struct Case {
+    const char* key;
+    GgufType type;
+    int64_t i;
+    const char* s;
+    const char* want;
+  };
+  const Case cases[] = {
+      {"qwen3moe.expert_count", GGUF_U32, 1000000000, "", "key 'qwen3moe.expert_count' is 1000000000"},
+      {"qwen3moe.block_count", GGUF_U32, 1 << 30, "", "key 'qwen3moe.block_count' is 1073741824"},
+      {"qwen3moe.embedding_length", GGUF_U32, 96, "", "does not match"},
+      {"qwen3moe.attention.head_count", GGUF_STRING, 0, "four", "key 'qwen3moe.attention.head_count' is string"},
+      {"general.architecture", GGUF_STRING, 0, "bert", "'general.architecture' is 'bert'"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::pair<std::string, GgufValue>> kv;
+    for (const auto& e : g.kv) {
+      GgufValue v = e.second;
+      if (e.first == c.key) {
+        v = GgufValue();
+        v.type = c.type;
+        v.i = c.i;
+        v.s = c.s;
+      }
+      kv.emplace_back(e.first, v);
+    }
+    const std::string path = dir + "/m.gguf";
+    gguf_write(path, kv, tensors);
+    Model m;
+    const std::string err = error_of([&] { model_load(&m, path); });
+    EXPECT_NE(err.find(c.want), std::string::npos) << c.key << ": " << err;
+    EXPECT_EQ(err.find('\n'), std::string::npos) << err;
+  }
+}

@@ -104,6 +104,14 @@ std::string gguf_config_json(const GgufFile& g) {
   if (L < 1 || L > 100000)
     fail("%s: key '%sblock_count' is %lld, out of range", g.path.c_str(), A.c_str(),
          static_cast<long long>(L));
+  // Counts that size allocations before the tensors are checked against them.
+  for (const char* k : {"attention.head_count", "attention.head_count_kv", "expert_count",
+                        "expert_used_count"}) {
+    const int64_t v = g.get_int(A + k, 1);
+    if (v < 0 || v > 65536)
+      fail("%s: key '%s%s' is %lld, out of range", g.path.c_str(), A.c_str(), k,
+           static_cast<long long>(v));
+  }
   const int64_t H = g.get_int(A + "attention.head_count");
   json j;
   j["model_type"] = mt;
