@@ -150,7 +150,7 @@ TEST_P(GgufModelTest, RawLogitsNearReference) {
 
 INSTANTIATE_TEST_SUITE_P(Archs, GgufModelTest,
                          ::testing::Values("qwen3moe", "qwen2moe", "olmoe", "llama", "deepseek2",
-                                           "deepseek2_v3", "gpt_oss"));
+                                           "deepseek2_v3", "gpt_oss", "qwen3moe_k"));
 
 // --- corrupt files --------------------------------------------------------------------------
 
