@@ -8,6 +8,8 @@
 #include "dist/comm.h"
 #include "dist/placement.h"
 #include "io/mapped_file.h"
+#include "model/gguf_model.h"
+#include "quant/ggml_types.h"
 
 namespace moe {
 
@@ -27,6 +29,7 @@ int64_t numel_of(const std::vector<int64_t>& s) {
 
 const char* kQuantPrefix = "moe.quant.";
 const char* kFormatVersionKey = "moe.format_version";
+const char* kSourceKey = "moe.source";
 
 // A "moe.quant.<name>" value: "<q8_0|q4_0>:<d0>,<d1>,...[:t]".
 struct QuantMeta {
@@ -35,10 +38,12 @@ struct QuantMeta {
   bool transposed = false;
 };
 
-bool parse_quant_meta(const std::string& v, QuantMeta* q) {
+// ggml: the GGUF types (F16, Q4_1, .., MXFP4) are allowed too (archives made from a GGUF file,
+// model/gguf_model.h, whose metadata has kSourceKey = "gguf").
+bool parse_quant_meta(const std::string& v, QuantMeta* q, bool ggml) {
   const size_t c1 = v.find(':');
-  if (c1 == std::string::npos || !qtype_parse(v.substr(0, c1), &q->type) ||
-      !qtype_is_block(q->type))
+  if (c1 == std::string::npos || !qtype_parse_any(v.substr(0, c1), &q->type) ||
+      !(qtype_is_block(q->type) || (ggml && qtype_is_ggml(q->type))))
     return false;
   const size_t c2 = v.find(':', c1 + 1);
   const std::string dims =
@@ -144,7 +149,8 @@ struct Binder {
     if (t->dtype == DT_U8 && it != meta.end()) {
       check_version(meta, *t);
       QuantMeta q;
-      if (!parse_quant_meta(it->second, &q))
+      auto src = meta.find(kSourceKey);
+      if (!parse_quant_meta(it->second, &q, src != meta.end() && src->second == "gguf"))
         fail("%s: __metadata__ '%s' = '%s': expected '<q8_0|q4_0>:<d0>,<d1>,...[:t]'", f,
              key.c_str(), it->second.c_str());
       if (q.transposed && !transposed_ok)
@@ -156,9 +162,10 @@ struct Binder {
       const size_t n = shape.size();
       st.cols = q.transposed ? shape[n - 2] : shape[n - 1];
       st.rows = st.cols > 0 ? numel_of(shape) / st.cols : 0;
-      if (st.cols % kQBlock != 0)
+      if (st.cols % qtype_block_size(q.type) != 0)
         fail("%s: tensor '%s': %s rows of %lld weights are not whole blocks of %d", f,
-             name.c_str(), qtype_name(q.type), static_cast<long long>(st.cols), kQBlock);
+             name.c_str(), qtype_name(q.type), static_cast<long long>(st.cols),
+             qtype_block_size(q.type));
       st.row_bytes = qtype_row_bytes(q.type, st.cols);
       const std::vector<int64_t> want = {st.rows, st.row_bytes};
       if (t->shape != want)
@@ -217,7 +224,7 @@ struct Binder {
     }
     const Stored st = tensor(name, shape);
     if (opt.no_data) return nullptr;
-    if (qtype_is_block(st.raw)) return dequantized(st);
+    if (qtype_is_block(st.raw) || qtype_is_ggml(st.raw)) return dequantized(st);
     const StTensor& t = *st.t;
     size_t n = static_cast<size_t>(numel_of(shape));
     if (t.dtype == DT_F32 && reinterpret_cast<uintptr_t>(t.data) % alignof(float) == 0)
@@ -341,9 +348,32 @@ void bind_attention(Binder& b, LayerWeights& lw, const std::string& p) {
 // As stored by Hugging Face (F32/BF16) they are rearranged into fp32 (E, F, D) / (E, D, F) at
 // load. Quantized with ':t' they are stored as (E, 2F, D) rows (gate row f at 2f, up at 2f + 1)
 // and (E, D, F) rows, and used in place with a row step of 2 for gate and up.
+// gpt-oss from a GGUF file (model/gguf_model.h): per-expert gate / up (F, D) and down (D, F)
+// matrices, used raw, and the biases as experts.{gate,up,down}_proj_bias (E, F) / (E, D).
+void bind_experts_gpt_oss_split(Binder& b, LayerWeights& lw, const std::string& p) {
+  const ModelConfig& c = b.m->cfg;
+  const int64_t E = c.n_experts, D = c.hidden, F = c.expert_ffn;
+  const float* gb = b.f32(p + "experts.gate_proj_bias", {E, F});
+  const float* ub = b.f32(p + "experts.up_proj_bias", {E, F});
+  const float* db = b.f32(p + "experts.down_proj_bias", {E, D});
+  lw.experts.resize(E);
+  for (int64_t e = 0; e < E; ++e) {
+    const std::string pe = p + "experts." + std::to_string(e) + ".";
+    ExpertWeights& x = lw.experts[e];
+    place(b.expert_mat(pe + "gate_proj.weight", {F, D}), 0, D, 1, &x.gate, &x.gate_q);
+    place(b.expert_mat(pe + "up_proj.weight", {F, D}), 0, D, 1, &x.up, &x.up_q);
+    place(b.expert_mat(pe + "down_proj.weight", {D, F}), 0, F, 1, &x.down, &x.down_q);
+    if (b.opt.no_data) continue;
+    x.gate_b = gb + e * F;
+    x.up_b = ub + e * F;
+    x.down_b = db + e * D;
+  }
+}
+
 void bind_experts_gpt_oss(Binder& b, LayerWeights& lw, const std::string& p) {
   const ModelConfig& c = b.m->cfg;
   const int64_t E = c.n_experts, D = c.hidden, F = c.expert_ffn;
+  if (!b.specs && b.has(p + "experts.0.gate_proj.weight")) return bind_experts_gpt_oss_split(b, lw, p);
   if (b.has(p + "experts.gate_up_proj_blocks"))
     fail("%s: tensor '%sexperts.gate_up_proj_blocks': MXFP4-quantized experts are not supported; "
          "dequantize the checkpoint to bf16 first", b.weights_file().c_str(), p.c_str());
@@ -537,6 +567,10 @@ std::vector<TensorSpec> model_tensor_specs(const ModelConfig& cfg, bool fused_ex
 }
 
 void model_load(Model* m, const std::string& dir, const LoadOptions& opt_in) {
+  if (is_gguf_path(dir)) {  // raw experts stay in the map: untouched unless routed to
+    gguf_model_load(m, dir, opt_in);
+    return;
+  }
   LoadOptions opt = opt_in;
   config_load(&m->cfg, dir);
   Comm& ep = comm_ep();

@@ -95,7 +95,8 @@ struct LoadOptions {
   int expert_begin = 0, expert_end = -1;
 };
 
-// Loads config.json, generation_config.json and the safetensors weights of a checkpoint folder.
+// Loads config.json, generation_config.json and the safetensors weights of a checkpoint folder,
+// or a .gguf file (model/gguf_model.h).
 void model_load(Model* m, const std::string& dir, const LoadOptions& opt = {});
 
 // Binds m->cfg against the tensors already in m->archive (a checkpoint, or an in-memory arena

@@ -91,15 +91,19 @@ TEST_P(BackendForward, LinearF32) {
     }
 }
 
-// Linear over fp32 and raw rows, on the dot path (inputs rounded to Q8_0 for block types) and on
-// the dequantize + sgemm path, against the double product of the dequantized weights.
+// Linear over fp32 and raw rows (every GGUF type, as random rows), on the dot path (inputs rounded
+// to Q8_0 for Q8_0 / Q4_0) and on the dequantize + sgemm path, against the double product of the
+// dequantized weights.
 TEST_P(BackendForward, LinearAllDtypes) {
   struct Case {
     QType type;
     int N, K;
   };
   for (const Case c : {Case{QT_F32, 13, 37}, Case{QT_BF16, 21, 50}, Case{QT_Q8_0, 45, 96},
-                       Case{QT_Q4_0, 19, 64}, Case{QT_Q4_0, 3, 160}})
+                       Case{QT_Q4_0, 19, 64}, Case{QT_Q4_0, 3, 160}, Case{QT_F16, 21, 50},
+                       Case{QT_Q4_1, 13, 64}, Case{QT_Q5_0, 9, 96}, Case{QT_Q5_1, 17, 32},
+                       Case{QT_Q2_K, 5, 256}, Case{QT_Q3_K, 7, 512}, Case{QT_Q4_K, 3, 256},
+                       Case{QT_Q5_K, 6, 256}, Case{QT_Q6_K, 4, 512}, Case{QT_MXFP4, 11, 64}})
     for (const bool bias : {false, true}) {
       const int N = c.N, K = c.K;
       const auto wf = rnd(static_cast<size_t>(N) * K, 21 + N, 0.05f), bv = rnd(N, 22);
@@ -112,8 +116,10 @@ TEST_P(BackendForward, LinearAllDtypes) {
       } else {
         const int64_t rb = qtype_row_bytes(c.type, K);
         raw.resize(static_cast<size_t>(N * rb));
+        if (qtype_is_ggml(c.type)) ref::random_ggml_rows(c.type, raw.data(), N, K, 24 + N);
         for (int n = 0; n < N; ++n) {
-          quantize_row(c.type, wf.data() + static_cast<size_t>(n) * K, raw.data() + n * rb, K);
+          if (!qtype_is_ggml(c.type))
+            quantize_row(c.type, wf.data() + static_cast<size_t>(n) * K, raw.data() + n * rb, K);
           dequantize_row(c.type, raw.data() + n * rb, wd.data() + static_cast<size_t>(n) * K, K);
         }
         l.q = QWeight{c.type, raw.data(), rb};
@@ -457,7 +463,11 @@ TEST_P(BackendForward, Experts) {
         Case{QT_Q8_0, ACT_SWIGLU, 32, 64, 64, false},
         Case{QT_Q8_0, ACT_SWIGLU_OAI, 64, 32, 1, false},
         Case{QT_Q4_0, ACT_SWIGLU_OAI, 32, 64, 64, false},
-        Case{QT_Q4_0, ACT_SWIGLU, 64, 32, 1, false}}) {
+        Case{QT_Q4_0, ACT_SWIGLU, 64, 32, 1, false},
+        Case{QT_Q4_K, ACT_SWIGLU, 256, 256, 64, false},
+        Case{QT_Q6_K, ACT_SWIGLU_OAI, 256, 256, 1, false},
+        Case{QT_MXFP4, ACT_SWIGLU_OAI, 64, 32, 64, false},
+        Case{QT_Q5_0, ACT_SWIGLU, 32, 64, 1, false}}) {
     const std::string what = std::string(qtype_name(c.type)) +
                              (c.act == ACT_SWIGLU ? " swiglu" : " oai") +
                              " dot_max=" + std::to_string(c.dot_max) + (c.save ? " save" : "");

@@ -17,6 +17,8 @@
 #include <vector>
 
 #include "core/specs.h"
+#include "core/dtype.h"
+#include "quant/ggml_types.h"
 #include "quant/quant.h"
 #include "quant/weight_view.h"
 
@@ -524,14 +526,48 @@ struct ExpertSet {
   std::vector<ExpertWeights> ew;                           // [E]
 };
 
+// Random rows of a GGUF block type (the engine has no quantizer for them): random bytes with
+// the fp16 scales (and MXFP4's exponent) set to values that keep the weights within about +-1.
+inline void random_ggml_rows(QType t, uint8_t* dst, int64_t rows, int64_t cols, uint32_t seed) {
+  std::mt19937 g(seed);
+  const int64_t bytes = rows * qtype_row_bytes(t, cols);
+  for (int64_t i = 0; i < bytes; ++i) dst[i] = static_cast<uint8_t>(g());
+  auto f16 = [](uint8_t* p, float v) {
+    const uint16_t h = f32_to_f16(v);
+    p[0] = static_cast<uint8_t>(h & 0xff), p[1] = static_cast<uint8_t>(h >> 8);
+  };
+  if (t == QT_F16) {
+    std::normal_distribution<float> d(0.0f, 0.3f);
+    for (int64_t i = 0; i < rows * cols; ++i) f16(dst + 2 * i, d(g));
+    return;
+  }
+  const int bb = qtype_block_bytes(t);
+  for (uint8_t* b = dst; b < dst + bytes; b += bb) {
+    switch (t) {
+      case QT_Q4_1: f16(b, 0.02f), f16(b + 2, -0.15f); break;
+      case QT_Q5_0: f16(b, 0.01f); break;
+      case QT_Q5_1: f16(b, 0.01f), f16(b + 2, -0.15f); break;
+      case QT_Q2_K: f16(b + 80, 0.01f), f16(b + 82, 0.01f); break;
+      case QT_Q3_K: f16(b + 108, 0.002f); break;
+      case QT_Q4_K: f16(b, 0.0005f), f16(b + 2, 0.0005f); break;
+      case QT_Q5_K: f16(b, 0.0003f), f16(b + 2, 0.0005f); break;
+      case QT_Q6_K: f16(b + 208, 0.0002f); break;
+      case QT_MXFP4: b[0] = 122; break;
+      default: ADD_FAILURE() << "random_ggml_rows: " << qtype_name(t);
+    }
+  }
+}
+
 inline std::vector<float> make_matrix(QType t, int rows, int cols, uint32_t seed,
                                       std::vector<uint8_t>* raw, QWeight* q) {
   std::vector<float> w = rnd(static_cast<size_t>(rows) * cols, seed, 0.3f);
   if (t == QT_F32) return w;
   const int64_t rb = qtype_row_bytes(t, cols);
   raw->resize(static_cast<size_t>(rows * rb));
+  if (qtype_is_ggml(t)) random_ggml_rows(t, raw->data(), rows, cols, seed);
   for (int r = 0; r < rows; ++r) {
-    quantize_row(t, w.data() + static_cast<size_t>(r) * cols, raw->data() + r * rb, cols);
+    if (!qtype_is_ggml(t))
+      quantize_row(t, w.data() + static_cast<size_t>(r) * cols, raw->data() + r * rb, cols);
     dequantize_row(t, raw->data() + r * rb, w.data() + static_cast<size_t>(r) * cols, cols);
   }
   *q = QWeight{t, raw->data(), rb};

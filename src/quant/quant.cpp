@@ -7,6 +7,7 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "quant/ggml_types.h"
 
 namespace moe {
 
@@ -134,6 +135,16 @@ const QKernels kScalar = {"scalar",
                           dequantize_row_bf16,
                           dot4_f32_scalar};
 
+template <QType T>
+float dot_ggml_ref(const void* w, const float* x, int64_t n) {
+  return dot_ggml_f32_ref(T, w, x, n);
+}
+
+// The reference GGUF-type dots, for the targets that have no faster ones.
+void fill_ggml_ref(QKernels* k) {
+  for_each_ggml_type([k]<QType T>() { k->dot_ggml_f32[T] = dot_ggml_ref<T>; });
+}
+
 struct KernelTable {
   QKernels k[QTARGET_COUNT];
   bool ok[QTARGET_COUNT] = {};
@@ -143,9 +154,12 @@ struct KernelTable {
 KernelTable build_table() {
   KernelTable t;
   t.k[QTARGET_SCALAR] = kScalar;
+  fill_ggml_ref(&t.k[QTARGET_SCALAR]);
   t.ok[QTARGET_SCALAR] = true;
   for (int i = QTARGET_SCALAR + 1; i < QTARGET_COUNT; ++i) {
     t.ok[i] = quant_x86_kernels(static_cast<QTarget>(i), &t.k[i]);
+    for (int q = 0; q < QT_COUNT; ++q)
+      if (!t.k[i].dot_ggml_f32[q]) t.k[i].dot_ggml_f32[q] = t.k[QTARGET_SCALAR].dot_ggml_f32[q];
     if (t.ok[i]) t.best = i;
   }
   if (const char* cap = std::getenv("MOE_QUANT_TARGET")) {
@@ -174,12 +188,39 @@ const char* qtype_name(QType t) {
       return "q8_0";
     case QT_Q4_0:
       return "q4_0";
+    case QT_F16:
+      return "f16";
+    case QT_Q4_1:
+      return "q4_1";
+    case QT_Q5_0:
+      return "q5_0";
+    case QT_Q5_1:
+      return "q5_1";
+    case QT_Q2_K:
+      return "q2_k";
+    case QT_Q3_K:
+      return "q3_k";
+    case QT_Q4_K:
+      return "q4_k";
+    case QT_Q5_K:
+      return "q5_k";
+    case QT_Q6_K:
+      return "q6_k";
+    case QT_MXFP4:
+      return "mxfp4";
     default:
       return "?";
   }
 }
 
 bool qtype_parse(const std::string& s, QType* out) {
+  QType t;
+  if (!qtype_parse_any(s, &t) || qtype_is_ggml(t)) return false;
+  *out = t;
+  return true;
+}
+
+bool qtype_parse_any(const std::string& s, QType* out) {
   for (int i = 0; i < QT_COUNT; ++i) {
     if (s == qtype_name(static_cast<QType>(i))) {
       *out = static_cast<QType>(i);
@@ -203,8 +244,11 @@ int64_t qtype_row_bytes(QType t, int64_t n) {
       return n_blocks(n) * kQ8Bytes;
     case QT_Q4_0:
       return n_blocks(n) * kQ4Bytes;
-    default:
-      MOE_CHECK(false);
+    default: {
+      const int bs = qtype_block_size(t);
+      MOE_CHECK(n % bs == 0);
+      return n / bs * qtype_block_bytes(t);
+    }
   }
 }
 
@@ -335,7 +379,7 @@ void dequantize_row(QType t, const void* x, float* y, int64_t n) {
       k.dequant_q4_0(x, y, n);
       return;
     default:
-      MOE_CHECK(false);
+      dequantize_row_ggml(t, x, y, n);
   }
 }
 

@@ -51,6 +51,17 @@ enum QType {
   QT_BF16,
   QT_Q8_0,
   QT_Q4_0,
+  // GGUF block types (quant/ggml_types.h): run raw against fp32 activations, as BF16 is.
+  QT_F16,
+  QT_Q4_1,
+  QT_Q5_0,
+  QT_Q5_1,
+  QT_Q2_K,
+  QT_Q3_K,
+  QT_Q4_K,
+  QT_Q5_K,
+  QT_Q6_K,
+  QT_MXFP4,
   QT_COUNT
 };
 
@@ -59,10 +70,16 @@ constexpr int kQ8Bytes = 34;  // bytes per Q8_0 block
 constexpr int kQ4Bytes = 18;  // bytes per Q4_0 block
 constexpr int kQ8xBytes = 128;  // bytes per Q8X block (activations only)
 
-const char* qtype_name(QType t);  // "f32", "bf16", "q8_0", "q4_0"
+const char* qtype_name(QType t);  // "f32", "bf16", "q8_0", "q4_0", "f16", "q4_1", .., "mxfp4"
+// Parses the types the writers produce: f32, bf16, q8_0, q4_0.
 bool qtype_parse(const std::string& s, QType* out);
+// Parses any type name qtype_name gives.
+bool qtype_parse_any(const std::string& s, QType* out);
+// F16 and the GGUF block types (QT_F16 .. QT_MXFP4).
+inline bool qtype_is_ggml(QType t) { return t >= QT_F16 && t < QT_COUNT; }
 bool qtype_is_block(QType t);  // Q8_0 or Q4_0
-// Bytes of one row of n elements; for block types n must be a multiple of 32.
+// Bytes of one row of n elements; for block types n must be a multiple of the block size
+// (32, or 256 for the K-quants).
 int64_t qtype_row_bytes(QType t, int64_t n);
 
 // Reference row conversions. y receives qtype_row_bytes(t, n) bytes; pointers may be unaligned.
@@ -106,6 +123,10 @@ struct QKernels {
   // for up to 4 fp32 activation rows; any n. Targets differ only in the order of the additions.
   void (*dot4_f32)(const float* w, const float* x, int64_t x_stride, int nx, float* out,
                    int64_t n);
+  // sum_i w[i] * x[i] for a raw row w of a GGUF type t (qtype_is_ggml(t)) and an fp32 row x;
+  // n a multiple of the block size. Indexed by QType; filled for the ggml types only. Targets
+  // differ from the reference (dot_ggml_f32_ref) only in the order of the fp32 additions.
+  float (*dot_ggml_f32[QT_COUNT])(const void* w, const float* x, int64_t n);
 };
 
 enum QTarget { QTARGET_SCALAR, QTARGET_AVX2, QTARGET_AVX512, QTARGET_AVX512_VNNI, QTARGET_COUNT };
@@ -116,13 +137,14 @@ const QKernels* qkernels_for(QTarget t);
 // The best supported target's kernels (capped by MOE_QUANT_TARGET), chosen once.
 const QKernels& qkernels();
 
-// Dot of a raw weight row (BF16, Q8_0 or Q4_0) with an activation row given both as fp32 (used
-// for BF16) and as Q8X (used for the block types; may be null for BF16).
+// Dot of a raw weight row (BF16, Q8_0, Q4_0 or a GGUF type) with an activation row given both as
+// fp32 (used for BF16 and the GGUF types) and as Q8X (used for Q8_0 / Q4_0; may be null else).
 inline float qdot(const QKernels& k, QType t, const void* w, const float* x, const void* xq,
                   int64_t n) {
   if (t == QT_Q4_0) return k.dot_q4_0_q8x(w, xq, n);
   if (t == QT_Q8_0) return k.dot_q8_0_q8x(w, xq, n);
-  return k.dot_bf16_f32(w, x, n);
+  if (t == QT_BF16) return k.dot_bf16_f32(w, x, n);
+  return k.dot_ggml_f32[t](w, x, n);
 }
 
 // The same for a block-type weight row (Q8_0 or Q4_0) against na <= 4 Q8X rows (see dot4_*).

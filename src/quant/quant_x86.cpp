@@ -14,9 +14,11 @@
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "core/dtype.h"
+#include "quant/ggml_types.h"
 
 #define MOE_T_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define MOE_T_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq")))
@@ -474,6 +476,34 @@ MOE_T_AVX512 void dequant_bf16_avx512(const void* x, float* y, int64_t n) {
   }
 }
 
+// GGUF types (quant/ggml_types.h): chunks of blocks dequantized by the reference code into a
+// buffer on the stack, then an 8-wide FMA dot with two accumulators.
+template <QType T>
+MOE_T_AVX2 float dot_ggml_avx2(const void* w, const float* x, int64_t n) {
+  constexpr int64_t kChunk = 1024;  // weights per chunk: whole blocks of every type
+  alignas(32) float tmp[kChunk];    // (kChunk) dequantized weights
+  const uint8_t* p = static_cast<const uint8_t*>(w);
+  const int64_t bs = qtype_block_size(T), bb = qtype_block_bytes(T);
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  float tail = 0.0f;
+  for (int64_t i = 0; i < n; i += kChunk) {
+    const int64_t m = std::min(kChunk, n - i);
+    dequantize_row_ggml(T, p + i / bs * bb, tmp, m);
+    const float* xi = x + i;
+    int64_t j = 0;
+    for (; j + 16 <= m; j += 16) {
+      acc0 = _mm256_fmadd_ps(_mm256_load_ps(tmp + j), _mm256_loadu_ps(xi + j), acc0);
+      acc1 = _mm256_fmadd_ps(_mm256_load_ps(tmp + j + 8), _mm256_loadu_ps(xi + j + 8), acc1);
+    }
+    for (; j < m; ++j) tail += tmp[j] * xi[j];
+  }
+  return hsum8(_mm256_add_ps(acc0, acc1)) + tail;
+}
+
+void fill_ggml_avx2(QKernels* k) {
+  for_each_ggml_type([k]<QType T>() { k->dot_ggml_f32[T] = dot_ggml_avx2<T>; });
+}
+
 }  // namespace
 
 bool quant_x86_kernels(QTarget t, QKernels* out) {
@@ -500,6 +530,7 @@ bool quant_x86_kernels(QTarget t, QKernels* out) {
               dequant_q4_0_avx2,
               dequant_bf16_avx2,
               dot4_f32_avx2};
+      fill_ggml_avx2(out);
       return true;
     case QTARGET_AVX512:
       if (!avx512) return false;
@@ -516,6 +547,7 @@ bool quant_x86_kernels(QTarget t, QKernels* out) {
               dequant_q4_0_avx512,
               dequant_bf16_avx512,
               dot4_f32_avx512};
+      fill_ggml_avx2(out);
       return true;
     case QTARGET_AVX512_VNNI:
       if (!vnni) return false;
@@ -532,6 +564,7 @@ bool quant_x86_kernels(QTarget t, QKernels* out) {
               dequant_q4_0_avx512,
               dequant_bf16_avx512,
               dot4_f32_avx512};
+      fill_ggml_avx2(out);
       return true;
     default:
       return false;

@@ -17,6 +17,7 @@
 #include "io/mapped_file.h"
 #include "text/chat_template.h"
 #include "text/tokenizer.h"
+#include "text/gguf_tokenizer.h"
 
 namespace moe {
 
@@ -43,6 +44,11 @@ std::vector<int32_t> stop_ids(const Model& m, const Tokenizer& tok, const ChatTe
 
 // The chat template of a model folder, or of the file given.
 ChatTemplate load_chat_template(const std::string& model_dir, const std::string& override_path) {
+  if (override_path.empty() && is_gguf_path(model_dir)) {  // tokenizer.chat_template
+    GgufFile g;
+    gguf_open(&g, model_dir);
+    return gguf_chat_template(g);
+  }
   const std::string path =
       override_path.empty() ? model_dir + "/tokenizer_config.json" : override_path;
   if (!file_exists(path))
@@ -76,7 +82,7 @@ CommandRun cmd_chat_register(CLI::App* app) {
   return [o]() {
     set_threads(o->threads);
     Tokenizer tok;
-    tokenizer_load(&tok, o->tokenizer.empty() ? o->model + "/tokenizer.json" : o->tokenizer);
+    tokenizer_load_for_model(&tok, o->model, o->tokenizer);
     ChatTemplate ct = load_chat_template(o->model, o->tokenizer_config);
     Model m;
     model_load(&m, o->model);

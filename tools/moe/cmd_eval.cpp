@@ -14,6 +14,7 @@
 #include "infer/eval.h"
 #include "io/mapped_file.h"
 #include "train/dataset.h"
+#include "text/gguf_tokenizer.h"
 
 namespace moe {
 
@@ -57,7 +58,7 @@ CommandRun cmd_eval_register(CLI::App* app) {
     }
     Tokenizer tok;
     if (!dataset_is_prepared(o->data))
-      tokenizer_load(&tok, o->tokenizer.empty() ? o->model + "/tokenizer.json" : o->tokenizer);
+      tokenizer_load_for_model(&tok, o->model, o->tokenizer);
     InspectData d;
     inspect_data_load(&d, o->data, tok,
                       o->tokens ? o->tokens : std::numeric_limits<int64_t>::max());

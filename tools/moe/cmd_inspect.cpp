@@ -13,6 +13,7 @@
 #include "dist/placement.h"
 #include "io/mapped_file.h"
 #include "model/weights.h"
+#include "text/gguf_tokenizer.h"
 
 namespace moe {
 
@@ -114,7 +115,7 @@ int inspect_data(const Opts& o, const Model& m) {
   J["params_active_per_token"] = active_params(m);
   if (!o.data.empty()) {
     Tokenizer tok;
-    tokenizer_load(&tok, o.tokenizer.empty() ? o.model + "/tokenizer.json" : o.tokenizer);
+    tokenizer_load_for_model(&tok, o.model, o.tokenizer);
     InspectData d;
     inspect_data_load(&d, o.data, tok, o.tokens);
     std::unique_ptr<Model> other;

@@ -15,6 +15,7 @@
 #include "infer/generate.h"
 #include "io/mapped_file.h"
 #include "text/tokenizer.h"
+#include "text/gguf_tokenizer.h"
 
 namespace moe {
 
@@ -195,7 +196,7 @@ CommandRun cmd_generate_register(CLI::App* app) {
       return 0;
     }
     Tokenizer tok;
-    tokenizer_load(&tok, o->tokenizer.empty() ? o->model + "/tokenizer.json" : o->tokenizer);
+    tokenizer_load_for_model(&tok, o->model, o->tokenizer);
     if (o->prompt.empty()) fail("--prompt: the text is empty");
     std::vector<int32_t> prompt_ids = tokenizer_encode(tok, o->prompt, true);
     if (prompt_ids.empty()) fail("--prompt: the text encodes to no tokens");

@@ -105,6 +105,7 @@ int moe_main(int argc, char** argv) {
       moe::cmd_inspect_register);
   add("quantize", "write a bf16 / q8_0 / q4_0 copy of a checkpoint", moe::cmd_quantize_register);
   add("init", "write a random-weight checkpoint of a config.json", moe::cmd_init_register);
+  add("export", "write a checkpoint as a GGUF file for llama.cpp", moe::cmd_export_register);
   add("train", "train an MoE (or dense) language model", moe::cmd_train_register);
   add("upcycle", "turn a dense checkpoint into an MoE (sparse upcycling)", moe::cmd_upcycle_register);
   add("tokenize", "encode text with a tokenizer.json", moe::cmd_tokenize_register);
