@@ -44,9 +44,9 @@ def stream(port, prompt, tokens, rec):
             j = json.loads(ev[6:])
             if j.get("choices") and j["choices"][0].get("finish_reason") is None:
                 n += 1
-                if n == 1:
-                    rec["first"] = time.perf_counter()
-    rec["end"] = time.perf_counter()
+                rec.setdefault("times", []).append(time.perf_counter())
+    rec["first"] = rec["times"][0]
+    rec["end"] = rec["times"][-1]
     rec["n"] = n
     c.close()
 
@@ -63,11 +63,13 @@ def one_run(port, n_streams, tokens, plen, vocab, rng):
     m1 = metrics(port)
     d = {k: m1[k] - m0.get(k, 0) for k in m1}
     assert all(r["n"] == tokens for r in recs), "a stream ended early: %s" % [r["n"] for r in recs]
-    decode_time = max(r["end"] for r in recs) - max(r["first"] for r in recs)
-    # Tokens decoded after every stream had its first token, over that window.
+    # Steady state: the window in which every stream had its first token and none had ended; the
+    # tokens all streams received in it, over its length.
+    lo, hi = max(r["first"] for r in recs), min(r["end"] for r in recs)
+    in_window = sum(sum(1 for t in r["times"] if lo < t <= hi) for r in recs)
     return {
-        "decode_tok_s": sum(r["n"] - 1 for r in recs) / (max(r["end"] for r in recs) - min(r["first"] for r in recs)),
-        "all_decoding_window_s": decode_time,
+        "decode_tok_s": in_window / (hi - lo),
+        "window_s": hi - lo,
         "ttft_ms": statistics.median((r["first"] - r["send"]) * 1e3 for r in recs),
         "ttft_ms_max": max((r["first"] - r["send"]) * 1e3 for r in recs),
         "expert_bytes_per_token": d["moe_expert_bytes_read_decode_total"] / max(d["moe_decode_step_tokens_total"], 1),
@@ -113,8 +115,8 @@ def report(paths):
     print("# moe serve: continuous batching\n")
     print("Written by `bench/serve_bench.sh` (bench/serve_bench_client.py). Each row: N concurrent streaming "
           "completions of random prompts, greedy, `ignore_eos`, medians of the repetitions. *Decode tokens/s*: "
-          "tokens after each stream's first, summed over streams, over the time from the first stream's first "
-          "token to the last stream's end. *TTFT*: median time from sending to the first token. *Expert bytes "
+          "tokens all streams received while every stream was decoding (from the last stream's first token "
+          "to the first stream's last), over that time. *TTFT*: median time from sending to the first token. *Expert bytes "
           "per token*: routed-expert bytes the server's pure decode steps read (each distinct expert once per "
           "step), per token. *Limit*: measured DRAM read bandwidth / (non-expert weights once per step / N + KV "
           "cache + expert bytes per token).\n")

@@ -61,20 +61,24 @@ int64_t get_int(const json& body, const char* name, int64_t def, int64_t lo, int
   return x;
 }
 
+// Stop strings are searched for after every token: keep them short.
+const size_t kMaxStopBytes = 256;
+
 std::vector<std::string> parse_stop(const json& body) {
   std::vector<std::string> out;
   const json* v = field(body, "stop");
   if (!v) return out;
-  if (v->is_string()) {
-    if (!v->get<std::string>().empty()) out.push_back(v->get<std::string>());
-    return out;
-  }
-  if (!v->is_array() || v->size() > 16)
+  if (!v->is_string() && (!v->is_array() || v->size() > 16))
     api_bad_request("'stop' must be a string or a list of at most 16 strings");
+  const json list = v->is_string() ? json::array({*v}) : *v;
+  v = &list;
   for (const json& s : *v) {
     if (!s.is_string()) api_bad_request("'stop' must be a string or a list of strings");
     if (!s.get<std::string>().empty()) out.push_back(s.get<std::string>());
   }
+  for (const std::string& s : out)
+    if (s.size() > kMaxStopBytes)
+      api_bad_request("a 'stop' string is longer than " + std::to_string(kMaxStopBytes) + " bytes");
   return out;
 }
 

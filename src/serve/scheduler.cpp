@@ -142,6 +142,14 @@ void admit(Scheduler* s) {
   s->metrics->busy = s->n_active;
 }
 
+// Publishes the slots in use (for submit's queue limit and the metrics) after sequences left.
+void publish_busy(Scheduler* s) {
+  std::lock_guard<std::mutex> g(s->mu);
+  s->n_active = kv_slots_busy(s->kv);
+  std::lock_guard<std::mutex> g2(s->metrics->mu);
+  s->metrics->busy = s->n_active;
+}
+
 // Ends active sequences whose client left or whose time ran out.
 void drop_cancelled(Scheduler* s) {
   const Clock::time_point now = Clock::now();
@@ -150,9 +158,11 @@ void drop_cancelled(Scheduler* s) {
     if (q->out->cancel.load()) finish(s, q.get(), FINISH_CANCELLED);
     else if (now > q->out->deadline) finish(s, q.get(), FINISH_TIMEOUT);
   }
+  const size_t before = s->active.size();
   s->active.erase(std::remove_if(s->active.begin(), s->active.end(),
                                  [](const std::unique_ptr<ServeSeq>& q) { return q->slot < 0; }),
                   s->active.end());
+  if (s->active.size() != before) publish_busy(s);
 }
 
 // One batched forward over every active sequence; returns false when there was nothing to run.

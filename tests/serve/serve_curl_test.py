@@ -82,6 +82,11 @@ def chat_tests(port, model_id):
         want = plain[:plain.find(stop)]
         check(j["choices"][0]["message"]["content"] == want and j["choices"][0]["finish_reason"] == "stop",
               "stop %r: %r want %r" % (stop, j["choices"][0], want))
+    # Prefix caching: the same conversation again reuses the finished request's KV cache.
+    s, j = jcurl(port, "/v1/chat/completions", {"messages": MSGS, "max_tokens": 6, "temperature": 0, "ignore_eos": True})
+    cached = j["usage"]["prompt_tokens_details"]["cached_tokens"]
+    check(cached == j["usage"]["prompt_tokens"] - 1, "prefix cache: %d of %d prompt tokens reused" % (cached, j["usage"]["prompt_tokens"]))
+    check(j["choices"][0]["message"]["content"] == plain, "a reply from the prefix cache differs")
     # Logprobs with alternatives.
     s, j = jcurl(port, "/v1/chat/completions", {"messages": MSGS, "max_tokens": 3, "temperature": 0,
                                                 "ignore_eos": True, "logprobs": True, "top_logprobs": 2})
@@ -135,6 +140,8 @@ def error_tests(port, model_id, work):
     expect_error(port, ep, {"messages": "hi"}, 400)
     expect_error(port, ep, {"messages": MSGS, "temperature": "hot"}, 400)
     expect_error(port, ep, {"messages": MSGS, "n": 2}, 400)
+    expect_error(port, ep, {"messages": MSGS, "stop": "x" * 300}, 400)
+    expect_error(port, ep, {"messages": MSGS, "stop": [1]}, 400)
     expect_error(port, ep, {"messages": [{"role": "wizard", "content": "x"}]}, 400)
     expect_error(port, ep, {"messages": MSGS, "max_tokens": 100000}, 400, "context_length_exceeded")
     expect_error(port, "/v1/completions", {"prompt": [1, 2, 999999]}, 400)
