@@ -12,6 +12,8 @@
 # DRAM bandwidth and per-token bytes, with the routed-expert bytes replaced by those the server's
 # batched steps actually read (its /metrics counter moe_expert_bytes_read_total).
 #
+# serve.md is rewritten from the JSON; its hand-written analysis section must be redone after a run.
+#
 # Environment: MOE (default build/bin/moe), THREADS (0 = all cores), CKPT_DIR (default
 # runs/bench_ckpt, git-ignored; checkpoints are kept), STREAMS, TOKENS (64), PROMPT (32), REPS (3).
 set -euo pipefail

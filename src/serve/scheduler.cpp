@@ -216,7 +216,11 @@ bool step(Scheduler* s) {
       if (q->prefilled < static_cast<int>(q->req.prompt.size())) continue;
     }
     ++generated;
-    take_token(s, q, s->st.logits.data() + static_cast<int64_t>(j) * V);
+    try {  // a failure in sampling or detokenizing ends this sequence, not the server
+      take_token(s, q, s->st.logits.data() + static_cast<int64_t>(j) * V);
+    } catch (const std::exception& e) {
+      if (q->slot >= 0) finish(s, q, FINISH_ERROR, e.what());
+    }
   }
   metrics_step(s->metrics, s->cap, T, generated, now_s());
   drop_cancelled(s);
