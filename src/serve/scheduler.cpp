@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "infer/sampler.h"
+#include "ops/ops.h"
 
 namespace moe {
 
@@ -228,6 +229,7 @@ bool step(Scheduler* s) {
 }
 
 void scheduler_loop(Scheduler* s) {
+  ops_set_threads(s->opt.threads);
   while (true) {
     {
       std::unique_lock<std::mutex> lk(s->mu);

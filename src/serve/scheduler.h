@@ -32,6 +32,9 @@ struct SchedulerOptions {
   int ctx = 2048;       // per-sequence context
   int chunk = 64;       // most prompt tokens prefilled per step
   int max_queue = 64;   // requests waiting for a slot before submit refuses
+  int threads = 0;      // OpenMP threads of the scheduler thread (>0: what the caller's thread
+                        // uses; a new thread does not inherit omp_set_num_threads, and the
+                        // attention scratch is sized by the caller's count)
 };
 
 // One request inside the scheduler.

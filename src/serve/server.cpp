@@ -314,6 +314,7 @@ int serve_run(const ServeOptions& opts, const std::function<void(int)>& on_liste
   so.ctx = st->rc.ctx;
   so.chunk = opts.chunk;
   so.max_queue = opts.max_queue;
+  so.threads = opts.threads;
   scheduler_start(&st->sched, st->m, st->rc.tok, eos, so, &st->metrics);
   httplib::Server svr;
   const size_t threads = opts.http_threads > 0 ? opts.http_threads

@@ -28,6 +28,7 @@ struct ServeOptions {
   double timeout = 600.0;     // seconds a request may take, queue included (0 = none)
   size_t max_body = 1 << 20;  // bytes
   int http_threads = 0;       // 0: parallel + max_queue + 8, at most 256
+  int threads = 0;            // compute threads the caller set (ops_set_threads), for the scheduler
 };
 
 // Loads the model and serves until SIGTERM or SIGINT. on_listen (may be empty) gets the bound

@@ -68,6 +68,7 @@ def signal_test(moe, model, sig):
             got += chunk
         check(b'"error"' in got and b"data: [DONE]" in got, "the stream did not end with an error event: %r" % got[-300:])
         rc = srv.proc.wait(timeout=15)
+        time.sleep(0.2)  # let the log reader take the last lines
         check(rc == 0, "exit code %d after %s: %s" % (rc, sig, "".join(srv.log[-10:])))
         try:
             socket.create_connection(("127.0.0.1", srv.port), timeout=2).close()

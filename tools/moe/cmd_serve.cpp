@@ -1,5 +1,7 @@
 // `moe serve`: the OpenAI-compatible HTTP server (serve/server.h), and `moe template`: the
 // chat-template rendering of /apply-template from the command line.
+#include <omp.h>
+
 #include <fstream>
 #include <memory>
 
@@ -29,6 +31,7 @@ CommandRun cmd_serve_register(CLI::App* app) {
   app->add_option("--max-body", o->max_body, "largest request body in bytes (413 beyond)")->capture_default_str();
   return [o, threads]() {
     set_threads(*threads);
+    o->threads = *threads > 0 ? *threads : omp_get_num_procs();  // the scheduler thread uses the same
     if (o->chunk <= 0) fail("--chunk must be positive");
     return serve_run(*o);
   };
