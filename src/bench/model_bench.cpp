@@ -28,11 +28,16 @@ double mat_bytes(const float* w, const QWeight& q, int64_t rows, int64_t cols) {
 
 double lin_bytes(const Linear& l) { return mat_bytes(l.w, l.q, l.out, l.in) + vec_bytes(l.b, l.out); }
 
+
+}  // namespace
+
 double expert_bytes(const ExpertWeights& ew, int64_t D, int64_t F) {
   return mat_bytes(ew.gate, ew.gate_q, F, D) + mat_bytes(ew.up, ew.up_q, F, D) +
          mat_bytes(ew.down, ew.down_q, D, F) + vec_bytes(ew.gate_b, F) + vec_bytes(ew.up_b, F) +
          vec_bytes(ew.down_b, D);
 }
+
+namespace {
 
 // Per-token bytes of layer l as the engine holds it, without experts and KV cache.
 void layer_engine_bytes(const ModelConfig& c, const LayerWeights& lw, int l, TokenBytes* b) {

@@ -33,6 +33,11 @@
 
 namespace moe {
 
+struct ExpertWeights;
+// Bytes one routed expert's matrices and biases occupy as the engine holds them (D model width,
+// F expert width): what running it reads.
+double expert_bytes(const ExpertWeights& ew, int64_t D, int64_t F);
+
 struct TokenBytes {
   double attention = 0, dense_ffn = 0, router = 0, shared = 0, experts = 0, lm_head = 0,
          embed = 0, kv_cache = 0;

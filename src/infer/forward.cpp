@@ -48,6 +48,7 @@ void infer_state_init(InferState* s, const Model& m, int T_max, int ctx) {
   s->rope_sin.assign(T_max * R / 2, 0.0f);
   s->scores.assign(backend().attention_scratch(ctx), 0.0f);
   s->logits.assign(T_max * static_cast<int64_t>(c.vocab), 0.0f);
+  s->ids.assign(T_max, 0);
   ffn_scratch_init(&s->ffn, c, T_max);
   // Under mpirun the experts are spread over the ranks, which all run the same tokens.
   moe_state_enable_ep(&s->ffn, c, &comm_ep(), true);
@@ -60,7 +61,7 @@ void infer_state_init(InferState* s, const Model& m, int T_max, int ctx) {
 
 namespace {
 
-void attention_gqa(const Model& m, InferState* s, int l, int T) {
+void attention_gqa(const Model& m, InferState* s, int l, const SeqSpan* seqs, int n_seqs, int T) {
   const Backend& be = backend();
   const ModelConfig& c = m.cfg;
   const LayerWeights& lw = m.layers[l];
@@ -87,16 +88,20 @@ void attention_gqa(const Model& m, InferState* s, int l, int T) {
           c.rope.layout);
   be.rope(k, T, KV, static_cast<int64_t>(KV) * hd, hd, hd, s->rope_cos.data(), s->rope_sin.data(),
           c.rope.layout);
-  LayerCache& lc = s->cache[l];
   const int64_t row = static_cast<int64_t>(KV) * hd;
-  std::memcpy(lc.k.data() + s->pos * row, k, sizeof(float) * T * row);
-  std::memcpy(lc.v.data() + s->pos * row, v, sizeof(float) * T * row);
-  be.attention(s->att.data(), q, lc.k.data(), lc.v.data(), T, s->pos, H, KV, hd, hd, c.attn_scale,
-               c.window[l], lw.sinks, s->scores.data(), nullptr);
+  for (int i = 0, t0 = 0; i < n_seqs; t0 += seqs[i].n, ++i) {
+    LayerCache& lc = seqs[i].cache[l];
+    const int pos = seqs[i].pos, n = seqs[i].n;
+    std::memcpy(lc.k.data() + pos * row, k + t0 * row, sizeof(float) * n * row);
+    std::memcpy(lc.v.data() + pos * row, v + t0 * row, sizeof(float) * n * row);
+    be.attention(s->att.data() + static_cast<int64_t>(t0) * H * hd, q + static_cast<int64_t>(t0) * H * hd,
+                 lc.k.data(), lc.v.data(), n, pos, H, KV, hd, hd, c.attn_scale, c.window[l],
+                 lw.sinks, s->scores.data(), nullptr);
+  }
   be.linear(s->proj.data(), s->att.data(), lw.o, T, &s->lin);
 }
 
-void attention_mla(const Model& m, InferState* s, int l, int T) {
+void attention_mla(const Model& m, InferState* s, int l, const SeqSpan* seqs, int n_seqs, int T) {
   const Backend& be = backend();
   const ModelConfig& c = m.cfg;
   const LayerWeights& lw = m.layers[l];
@@ -114,15 +119,19 @@ void attention_mla(const Model& m, InferState* s, int l, int T) {
   // Compressed latent and shared rope key go straight into the cache.
   float* ckv = s->ckv.data();  // (T, Lc + R)
   be.linear(ckv, s->xn.data(), lw.kv_a, T, &s->lin);
-  LayerCache& lc = s->cache[l];
-  for (int t = 0; t < T; ++t) {
-    const float* row = ckv + static_cast<int64_t>(t) * (Lc + R);
-    be.rmsnorm(lc.k.data() + static_cast<int64_t>(s->pos + t) * Lc, row, lw.kv_a_norm, 1, Lc,
-               kMlaNormEps);
-    std::memcpy(lc.v.data() + static_cast<int64_t>(s->pos + t) * R, row + Lc, sizeof(float) * R);
+  for (int i = 0, t0 = 0; i < n_seqs; t0 += seqs[i].n, ++i) {
+    LayerCache& lc = seqs[i].cache[l];
+    const int pos = seqs[i].pos, n = seqs[i].n;
+    for (int t = 0; t < n; ++t) {
+      const float* row = ckv + static_cast<int64_t>(t0 + t) * (Lc + R);
+      be.rmsnorm(lc.k.data() + static_cast<int64_t>(pos + t) * Lc, row, lw.kv_a_norm, 1, Lc,
+                 kMlaNormEps);
+      std::memcpy(lc.v.data() + static_cast<int64_t>(pos + t) * R, row + Lc, sizeof(float) * R);
+    }
+    be.rope(lc.v.data() + static_cast<int64_t>(pos) * R, n, 1, R, R, R,
+            s->rope_cos.data() + static_cast<int64_t>(t0) * (R / 2),
+            s->rope_sin.data() + static_cast<int64_t>(t0) * (R / 2), c.rope.layout);
   }
-  be.rope(lc.v.data() + static_cast<int64_t>(s->pos) * R, T, 1, R, R, R, s->rope_cos.data(),
-          s->rope_sin.data(), c.rope.layout);
   float* qpe = s->qpe.data();  // (T, H, R)
   for (int64_t th = 0; th < static_cast<int64_t>(T) * H; ++th)
     std::memcpy(qpe + th * R, q + th * dq + nope, sizeof(float) * R);
@@ -135,8 +144,13 @@ void attention_mla(const Model& m, InferState* s, int l, int T) {
     be.gemm(false, T, Lc, nope, q + h * dq, H * dq, wkv + static_cast<int64_t>(h) * (nope + dv) * Lc,
             Lc, s->qlat.data() + static_cast<int64_t>(h) * Lc, H * Lc);
   }
-  be.mla_attention(s->olat.data(), s->qlat.data(), qpe, lc.k.data(), lc.v.data(), T, s->pos, H, Lc,
-                   R, c.attn_scale, s->scores.data());
+  for (int i = 0, t0 = 0; i < n_seqs; t0 += seqs[i].n, ++i) {
+    const LayerCache& lc = seqs[i].cache[l];
+    const int64_t off = static_cast<int64_t>(t0) * H;
+    be.mla_attention(s->olat.data() + off * Lc, s->qlat.data() + off * Lc, qpe + off * R,
+                     lc.k.data(), lc.v.data(), seqs[i].n, seqs[i].pos, H, Lc, R, c.attn_scale,
+                     s->scores.data());
+  }
   // Expand with W_uv: att[t,h] = olat[t,h] . W_uv[h]^T, W_uv[h] = the dv rows after W_uk[h].
   for (int h = 0; h < H; ++h) {
     be.gemm(true, T, dv, Lc, s->olat.data() + static_cast<int64_t>(h) * Lc, H * Lc,
@@ -146,35 +160,87 @@ void attention_mla(const Model& m, InferState* s, int l, int T) {
   be.linear(s->proj.data(), s->att.data(), lw.o, T, &s->lin);
 }
 
-void perturb_embeddings(InferState* s, int T, int D) {
+void perturb_embeddings(InferState* s, int t0, int T, int pos, int D) {
   for (int t = 0; t < T; ++t) {
-    float* h = s->h.data() + static_cast<int64_t>(t) * D;
+    float* h = s->h.data() + static_cast<int64_t>(t0 + t) * D;
     double ss = 0.0;
     for (int i = 0; i < D; ++i) ss += static_cast<double>(h[i]) * h[i];
     const float scale = s->embed_noise * static_cast<float>(std::sqrt(ss / D));
-    const uint64_t base = static_cast<uint64_t>(s->pos + t) * static_cast<uint64_t>(D);
+    const uint64_t base = static_cast<uint64_t>(pos + t) * static_cast<uint64_t>(D);
     for (int i = 0; i < D; ++i)
       h[i] += scale * static_cast<float>(rng_normal(s->noise_seed, base + i));
   }
 }
 
-}  // namespace
+// The routed FFN of layer l over the T rows of the call. Token-choice routers see each token on
+// its own, so one call serves every sequence; the random router keys its draws on positions and
+// expert choice picks among the tokens of a call, so for them each sequence runs alone.
+void ffn_moe(const Model& m, InferState* s, int l, const SeqSpan* seqs, int n_seqs, int T) {
+  const ModelConfig& c = m.cfg;
+  const LayerWeights& lw = m.layers[l];
+  const bool per_seq = n_seqs > 1 && (c.router.kind == ROUTER_RANDOM ||
+                                      c.router.kind == ROUTER_EXPERT_CHOICE);
+  if (!per_seq) {
+    moe_forward(s->proj.data(), c, lw, s->xn.data(), T, &s->ffn, s->ids.data(), seqs[0].pos,
+                router_layer_seed(0, l));
+    if (s->capture) {
+      const int64_t TK = static_cast<int64_t>(T) * c.top_k;
+      s->capture->idx[l].assign(s->ffn.idx.begin(), s->ffn.idx.begin() + TK);
+      s->capture->w[l].assign(s->ffn.w.begin(), s->ffn.w.begin() + TK);
+    }
+    return;
+  }
+  if (s->capture) {
+    s->capture->idx[l].clear();
+    s->capture->w[l].clear();
+  }
+  const int64_t D = c.hidden;
+  for (int i = 0, t0 = 0; i < n_seqs; t0 += seqs[i].n, ++i) {
+    moe_forward(s->proj.data() + t0 * D, c, lw, s->xn.data() + t0 * D, seqs[i].n, &s->ffn,
+                s->ids.data() + t0, seqs[i].pos, router_layer_seed(0, l));
+    if (s->capture) {
+      const int64_t nK = static_cast<int64_t>(seqs[i].n) * c.top_k;
+      s->capture->idx[l].insert(s->capture->idx[l].end(), s->ffn.idx.begin(), s->ffn.idx.begin() + nK);
+      s->capture->w[l].insert(s->capture->w[l].end(), s->ffn.w.begin(), s->ffn.w.begin() + nK);
+    }
+  }
+}
 
-void infer_forward(const Model& m, InferState* s, const int32_t* ids, int T, bool all_logits) {
+// Embeds the tokens of every sequence into s->h and fills the per-row rope tables. Returns T.
+int embed_rows(const Model& m, InferState* s, const SeqSpan* seqs, int n_seqs) {
   const Backend& be = backend();
   const ModelConfig& c = m.cfg;
-  if (T <= 0) fail("no input tokens");
-  if (T > s->T_max) fail("%d tokens exceed the %d this state was sized for", T, s->T_max);
-  if (s->pos + T > s->ctx)
-    fail("context full: %d cached + %d new tokens exceed the context of %d", s->pos, T, s->ctx);
-  const int D = c.hidden, V = c.vocab;
-  for (int t = 0; t < T; ++t) {
-    if (ids[t] < 0 || ids[t] >= V) fail("token id %d is outside the vocabulary [0, %d)", ids[t], V);
-    std::memcpy(s->h.data() + static_cast<int64_t>(t) * D, m.embed + static_cast<int64_t>(ids[t]) * D,
-                sizeof(float) * D);
+  const int D = c.hidden, V = c.vocab, R2 = c.rope.dim / 2;
+  int T = 0;
+  for (int i = 0; i < n_seqs; ++i) {
+    const SeqSpan& q = seqs[i];
+    if (q.n <= 0) fail("no input tokens");
+    if (T + q.n > s->T_max) fail("%d tokens exceed the %d this state was sized for", T + q.n, s->T_max);
+    if (q.ctx > s->ctx) fail("a sequence's context of %d exceeds the state's %d", q.ctx, s->ctx);
+    if (q.pos + q.n > q.ctx)
+      fail("context full: %d cached + %d new tokens exceed the context of %d", q.pos, q.n, q.ctx);
+    for (int t = 0; t < q.n; ++t) {
+      const int32_t id = q.ids[t];
+      if (id < 0 || id >= V) fail("token id %d is outside the vocabulary [0, %d)", id, V);
+      std::memcpy(s->h.data() + static_cast<int64_t>(T + t) * D, m.embed + static_cast<int64_t>(id) * D,
+                  sizeof(float) * D);
+      s->ids[T + t] = id;
+    }
+    if (s->embed_noise > 0.0f) perturb_embeddings(s, T, q.n, q.pos, D);
+    be.rope_table(s->rope_cos.data() + static_cast<int64_t>(T) * R2,
+                  s->rope_sin.data() + static_cast<int64_t>(T) * R2, c.rope, q.pos, q.n);
+    T += q.n;
   }
-  if (s->embed_noise > 0.0f) perturb_embeddings(s, T, D);
-  be.rope_table(s->rope_cos.data(), s->rope_sin.data(), c.rope, s->pos, T);
+  return T;
+}
+
+// The forward of every sequence's new tokens in one pass; the caller advances the positions.
+void forward_seqs(const Model& m, InferState* s, const SeqSpan* seqs, int n_seqs, bool all_logits) {
+  const Backend& be = backend();
+  const ModelConfig& c = m.cfg;
+  if (n_seqs <= 0) fail("no input tokens");
+  const int T = embed_rows(m, s, seqs, n_seqs);
+  const int D = c.hidden, V = c.vocab;
   if (s->capture) {
     s->capture->idx.resize(c.n_layers);
     s->capture->w.resize(c.n_layers);
@@ -183,27 +249,30 @@ void infer_forward(const Model& m, InferState* s, const int32_t* ids, int T, boo
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& lw = m.layers[l];
     be.rmsnorm(s->xn.data(), s->h.data(), lw.attn_norm, T, D, c.rms_eps);
-    if (c.mla) attention_mla(m, s, l, T);
-    else attention_gqa(m, s, l, T);
+    if (c.mla) attention_mla(m, s, l, seqs, n_seqs, T);
+    else attention_gqa(m, s, l, seqs, n_seqs, T);
     be.add(s->h.data(), s->proj.data(), TD);
     be.rmsnorm(s->xn.data(), s->h.data(), lw.ffn_norm, T, D, c.rms_eps);
     if (c.is_moe[l]) {
-      moe_forward(s->proj.data(), c, lw, s->xn.data(), T, &s->ffn, ids, s->pos,
-                  router_layer_seed(0, l));
-      if (s->capture) {
-        const int64_t TK = static_cast<int64_t>(T) * c.top_k;
-        s->capture->idx[l].assign(s->ffn.idx.begin(), s->ffn.idx.begin() + TK);
-        s->capture->w[l].assign(s->ffn.w.begin(), s->ffn.w.begin() + TK);
-      }
+      ffn_moe(m, s, l, seqs, n_seqs, T);
     } else {
       mlp_forward(s->proj.data(), lw.mlp, s->xn.data(), T, s->ffn.hg.data(), s->ffn.hu.data(),
                   &s->ffn.lin);
     }
     be.add(s->h.data(), s->proj.data(), TD);
   }
-  const int first = all_logits ? 0 : T - 1;
-  const int n = T - first;
-  const float* hrow = s->h.data() + static_cast<int64_t>(first) * D;
+  // The rows whose logits are wanted: all of them, or the last of each sequence.
+  int n = T;
+  const float* hrow = s->h.data();
+  if (!all_logits) {
+    n = n_seqs;
+    for (int i = 0, t_end = 0; i < n_seqs; ++i) {
+      t_end += seqs[i].n;
+      std::memcpy(s->proj.data() + static_cast<int64_t>(i) * D,
+                  s->h.data() + static_cast<int64_t>(t_end - 1) * D, sizeof(float) * D);
+    }
+    hrow = s->proj.data();
+  }
   be.rmsnorm(s->xn.data(), hrow, m.final_norm, n, D, c.rms_eps);
   Linear head;
   head.w = m.lm_head;
@@ -211,7 +280,24 @@ void infer_forward(const Model& m, InferState* s, const int32_t* ids, int T, boo
   head.out = V;
   head.in = D;
   be.linear(s->logits.data(), s->xn.data(), head, n, &s->lin);
+}
+
+}  // namespace
+
+void infer_forward(const Model& m, InferState* s, const int32_t* ids, int T, bool all_logits) {
+  if (T <= 0) fail("no input tokens");
+  SeqSpan one;
+  one.cache = s->cache.data();
+  one.pos = s->pos;
+  one.ctx = s->ctx;
+  one.ids = ids;
+  one.n = T;
+  forward_seqs(m, s, &one, 1, all_logits);
   s->pos += T;
+}
+
+void infer_forward_batch(const Model& m, InferState* s, const SeqSpan* seqs, int n_seqs) {
+  forward_seqs(m, s, seqs, n_seqs, false);
 }
 
 }  // namespace moe

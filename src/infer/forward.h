@@ -55,6 +55,7 @@ struct InferState {
   std::vector<float> rope_sin; // (T_max, R/2)
   std::vector<float> scores;   // (n_threads, C)
   std::vector<float> logits;   // (T_max, V)
+  std::vector<int32_t> ids;    // (T_max) the call's token ids, all sequences in order
   FfnScratch ffn;
   LinearScratch lin;           // attention matrices kept raw (ops/linear.h)
   // Analysis hooks, off by default: capture routing decisions, and perturb the input embeddings
@@ -66,9 +67,28 @@ struct InferState {
 
 void infer_state_init(InferState* s, const Model& m, int T_max, int ctx);
 
+// One sequence's part of a batched call: n new tokens at positions pos..pos+n-1 of its own cache
+// (cache[L], each sized for ctx positions as infer_state_init sizes them).
+struct SeqSpan {
+  LayerCache* cache = nullptr;  // [L]
+  int pos = 0;
+  int ctx = 0;
+  const int32_t* ids = nullptr;  // (n)
+  int n = 0;
+};
+
 // Runs T tokens (ids) at the cache position s->pos, appends them to the cache and advances
 // s->pos. Logits of every new position go to s->logits (T, V) if all_logits, else only the last
 // position's, at s->logits[0..V). Throws MoeError on an id outside the vocab or a full cache.
 void infer_forward(const Model& m, InferState* s, const int32_t* ids, int T, bool all_logits);
+
+// Continuous batching: the new tokens of several sequences, each against its own cache, in ONE
+// forward (every matrix, and each expert's weights, read once for all of them; attention per
+// sequence). T = sum of n must be <= s->T_max; s->scores must fit the largest ctx (size the state
+// with that ctx). Appends each sequence's tokens to its cache, but leaves advancing seqs[i].pos to
+// the caller (s->pos and s->cache are not used). The last position's logits of sequence i go to
+// s->logits row i (n_seqs, V). Equals running each sequence alone through infer_forward (token-
+// choice routers route per token; random and expert-choice routers run per sequence).
+void infer_forward_batch(const Model& m, InferState* s, const SeqSpan* seqs, int n_seqs);
 
 }  // namespace moe

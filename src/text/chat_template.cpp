@@ -1,6 +1,7 @@
 // Chat template loading and rendering, see chat_template.h.
 #include "text/chat_template.h"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -98,6 +99,21 @@ std::string chat_render(const ChatTemplate& tmpl, const nlohmann::ordered_json& 
   if (extra.is_object())
     for (const auto& [k, v] : extra.items()) ctx[k] = v;
   return jinja_render(*t, ctx, tmpl.options);
+}
+
+std::vector<int32_t> chat_stop_ids(const std::vector<int>& eos_ids, const Tokenizer& tok,
+                                   const ChatTemplate* tmpl) {
+  std::vector<int32_t> ids(eos_ids.begin(), eos_ids.end());
+  std::vector<std::string> names = {"<|im_end|>", "<|eot_id|>", "<|end|>", "<|return|>",
+                                    "<|call|>", "<end_of_turn>", "<|endoftext|>",
+                                    "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"};
+  if (tmpl)
+    if (const std::string* eos = tmpl->token("eos_token")) names.push_back(*eos);
+  for (const std::string& n : names) {
+    const int32_t id = tokenizer_token_id(tok, n);
+    if (id >= 0 && std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
+  }
+  return ids;
 }
 
 }  // namespace moe

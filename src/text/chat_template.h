@@ -7,6 +7,7 @@
 #include <string>
 
 #include "text/jinja.h"
+#include "text/tokenizer.h"
 
 namespace moe {
 
@@ -33,5 +34,10 @@ ChatTemplate chat_template_from_config(const nlohmann::ordered_json& config,
 // Uses the "tool_use" template when tools are given and one exists, else "default".
 std::string chat_render(const ChatTemplate& tmpl, const nlohmann::ordered_json& messages,
                         bool add_generation_prompt, const nlohmann::ordered_json& extra = {});
+
+// The ids that end a reply: `eos_ids` (the model's), the template's eos_token, and the
+// end-of-turn markers of the common chat formats that this vocabulary has. tmpl may be null.
+std::vector<int32_t> chat_stop_ids(const std::vector<int>& eos_ids, const Tokenizer& tok,
+                                   const ChatTemplate* tmpl);
 
 }  // namespace moe

@@ -26,22 +26,6 @@ namespace {
 std::atomic<bool> g_cancel{false};
 void on_sigint(int) { g_cancel.store(true); }
 
-// End-of-sequence and end-of-turn ids: the model's, the tokenizer config's eos_token, and the
-// end-of-turn markers of the common chat formats that this vocabulary has.
-std::vector<int32_t> stop_ids(const Model& m, const Tokenizer& tok, const ChatTemplate* ct) {
-  std::vector<int32_t> ids(m.cfg.eos_ids.begin(), m.cfg.eos_ids.end());
-  std::vector<std::string> names = {"<|im_end|>", "<|eot_id|>", "<|end|>", "<|return|>",
-                                    "<|call|>", "<end_of_turn>", "<|endoftext|>",
-                                    "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"};
-  if (ct)
-    if (const std::string* eos = ct->token("eos_token")) names.push_back(*eos);
-  for (const std::string& n : names) {
-    const int32_t id = tokenizer_token_id(tok, n);
-    if (id >= 0 && std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
-  }
-  return ids;
-}
-
 // The chat template of a model folder, or of the file given.
 ChatTemplate load_chat_template(const std::string& model_dir, const std::string& override_path) {
   if (override_path.empty() && is_gguf_path(model_dir)) {  // tokenizer.chat_template
@@ -96,7 +80,7 @@ CommandRun cmd_chat_register(CLI::App* app) {
     sp.seed = o->seed;
     session_init(&session, m, ctx, 256, sp);
     GenerateParams gp;
-    gp.stop_ids = stop_ids(m, tok, &ct);
+    gp.stop_ids = chat_stop_ids(m.cfg.eos_ids, tok, &ct);
     gp.cancel = &g_cancel;
     struct sigaction sa = {};
     sa.sa_handler = on_sigint;
