@@ -7,6 +7,7 @@
 
 #include "commands.h"
 #include "core/error.h"
+#include "dist/comm.h"
 #include "io/mapped_file.h"
 #include "serve/server.h"
 #include "text/chat_template.h"
@@ -30,6 +31,9 @@ CommandRun cmd_serve_register(CLI::App* app) {
       ->capture_default_str();
   app->add_option("--max-body", o->max_body, "largest request body in bytes (413 beyond)")->capture_default_str();
   return [o, threads]() {
+    if (comm_world().size() > 1)
+      fail("moe serve runs in one process; under mpirun, expert parallelism serves logits, "
+           "generate, eval, inspect and train");
     set_threads(*threads);
     o->threads = *threads > 0 ? *threads : omp_get_num_procs();  // the scheduler thread uses the same
     if (o->chunk <= 0) fail("--chunk must be positive");
