@@ -86,7 +86,7 @@ EpBenchCase run_case(const ModelConfig& c, const EpLayer& L, MoeState* s, Comm& 
   std::normal_distribution<float> nd(0.0f, 1.0f);
   for (float& v : x) v = nd(gen);
   EpDispatcher& d = *s->ep_dispatcher;
-  std::vector<double> layer, a2a, plain, ex;
+  std::vector<double> layer, a2a, plain, ex, wait, plain_d;
   std::vector<uint8_t> sbuf, rbuf;
   EpBenchCase k;
   k.tokens = T;
@@ -96,6 +96,7 @@ EpBenchCase run_case(const ModelConfig& c, const EpLayer& L, MoeState* s, Comm& 
     double t0 = now_s();
     moe_layer_forward(out.data(), s, c, L.lw, x.data(), T, MoeCall());
     const double tl = comm_max(comm, now_s() - t0), ta = comm_max(comm, d.comm_seconds());
+    const double tw = comm_max(comm, d.wait_seconds());
     // The same rows through the grouped FFN alone (inputs as dispatched).
     t0 = now_s();
     backend().experts(&s->ex, expert_ffn_spec(c), L.lw.experts.data(), s->seg, false);
@@ -110,13 +111,17 @@ EpBenchCase run_case(const ModelConfig& c, const EpLayer& L, MoeState* s, Comm& 
     comm.barrier();
     t0 = now_s();
     comm.alltoallv(sbuf.data(), sb.data(), rbuf.data(), rb.data());
+    const double tpd = comm_max(comm, now_s() - t0);
+    t0 = now_s();
     comm.alltoallv(rbuf.data(), rb.data(), sbuf.data(), sb.data());
-    const double tp = comm_max(comm, now_s() - t0);
+    const double tp = tpd + comm_max(comm, now_s() - t0);
     if (rep < 3) continue;
     layer.push_back(tl);
     a2a.push_back(ta);
     plain.push_back(tp);
     ex.push_back(te);
+    wait.push_back(tw);
+    plain_d.push_back(tpd);
     if (rep == 3) {
       const double sent = comm_sum(comm, static_cast<double>(d.bytes_sent()));
       k.sent_bytes_per_token = sent / (static_cast<double>(T) * P);
@@ -129,6 +134,9 @@ EpBenchCase run_case(const ModelConfig& c, const EpLayer& L, MoeState* s, Comm& 
   k.a2a_s = median(a2a);
   k.plain_s = median(plain);
   k.experts_s = median(ex);
+  k.wait_s = median(wait);
+  k.plain_dispatch_s = median(plain_d);
+  k.hidden = k.plain_dispatch_s > 0 ? std::clamp(1.0 - k.wait_s / k.plain_dispatch_s, 0.0, 1.0) : 0.0;
   k.formula_bytes_per_token = static_cast<double>(c.top_k) * (P - 1) / P * D * sizeof(float);
   return k;
 }
@@ -166,12 +174,14 @@ std::string ep_bench_markdown(const EpBenchResult& r) {
       "of the slowest rank per call. All-to-all: the dispatcher's count and row exchanges inside "
       "the layer (dispatch + combine); plain: two MPI_Alltoallv of the same sizes.\n\n"
       "| tokens/rank | layer µs | all-to-all µs | plain alltoallv µs | ratio | experts µs | "
-      "sent B/token | formula B/token | rows max/mean |\n|---|---|---|---|---|---|---|---|---|\n",
+      "dispatch hidden | sent B/token | formula B/token | rows max/mean |\n"
+      "|---|---|---|---|---|---|---|---|---|---|\n",
       r.model.c_str(), qtype_name(r.type), r.P, r.D, r.F, r.E, r.K, r.S);
   for (const EpBenchCase& k : r.cases)
-    s += strfmt("| %d | %.0f | %.0f | %.0f | %.2f | %.0f | %.0f | %.0f | %.2f |\n", k.tokens,
+    s += strfmt("| %d | %.0f | %.0f | %.0f | %.2f | %.0f | %s | %.0f | %.0f | %.2f |\n", k.tokens,
                 1e6 * k.layer_s, 1e6 * k.a2a_s, 1e6 * k.plain_s,
                 k.plain_s > 0 ? k.a2a_s / k.plain_s : 0.0, 1e6 * k.experts_s,
+                r.S > 0 ? strfmt("%.0f%%", 100.0 * k.hidden).c_str() : "no shared expert",
                 k.sent_bytes_per_token, k.formula_bytes_per_token,
                 k.mean_rows ? static_cast<double>(k.max_rows) / k.mean_rows : 0.0);
   return s;
@@ -191,7 +201,9 @@ std::string ep_bench_json(const EpBenchResult& r) {
   for (const EpBenchCase& k : r.cases)
     j["cases"].push_back({{"tokens_per_rank", k.tokens}, {"layer_us", 1e6 * k.layer_s},
                           {"a2a_us", 1e6 * k.a2a_s}, {"plain_alltoallv_us", 1e6 * k.plain_s},
-                          {"experts_us", 1e6 * k.experts_s},
+                          {"experts_us", 1e6 * k.experts_s}, {"wait_us", 1e6 * k.wait_s},
+                          {"plain_dispatch_us", 1e6 * k.plain_dispatch_s},
+                          {"dispatch_hidden", k.hidden},
                           {"sent_bytes_per_token", k.sent_bytes_per_token},
                           {"formula_bytes_per_token", k.formula_bytes_per_token},
                           {"rows_max", k.max_rows}, {"rows_mean", k.mean_rows}});

@@ -10,6 +10,8 @@
 //    the way the OSU micro-benchmarks time it: the baseline the dispatcher's exchanges are set
 //    against;
 //  - the grouped expert FFN alone on the same rows (this rank's experts), median.
+// Overlap: the layer posts the row dispatch (MPI_Ialltoallv) and runs the shared expert before
+// waiting; the share hidden is 1 - (time waited) / (a plain exchange of the same sizes).
 // Bytes: the rows this rank sent to other ranks per token in the dispatch (the combine sends the
 // same back), against the formula for uniform routing, K (P - 1) / P rows of D floats per token.
 //
@@ -38,6 +40,9 @@ struct EpBenchCase {
   double a2a_s = 0.0;                  // median of the slowest rank's exchanges inside the layer
   double plain_s = 0.0;                // median of two plain alltoallv of the same sizes
   double experts_s = 0.0;              // median of the slowest rank's grouped FFN
+  double wait_s = 0.0;                 // median of the slowest rank's wait for the posted rows
+  double plain_dispatch_s = 0.0;       // median of the plain exchange of the dispatch's sizes
+  double hidden = 0.0;                 // 1 - wait / plain dispatch: the share of it overlapped
   double sent_bytes_per_token = 0.0;   // dispatch, mean over ranks, rows to other ranks
   double formula_bytes_per_token = 0.0;
   int64_t max_rows = 0, mean_rows = 0; // rows received for experts: slowest rank and mean

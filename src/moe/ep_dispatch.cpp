@@ -39,7 +39,12 @@ EpDispatcher::EpDispatcher(Comm* comm, int E, int D, int max_rows, int max_recv)
 }
 
 ExpertSegments EpDispatcher::dispatch(const DispatchPlan& p, const float* x, int D, float* xs) {
-  MOE_CHECK(D == D_ && p.E == E_ && p.rows <= max_rows_);
+  dispatch_begin(p, x, D);
+  return dispatch_end(xs);
+}
+
+void EpDispatcher::dispatch_begin(const DispatchPlan& p, const float* x, int D) {
+  MOE_CHECK(D == D_ && p.E == E_ && p.rows <= max_rows_ && !pending_);
   rows_ = p.rows;
   // 1. Rows per expert, sent to each expert's rank: rank q gets the counts of its experts.
   for (int e = 0; e < E_; ++e) scnt_[e] = p.off[e + 1] - p.off[e];
@@ -77,11 +82,31 @@ ExpertSegments EpDispatcher::dispatch(const DispatchPlan& p, const float* x, int
   for (int row = 0; row < p.rows; ++row)
     std::memcpy(send_.data() + static_cast<int64_t>(row) * D,
                 x + static_cast<int64_t>(p.row_tok[row]) * D, sizeof(float) * D);
-  forward_rows(send_.data(), D, xs);
+  post_rows(send_.data(), D);
+}
+
+ExpertSegments EpDispatcher::dispatch_end(float* xs) {
+  MOE_CHECK(pending_);
+  const double t0 = now_s();
+  pending_->wait();
+  pending_.reset();
+  const double dt = now_s() - t0;
+  wait_s_ += dt;
+  comm_s_ += dt;
+  group_rows(D_, xs);
   return ExpertSegments{e0_, ne_, seg_off_.data()};
 }
 
 void EpDispatcher::forward_rows(const float* send, int D, float* grouped) {
+  post_rows(send, D);
+  const double t0 = now_s();
+  pending_->wait();
+  pending_.reset();
+  comm_s_ += now_s() - t0;
+  group_rows(D, grouped);
+}
+
+void EpDispatcher::post_rows(const float* send, int D) {
   sent_ = received_ = 0;
   for (int q = 0; q < P_; ++q) {
     sbytes_[q] = srows_[q] * D * static_cast<int64_t>(sizeof(float));
@@ -92,8 +117,11 @@ void EpDispatcher::forward_rows(const float* send, int D, float* grouped) {
     }
   }
   const double t0 = now_s();
-  comm_->alltoallv(send, sbytes_.data(), recv_.data(), rbytes_.data());
+  pending_ = comm_->ialltoallv(send, sbytes_.data(), recv_.data(), rbytes_.data());
   comm_s_ += now_s() - t0;
+}
+
+void EpDispatcher::group_rows(int D, float* grouped) {
   for (int j = 0; j < rows_recv_; ++j)
     std::memcpy(grouped + static_cast<int64_t>(grouped_[j]) * D,
                 recv_.data() + static_cast<int64_t>(j) * D, sizeof(float) * D);

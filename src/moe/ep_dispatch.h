@@ -21,6 +21,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "dist/comm.h"
@@ -36,6 +37,10 @@ class EpDispatcher final : public Dispatcher {
   // ExpertBuffers the grouped FFN uses). Allocates every buffer.
   EpDispatcher(Comm* comm, int E, int D, int max_rows, int max_recv);
   ExpertSegments dispatch(const DispatchPlan& p, const float* x, int D, float* xs) override;
+  // dispatch in two halves, so that other work (the shared expert) runs while the rows travel:
+  // begin exchanges the counts and posts the rows (MPI_Ialltoallv); end waits and groups them.
+  void dispatch_begin(const DispatchPlan& p, const float* x, int D);
+  ExpertSegments dispatch_end(float* xs);
   void combine(const DispatchPlan& p, const float* w, const float* ys, int D, float* out) override;
   void combine_backward(const DispatchPlan& p, const float* w, const float* ys, const float* dout,
                         int D, float* dys, float* dw) override;
@@ -52,19 +57,24 @@ class EpDispatcher final : public Dispatcher {
   const std::vector<int64_t>& send_bytes() const { return sbytes_; }
   const std::vector<int64_t>& recv_bytes() const { return rbytes_; }
   double comm_seconds() const { return comm_s_; }
-  void reset_comm_seconds() { comm_s_ = 0.0; }
+  // Seconds dispatch_end waited for the posted rows (what the overlap did not hide).
+  double wait_seconds() const { return wait_s_; }
+  void reset_comm_seconds() { comm_s_ = wait_s_ = 0.0; }
 
  private:
   // Rows (plan order) -> other ranks' experts: send_ (R, D) -> recv_ (Rr, D), then grouped into
   // out (Rr, D). The reverse: grouped in (Rr, D) -> recv_ -> back into send_ order (R, D).
   void forward_rows(const float* send, int D, float* grouped);
+  void post_rows(const float* send, int D);   // forward_rows' exchange, posted
+  void group_rows(int D, float* grouped);     // forward_rows' grouping of recv_
   void reverse_rows(const float* grouped, int D, float* back);
 
   Comm* comm_;
   int E_, D_, P_, me_, e0_, ne_, max_rows_, max_recv_;
   int rows_ = 0, rows_recv_ = 0;
   int64_t sent_ = 0, received_ = 0;
-  double comm_s_ = 0.0;
+  double comm_s_ = 0.0, wait_s_ = 0.0;
+  std::unique_ptr<CommRequest> pending_;  // the posted row exchange of dispatch_begin
   std::vector<int64_t> srows_, rrows_;  // (P) rows sent to / received from each rank
   std::vector<int64_t> sbytes_, rbytes_;  // (P) the same in bytes, for one width
   std::vector<int32_t> scnt_;           // (E) rows this rank sends per expert

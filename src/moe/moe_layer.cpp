@@ -213,17 +213,22 @@ void route(MoeState* s, const ModelConfig& c, const LayerWeights& lw, const floa
            noisy ? s->nlogits.data() : nullptr, ids, s->Nr, cf, call.seed, call.train, call.pos);
 }
 
-// Shared expert(s): out (N, D) += gate_t * FFN_shared(x)_t.
-void shared_forward(float* out, MoeState* s, const ModelConfig& c, const LayerWeights& lw,
-                    const float* x, int N) {
+// Shared expert(s), computed: sy (N, D) = FFN_shared(x), sgate (N) its gate logits.
+void shared_compute(MoeState* s, const ModelConfig& c, const LayerWeights& lw, const float* x,
+                    int N) {
   const Backend& be = backend();
-  const int D = c.hidden, S = c.shared_ffn;
+  const int S = c.shared_ffn;
   float* h = s->train ? s->sact.data() : s->hg.data();
   be.linear(s->hg.data(), x, lw.shared.gate, N, &s->lin);
   be.linear(s->hu.data(), x, lw.shared.up, N, &s->lin);
   be.swiglu(h, s->hg.data(), s->hu.data(), static_cast<int64_t>(N) * S);
   be.linear(s->sy.data(), h, lw.shared.down, N, &s->lin);
   if (c.shared_gate) be.linear(s->sgate.data(), x, lw.shared_gate, N, &s->lin);
+}
+
+// out (N, D) += gate_t * sy_t.
+void shared_add(float* out, const MoeState* s, const ModelConfig& c, int N) {
+  const int D = c.hidden;
   for (int t = 0; t < N; ++t) {
     const float gt = c.shared_gate ? op_sigmoid(s->sgate[t]) : 1.0f;
     float* o = out + static_cast<int64_t>(t) * D;
@@ -270,12 +275,19 @@ MoeLosses moe_layer_forward(float* out, MoeState* s, const ModelConfig& c, const
   }
   const float* xm = x + mine0 * D;
   float* om = out + mine0 * D;
+  const bool shared = c.shared_ffn > 0 && n > 0;
   Dispatcher& d = *s->dispatcher;
-  s->seg = d.dispatch(*own, xm, D, s->ex.xs.data());
+  if (s->ep_dispatcher) {  // 6. the shared expert(s) run while the rows travel
+    s->ep_dispatcher->dispatch_begin(*own, xm, D);
+    if (shared) shared_compute(s, c, lw, xm, n);
+    s->seg = s->ep_dispatcher->dispatch_end(s->ex.xs.data());
+  } else {
+    s->seg = d.dispatch(*own, xm, D, s->ex.xs.data());
+    if (shared) shared_compute(s, c, lw, xm, n);
+  }
   backend().experts(&s->ex, expert_ffn_spec(c), lw.experts.data(), s->seg, s->train);
   d.combine(*own, s->routing.w.data(), s->ex.ys.data(), D, om);
-  // 6. Shared expert(s).
-  if (c.shared_ffn > 0 && n > 0) shared_forward(om, s, c, lw, xm, n);
+  if (shared) shared_add(om, s, c, n);
   if (s->ep_replicated) gather_rows(s, om, out, D, sizeof(float));
   return router_losses(*s, c, call);
 }
