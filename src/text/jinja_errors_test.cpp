@@ -3,6 +3,7 @@
 // stop runaway templates (deep nesting, huge loops, huge output) without crashing or hanging.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <string>
 
 #include "core/error.h"
@@ -128,10 +129,47 @@ TEST(JinjaErrors, RaiseException) {
             "chat template raised: in macro 1");
 }
 
+// Seconds one render_error call takes.
+template <class F>
+double seconds_of(F&& f) {
+  auto t0 = std::chrono::steady_clock::now();
+  f();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
 TEST(JinjaErrors, RunawayTemplatesStop) {
-  EXPECT_NE(render_error("{% macro r(n) %}{{ r(n + 1) }}{% endmacro %}{{ r(0) }}")
-                .find("macro calls nested too deeply"),
-            std::string::npos);
+  // The bounds of issue 16, each within a second: a huge range, unbounded macro recursion, a
+  // long loop body, a loop that copies a large string.
+  auto names_template = [](const std::string& msg, const std::string& what) {
+    EXPECT_EQ(msg.rfind("t:1:", 0), 0u) << msg;
+    EXPECT_NE(msg.find(what), std::string::npos) << msg;
+  };
+  double secs = seconds_of([&] {
+    names_template(render_error("{% for i in range(10**9) %}{{ i }}{% endfor %}"),
+                   ": range too big, the limit is 100000 items");
+  });
+  EXPECT_LT(secs, 1.0);
+  secs = seconds_of([&] {
+    names_template(render_error("{% macro r(n) %}{{ r(n + 1) }}{% endmacro %}{{ r(0) }}"),
+                   ": macro calls nested too deeply");
+  });
+  EXPECT_LT(secs, 1.0);
+  std::string body;
+  for (int k = 0; k < 40; ++k) body += "{{ i + j }}";
+  secs = seconds_of([&] {
+    EXPECT_NE(render_error("{% for i in range(1000) %}{% for j in range(1000) %}" + body +
+                           "{% endfor %}{% endfor %}")
+                  .find("template exceeded the limit of 20000000 units of work"),
+              std::string::npos);
+  });
+  EXPECT_LT(secs, 1.0);
+  secs = seconds_of([] {
+    EXPECT_NE(render_error("{% set s = 'x' * 10000000 %}{% for i in range(100000) %}"
+                           "{% set t = s | upper %}{% endfor %}")
+                  .find("units of work"),
+              std::string::npos);
+  });
+  EXPECT_LT(secs, 1.0);
   moe::JinjaRenderOptions small;
   small.max_steps = 20'000;
   EXPECT_EQ(render_error("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}"
