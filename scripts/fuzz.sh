@@ -7,7 +7,8 @@
 # target for SECONDS (-max_total_time) on its seeds, its regression inputs and the corpus it grew
 # before (build-fuzz/corpus/TARGET, not committed), FUZZ_JOBS targets at a time (default: the
 # number of cores), each line of libFuzzer's output prefixed with the target's name and kept in
-# build-fuzz/logs/TARGET.log. FUZZ_NICE=N runs them at nice level N.
+# build-fuzz/logs/TARGET.log. FUZZ_NICE=N runs them at nice level N. FUZZ_KEEP_GOING=1 (for long
+# runs) uses libFuzzer's fork mode, which keeps fuzzing after a finding instead of stopping.
 #
 # A crash, timeout, leak or out-of-memory input is copied to fuzz/corpus/TARGET/regressions/ as
 # KIND-<sha1 prefix>: rename it after the bug, fix the bug at the root, and commit it; ctest then
@@ -46,8 +47,10 @@ run_one() {
   mkdir -p "$corpus" "$art" "$build/logs" "fuzz/corpus/$t/regressions"
   local dict=() rc=0
   [ -f "fuzz/dict/$t.dict" ] && dict=(-dict="fuzz/dict/$t.dict")
+  local keep=()
+  [ "${FUZZ_KEEP_GOING:-0}" = 1 ] && keep=(-fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1)
   nice -n "${FUZZ_NICE:-0}" "$bin" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
-      -print_final_stats=1 -artifact_prefix="$art" "${dict[@]}" \
+      -print_final_stats=1 -artifact_prefix="$art" "${dict[@]}" "${keep[@]}" \
       "$corpus" "fuzz/corpus/$t/seeds" "fuzz/corpus/$t/regressions" \
       > >(sed -u "s/^/[$t] /" | tee "$log") 2>&1 || rc=$?
   local found=0

@@ -525,6 +525,8 @@ void config_parse(ModelConfig* cfg, const std::string& text, const std::string& 
     root = json::parse(text);
   } catch (const json::parse_error& e) {
     fail("%s: malformed JSON at byte %zu", path.c_str(), static_cast<size_t>(e.byte));
+  } catch (const json::exception&) {  // out_of_range: a number beyond double
+    fail("%s: malformed JSON: a number is out of range", path.c_str());
   }
   if (!root.is_object()) fail("%s: top level must be a JSON object", path.c_str());
   JReader j{root, path};
@@ -563,6 +565,8 @@ void config_load(ModelConfig* cfg, const std::string& dir) {
       g = json::parse(read_text_file(gpath));
     } catch (const json::parse_error& e) {
       fail("%s: malformed JSON at byte %zu", gpath.c_str(), static_cast<size_t>(e.byte));
+    } catch (const json::exception&) {  // out_of_range: a number beyond double
+      fail("%s: malformed JSON: a number is out of range", gpath.c_str());
     }
     if (g.is_object()) {
       std::vector<int> eos = read_eos(g);

@@ -242,6 +242,8 @@ void dataset_open(Dataset* d, const std::string& dir) {
     meta = nlohmann::json::parse(read_text_file(mp));
   } catch (const nlohmann::json::parse_error& e) {
     fail("%s: malformed JSON at byte %zu", mp.c_str(), static_cast<size_t>(e.byte));
+  } catch (const nlohmann::json::exception&) {  // out_of_range: a number beyond double
+    fail("%s: malformed JSON: a number is out of range", mp.c_str());
   }
   auto need_int = [&](const char* k) {
     if (!meta.is_object() || !meta.contains(k) || !meta[k].is_number_integer())
