@@ -49,10 +49,13 @@ run_one() {
   [ -f "fuzz/dict/$t.dict" ] && dict=(-dict="fuzz/dict/$t.dict")
   local keep=()
   [ "${FUZZ_KEEP_GOING:-0}" = 1 ] && keep=(-fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1)
-  nice -n "${FUZZ_NICE:-0}" "$bin" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
+  local TIMEFORMAT="cpu: user %U s, sys %S s, wall %R s"
+  { time nice -n "${FUZZ_NICE:-0}" "$bin" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
       -print_final_stats=1 -artifact_prefix="$art" "${dict[@]}" "${keep[@]}" \
       "$corpus" "fuzz/corpus/$t/seeds" "fuzz/corpus/$t/regressions" \
-      > >(sed -u "s/^/[$t] /" | tee "$log") 2>&1 || rc=$?
+      > >(sed -u "s/^/[$t] /" | tee "$log") 2>&1; } 2> "$build/logs/$t.time" || rc=$?
+  sleep 0.2  # let the last lines of the log through
+  sed "s/^/[$t] /" "$build/logs/$t.time" | tee -a "$log"
   local found=0
   for f in "$art"*; do
     [ -f "$f" ] || continue
