@@ -37,7 +37,7 @@ struct JinjaRenderOptions {
   // expression evaluated, plus one per 16 bytes of each string and per 4 items of each list an
   // expression yields (strings are copied, so a loop over a large value costs its size). Bounds
   // templates whose loop bodies are long or copy large strings, which max_steps alone does not.
-  uint64_t max_work = 20'000'000;
+  uint64_t max_work = 10'000'000;
 };
 
 JinjaTemplate jinja_compile(const std::string& source, const std::string& name_for_errors);

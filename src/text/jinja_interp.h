@@ -30,7 +30,7 @@ struct Interp {
   uint64_t steps = 0;  // loop iterations and macro calls, bounded by max_steps
   uint64_t max_steps = 2'000'000;
   uint64_t work = 0;  // statements, expressions and the size of their values, see max_work
-  uint64_t max_work = 20'000'000;
+  uint64_t max_work = 10'000'000;
 
   // Evaluates an expression and charges its work (eval_node does the evaluating).
   Value eval(const Node& n, const FramePtr& f);
