@@ -205,3 +205,23 @@ TEST(JinjaErrors, RunawayTemplatesStop) {
 }
 
 }  // namespace
+
+namespace {
+
+// range() near the int64 limits: the values Python gives, no signed overflow past stop (found by
+// fuzzing under UBSan; regression input fuzz/corpus/jinja_template/regressions/range_step_overflow).
+TEST(JinjaErrors, RangeNearInt64Limits) {
+  auto render = [](const std::string& src) {
+    return moe::jinja_render(moe::jinja_compile(src, "t"), nlohmann::ordered_json::object());
+  };
+  EXPECT_EQ(render("{{ range(-9223372036854775807, 9223372036854775807, 4611686018427387904) "
+                   "| list }}"),
+            "[-9223372036854775807, -4611686018427387903, 1, 4611686018427387905]");
+  EXPECT_EQ(render("{{ range(9223372036854775807, -9223372036854775807, -4611686018427387904) "
+                   "| list }}"),
+            "[9223372036854775807, 4611686018427387903, -1, -4611686018427387905]");
+  EXPECT_EQ(render("{{ range(5, 0, -2) | list }}{{ range(0, 7, 3) | list }}{{ range(3, 3) | list }}"),
+            "[5, 3, 1][0, 3, 6][]");
+}
+
+}  // namespace
