@@ -19,3 +19,8 @@ ctest --preset release -j "$JOBS"
 cmake --preset asan >/dev/null
 cmake --build --preset asan -j "$JOBS"
 ctest --preset asan -j "$JOBS"
+# Fuzzing (fuzz/README.md): the libFuzzer targets (clang++-16, ASan + UBSan) all run at once,
+# 30 s each, on their seeds and regression inputs; a crash, timeout or leak fails CI.
+cmake --preset fuzz >/dev/null
+cmake --build --preset fuzz -j "$JOBS"
+MOE_FUZZ_NO_BUILD=1 FUZZ_JOBS=${FUZZ_JOBS:-16} scripts/fuzz.sh all 30

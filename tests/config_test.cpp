@@ -65,6 +65,30 @@ TEST(Config, ErrorsNameTheField) {
       std::string::npos);
 }
 
+// Sizes a config alone could use to exhaust memory or time (found by fuzzing: 1e8 layers asked
+// for 90 GB, hidden_size 2^30 took 97 s) are rejected naming the field; so is a number beyond
+// double.
+TEST(Config, AbsurdSizesAreRejected) {
+  auto with = [](const std::string& from, const std::string& to, std::string s = kMixtral) {
+    return s.replace(s.find(from), from.size(), to);
+  };
+  EXPECT_EQ(error_of(with("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 100000000")),
+            "dir/config.json: field 'num_hidden_layers': is too large (over 1048576)");
+  EXPECT_EQ(error_of(with("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 20000")),
+            "dir/config.json: field 'num_hidden_layers': is too large (over 16384)");
+  EXPECT_EQ(error_of(with("\"hidden_size\": 64", "\"hidden_size\": 1073741824")),
+            "dir/config.json: field 'hidden_size': is too large (over 1048576)");
+  EXPECT_EQ(error_of(with("\"num_local_experts\": 8", "\"num_local_experts\": 2048",
+                          with("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 1024"))),
+            "dir/config.json: field 'num_local_experts': too many experts for the number of "
+            "layers (over 2^20 expert FFNs)");
+  EXPECT_EQ(error_of(with("\"num_local_experts\": 8", "\"num_local_experts\": 1024",
+                          with("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 1024"))),
+            "");  // exactly 2^20 expert FFNs
+  EXPECT_EQ(error_of(with("\"vocab_size\": 256", "\"vocab_size\": 1e400")),
+            "dir/config.json: malformed JSON: a number is out of range");
+}
+
 TEST(Config, LegacyAndV5RopeKeysAgree) {
   std::string base = R"({"model_type": "qwen3_moe", "vocab_size": 256, "hidden_size": 64,
     "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,

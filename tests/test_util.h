@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <random>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -35,5 +36,15 @@ std::string slurp(const std::string& path);
 
 // Runs the moe CLI with the given argument string (shell-quoted by the caller).
 RunResult run_moe(const std::string& args);
+
+// CPU seconds the calling thread spends in f(): a time bound checked this way does not fail
+// because other work loads the machine.
+double thread_cpu_seconds(const std::function<void()>& f);
+// "Within a second" in a release build; sanitizer builds run about three times slower.
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr double kOneSecondBound = 3.0;
+#else
+inline constexpr double kOneSecondBound = 1.0;
+#endif
 
 }  // namespace moe_test

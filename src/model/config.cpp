@@ -67,9 +67,12 @@ struct JReader {
     if (!v.is_string()) bad(key, "must be a string");
     return v.get<std::string>();
   }
+  // A size: positive, and at most 2^20 (real models stay far below), so a config alone cannot
+  // make the loader allocate or compute without bound.
   int positive(const char* key) const {
     int v = integer(key);
     if (v <= 0) bad(key, "must be positive");
+    if (v > (1 << 20)) bad(key, "is too large (over 1048576)");
     return v;
   }
   int positive_or(const char* key, int def) const { return has(key) ? positive(key) : def; }
@@ -261,6 +264,7 @@ void parse_common(ConfigSrc* s) {
   c.vocab = j.positive("vocab_size");
   c.hidden = j.positive("hidden_size");
   c.n_layers = j.positive("num_hidden_layers");
+  if (c.n_layers > 16384) j.bad("num_hidden_layers", "is too large (over 16384)");  // per-layer specs
   c.n_heads = j.positive("num_attention_heads");
   c.n_kv_heads = j.positive_or("num_key_value_heads", c.n_heads);
   const bool eps5 = a == ARCH_MIXTRAL || a == ARCH_OLMOE || a == ARCH_GPT_OSS;
@@ -525,6 +529,8 @@ void config_parse(ModelConfig* cfg, const std::string& text, const std::string& 
     root = json::parse(text);
   } catch (const json::parse_error& e) {
     fail("%s: malformed JSON at byte %zu", path.c_str(), static_cast<size_t>(e.byte));
+  } catch (const json::exception&) {  // out_of_range: a number beyond double
+    fail("%s: malformed JSON: a number is out of range", path.c_str());
   }
   if (!root.is_object()) fail("%s: top level must be a JSON object", path.c_str());
   JReader j{root, path};
@@ -548,6 +554,9 @@ void config_parse(ModelConfig* cfg, const std::string& text, const std::string& 
   parse_rope_and_scale(&s);
   const char* ekey = j.first_present({"num_local_experts", "num_experts", "n_routed_experts"});
   if (c.n_moe_layers() > 0 && c.n_experts <= 0) j.bad(ekey, "must be positive");
+  // The expert tensors a checkpoint of this config has (3 per expert and MoE layer), bounded.
+  if (static_cast<int64_t>(c.n_moe_layers()) * c.n_experts > (1 << 20))
+    j.bad(ekey, "too many experts for the number of layers (over 2^20 expert FFNs)");
   if (c.n_moe_layers() < c.n_layers && c.dense_ffn <= 0)
     j.bad("intermediate_size", "is needed by the dense layers");
   parse_router_groups(&s);
@@ -563,6 +572,8 @@ void config_load(ModelConfig* cfg, const std::string& dir) {
       g = json::parse(read_text_file(gpath));
     } catch (const json::parse_error& e) {
       fail("%s: malformed JSON at byte %zu", gpath.c_str(), static_cast<size_t>(e.byte));
+    } catch (const json::exception&) {  // out_of_range: a number beyond double
+      fail("%s: malformed JSON: a number is out of range", gpath.c_str());
     }
     if (g.is_object()) {
       std::vector<int> eos = read_eos(g);

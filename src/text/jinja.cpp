@@ -55,6 +55,7 @@ std::string jinja_render(const JinjaTemplate& tmpl, const nlohmann::ordered_json
   in.name = tmpl.name;
   in.now = options.now;
   in.max_steps = options.max_steps;
+  in.max_work = options.max_work;
   std::string out;
   in.out = &out;
   try {

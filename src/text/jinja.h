@@ -33,6 +33,11 @@ struct JinjaRenderOptions {
   std::function<std::tm()> now;
   // Loop iterations plus macro calls allowed in one render; past it the render fails.
   uint64_t max_steps = 2'000'000;
+  // Work allowed in one render, past which it fails: one unit per statement run and per
+  // expression evaluated, plus one per 16 bytes of each string and per 4 items of each list an
+  // expression yields (strings are copied, so a loop over a large value costs its size). Bounds
+  // templates whose loop bodies are long or copy large strings, which max_steps alone does not.
+  uint64_t max_work = 10'000'000;
 };
 
 JinjaTemplate jinja_compile(const std::string& source, const std::string& name_for_errors);

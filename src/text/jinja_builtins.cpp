@@ -729,12 +729,17 @@ Value g_range(Interp&, CallArgs& a) {
   int64_t stop = n.size() == 1 ? n[0] : n[1];
   int64_t step = n.size() == 3 ? n[2] : 1;
   if (step == 0) jfail("range() arg 3 must not be zero");
+  // Python's length of the range, in 128 bits: start + k * step never overflows for k < n, but
+  // stepping past stop would.
+  using i128 = __int128;
+  i128 len = 0;
+  if (step > 0 && stop > start) len = (i128(stop) - start + step - 1) / step;
+  if (step < 0 && stop < start) len = (i128(start) - stop - step - 1) / -i128(step);
+  if (len > kMaxRange) jfail("range too big, the limit is " + std::to_string(kMaxRange) + " items");
   List r;
-  for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
-    if (static_cast<int64_t>(r.size()) >= kMaxRange)
-      jfail("range too big, the limit is " + std::to_string(kMaxRange) + " items");
-    r.push_back(Value::integer(i));
-  }
+  r.reserve(static_cast<size_t>(len));
+  for (int64_t k = 0; k < static_cast<int64_t>(len); ++k)
+    r.push_back(Value::integer(static_cast<int64_t>(start + i128(k) * step)));
   return Value::make_list(std::move(r));
 }
 

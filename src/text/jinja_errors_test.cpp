@@ -6,6 +6,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "test_util.h"
 #include "text/jinja.h"
 
 namespace {
@@ -129,9 +130,38 @@ TEST(JinjaErrors, RaiseException) {
 }
 
 TEST(JinjaErrors, RunawayTemplatesStop) {
-  EXPECT_NE(render_error("{% macro r(n) %}{{ r(n + 1) }}{% endmacro %}{{ r(0) }}")
-                .find("macro calls nested too deeply"),
-            std::string::npos);
+  // The bounds of issue 16, each within a second: a huge range, unbounded macro recursion, a
+  // long loop body, a loop that copies a large string.
+  auto names_template = [](const std::string& msg, const std::string& what) {
+    EXPECT_EQ(msg.rfind("t:1:", 0), 0u) << msg;
+    EXPECT_NE(msg.find(what), std::string::npos) << msg;
+  };
+  double secs = moe_test::thread_cpu_seconds([&] {
+    names_template(render_error("{% for i in range(10**9) %}{{ i }}{% endfor %}"),
+                   ": range too big, the limit is 100000 items");
+  });
+  EXPECT_LT(secs, moe_test::kOneSecondBound);
+  secs = moe_test::thread_cpu_seconds([&] {
+    names_template(render_error("{% macro r(n) %}{{ r(n + 1) }}{% endmacro %}{{ r(0) }}"),
+                   ": macro calls nested too deeply");
+  });
+  EXPECT_LT(secs, moe_test::kOneSecondBound);
+  std::string body;
+  for (int k = 0; k < 40; ++k) body += "{{ i + j }}";
+  secs = moe_test::thread_cpu_seconds([&] {
+    EXPECT_NE(render_error("{% for i in range(1000) %}{% for j in range(1000) %}" + body +
+                           "{% endfor %}{% endfor %}")
+                  .find("template exceeded the limit of 10000000 units of work"),
+              std::string::npos);
+  });
+  EXPECT_LT(secs, moe_test::kOneSecondBound);
+  secs = moe_test::thread_cpu_seconds([] {
+    EXPECT_NE(render_error("{% set s = 'x' * 10000000 %}{% for i in range(100000) %}"
+                           "{% set t = s | upper %}{% endfor %}")
+                  .find("units of work"),
+              std::string::npos);
+  });
+  EXPECT_LT(secs, moe_test::kOneSecondBound);
   moe::JinjaRenderOptions small;
   small.max_steps = 20'000;
   EXPECT_EQ(render_error("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}"
@@ -150,11 +180,18 @@ TEST(JinjaErrors, RunawayTemplatesStop) {
                          "{% endfor %}")
                 .find("output exceeds"),
             std::string::npos);
-  EXPECT_NE(render_error("{% set s = 'x' * 10000000 %}{{ s ~ s ~ s ~ s ~ s ~ s ~ s }}")
+  moe::JinjaRenderOptions no_work_limit;  // the string limit alone (the work limit comes first)
+  no_work_limit.max_work = UINT64_MAX;
+  EXPECT_NE(render_error("{% set s = 'x' * 10000000 %}{{ s ~ s ~ s ~ s ~ s ~ s ~ s }}", {},
+                         no_work_limit)
                 .find("string too long"),
             std::string::npos);
-  EXPECT_NE(render_error("{% set s = 'x' * 10000000 %}{{ s + s + s + s + s + s + s }}")
+  EXPECT_NE(render_error("{% set s = 'x' * 10000000 %}{{ s + s + s + s + s + s + s }}", {},
+                         no_work_limit)
                 .find("string too long"),
+            std::string::npos);
+  EXPECT_NE(render_error("{% set s = 'x' * 10000000 %}{{ s ~ s ~ s ~ s ~ s ~ s ~ s }}")
+                .find("units of work"),
             std::string::npos);
   EXPECT_EQ(render_error("{% set ns = namespace(x=none) %}{% for i in range(100000) %}"
                          "{% set ns.x = [ns.x] %}{% endfor %}"),
@@ -165,6 +202,26 @@ TEST(JinjaErrors, RunawayTemplatesStop) {
             "t: render context: value nested too deeply (over 256 levels)");
   EXPECT_NE(render_error("{% set l = [1] * 600000 %}{{ (l + l) | length }}").find("list too long"),
             std::string::npos);
+}
+
+}  // namespace
+
+namespace {
+
+// range() near the int64 limits: the values Python gives, no signed overflow past stop (found by
+// fuzzing under UBSan; regression input fuzz/corpus/jinja_template/regressions/range_step_overflow).
+TEST(JinjaErrors, RangeNearInt64Limits) {
+  auto render = [](const std::string& src) {
+    return moe::jinja_render(moe::jinja_compile(src, "t"), nlohmann::ordered_json::object());
+  };
+  EXPECT_EQ(render("{{ range(-9223372036854775807, 9223372036854775807, 4611686018427387904) "
+                   "| list }}"),
+            "[-9223372036854775807, -4611686018427387903, 1, 4611686018427387905]");
+  EXPECT_EQ(render("{{ range(9223372036854775807, -9223372036854775807, -4611686018427387904) "
+                   "| list }}"),
+            "[9223372036854775807, 4611686018427387903, -1, -4611686018427387905]");
+  EXPECT_EQ(render("{{ range(5, 0, -2) | list }}{{ range(0, 7, 3) | list }}{{ range(3, 3) | list }}"),
+            "[5, 3, 1][0, 3, 6][]");
 }
 
 }  // namespace

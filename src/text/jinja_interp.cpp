@@ -111,6 +111,13 @@ void Interp::tick() {
           " loop iterations and calls");
 }
 
+void Interp::charge(uint64_t units) {
+  work += units;
+  if (work > max_work)
+    jfail("template exceeded the limit of " + std::to_string(max_work) +
+          " units of work (statements, expressions and the sizes of their values)");
+}
+
 void Interp::emit(const std::string& s) {
   if (out->size() + s.size() > kMaxOutput) jfail("template output exceeds 64 MiB");
   out->append(s);
@@ -215,6 +222,7 @@ Interp::Flow Interp::exec(const std::vector<NodePtr>& body, const FramePtr& f) {
 
 Interp::Flow Interp::exec_stmt(const Node& n, const FramePtr& f) {
   where = &n;
+  charge(1);
   switch (n.kind) {
     case NodeKind::text:
       emit(n.str);
@@ -330,6 +338,16 @@ Interp::Flow Interp::exec_stmt(const Node& n, const FramePtr& f) {
 }
 
 Value Interp::eval(const Node& n, const FramePtr& f) {
+  Value v = eval_node(n, f);
+  uint64_t size = 0;
+  if (v.kind == Kind::string) size = v.s.size() / 16;
+  if (v.kind == Kind::list) size = v.list->size() / 4;
+  if (v.kind == Kind::dict) size = v.dict->size() / 4;
+  charge(1 + size);
+  return v;
+}
+
+Value Interp::eval_node(const Node& n, const FramePtr& f) {
   where = &n;
   switch (n.kind) {
     case NodeKind::literal:

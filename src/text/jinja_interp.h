@@ -29,8 +29,12 @@ struct Interp {
   int call_depth = 0;
   uint64_t steps = 0;  // loop iterations and macro calls, bounded by max_steps
   uint64_t max_steps = 2'000'000;
+  uint64_t work = 0;  // statements, expressions and the size of their values, see max_work
+  uint64_t max_work = 10'000'000;
 
+  // Evaluates an expression and charges its work (eval_node does the evaluating).
   Value eval(const Node& n, const FramePtr& f);
+  Value eval_node(const Node& n, const FramePtr& f);
   enum class Flow { normal, brk, cont };
   Flow exec(const std::vector<NodePtr>& body, const FramePtr& f);
   Flow exec_stmt(const Node& n, const FramePtr& f);
@@ -39,6 +43,7 @@ struct Interp {
   // Calls a macro or builtin; `node` is the call site for error positions.
   Value call_value(const Value& callee, CallArgs& args);
   void tick();
+  void charge(uint64_t units);
   void emit(const std::string& s);
 
   // Value given to the innermost filter of a {% filter %} / {% set %} block chain.

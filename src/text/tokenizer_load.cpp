@@ -505,7 +505,7 @@ void tokenizer_load_json(Tokenizer* t, const std::string& text, const std::strin
   json j;
   try {
     j = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for a number beyond double
     std::string msg = e.what();
     for (char& ch : msg)
       if (ch == '\n' || ch == '\r') ch = ' ';

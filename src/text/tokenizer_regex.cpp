@@ -9,6 +9,9 @@
 //   ^ and $ are line anchors in Ruby syntax -> PCRE2_MULTILINE.
 // Matches are iterated like the onig crate's find_iter: an empty match right after the previous
 // match is skipped by advancing one character.
+// Every match runs under explicit PCRE2 bounds (match steps, backtracking depth, heap), so a
+// catastrophic-backtracking pattern from a stranger's tokenizer.json fails with one line naming the
+// pattern instead of hanging.
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
@@ -23,7 +26,9 @@ struct TokRegex {
   pcre2_code* code = nullptr;
   bool jit = false;
   bool literal = false;
-  std::string text;  // literal text
+  std::string text;     // literal text
+  std::string source;   // the pattern as written in tokenizer.json, for errors
+  std::string where;    // file and field of the pattern, for errors
   ~TokRegex() {
     if (code) pcre2_code_free(code);
   }
@@ -37,14 +42,26 @@ bool is_hex(char c) {
   return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
 }
 
-// Per-thread PCRE2 match context with a JIT stack large enough for long runs of whitespace.
+// Bounds of one pcre2_match call. Tokenizer patterns of real models match each piece in a few
+// steps per byte; the step limit is reached only by backtracking that grows faster than the input,
+// and takes well under a second (JIT or interpreter).
+constexpr uint32_t kMatchLimit = 10'000'000;  // PCRE2 match steps
+constexpr uint32_t kDepthLimit = 100'000;     // backtracking depth (interpreter)
+constexpr uint32_t kHeapLimitKiB = 256 * 1024;  // interpreter backtracking memory: 256 MiB
+
+// Per-thread PCRE2 match context with the bounds above and a JIT stack large enough for long runs
+// of whitespace.
 struct MatchEnv {
   pcre2_match_context* mctx = nullptr;
   pcre2_jit_stack* stack = nullptr;
   MatchEnv() {
     mctx = pcre2_match_context_create(nullptr);
     stack = pcre2_jit_stack_create(64 * 1024, 64 * 1024 * 1024, nullptr);
-    if (mctx && stack) pcre2_jit_stack_assign(mctx, nullptr, stack);
+    if (!mctx) throw std::bad_alloc();
+    pcre2_set_match_limit(mctx, kMatchLimit);
+    pcre2_set_depth_limit(mctx, kDepthLimit);
+    pcre2_set_heap_limit(mctx, kHeapLimitKiB);
+    if (stack) pcre2_jit_stack_assign(mctx, nullptr, stack);
   }
   ~MatchEnv() {
     if (stack) pcre2_jit_stack_free(stack);
@@ -74,6 +91,22 @@ std::string pcre2_message(int code) {
   return reinterpret_cast<const char*>(buf);
 }
 
+// The pattern with control characters escaped, so an error stays on one line.
+std::string printable_pattern(const std::string& p) {
+  static const char* kHex = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : p) {
+    if (c >= 0x20 && c != 0x7f) {
+      out += static_cast<char>(c);
+    } else {
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  return out;
+}
+
 // Finds the next match at or after `start`; returns false if none.
 bool search(const TokRegex& re, std::string_view s, size_t start, MatchData* md, size_t* ms,
             size_t* me) {
@@ -87,18 +120,21 @@ bool search(const TokRegex& re, std::string_view s, size_t start, MatchData* md,
   MatchEnv& env = match_env();
   int rc = pcre2_match(re.code, reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), start,
                        PCRE2_NO_UTF_CHECK, md->md, env.mctx);
-  if (rc == PCRE2_ERROR_JIT_STACKLIMIT || rc == PCRE2_ERROR_MATCHLIMIT ||
-      rc == PCRE2_ERROR_HEAPLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT) {
-    // Retry with the interpreter and no limits beyond PCRE2's defaults raised.
-    pcre2_match_context* ctx = pcre2_match_context_create(nullptr);
-    pcre2_set_heap_limit(ctx, 4u * 1024 * 1024);  // KiB: 4 GiB
-    pcre2_set_match_limit(ctx, ~0u);
+  if (rc == PCRE2_ERROR_JIT_STACKLIMIT) {
+    // Deep recursion the JIT stack cannot hold: the interpreter keeps its backtracking state on
+    // the heap, under the same step, depth and heap bounds.
     rc = pcre2_match(re.code, reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), start,
-                     PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, md->md, ctx);
-    pcre2_match_context_free(ctx);
+                     PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, md->md, env.mctx);
   }
   if (rc == PCRE2_ERROR_NOMATCH) return false;
-  if (rc < 0) fail("tokenizer regex: matching failed: %s", pcre2_message(rc).c_str());
+  if (rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT ||
+      rc == PCRE2_ERROR_HEAPLIMIT || rc == PCRE2_ERROR_JIT_STACKLIMIT)
+    fail("%s: regex '%s' is too costly to match (%s, at byte %zu of a %zu-byte piece)",
+         re.where.c_str(), printable_pattern(re.source).c_str(), pcre2_message(rc).c_str(), start,
+         s.size());
+  if (rc < 0)
+    fail("%s: regex '%s': matching failed: %s", re.where.c_str(),
+         printable_pattern(re.source).c_str(), pcre2_message(rc).c_str());
   PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md->md);
   *ms = ov[0];
   *me = ov[1];
@@ -227,6 +263,8 @@ std::string regex_translate(const std::string& p) {
 
 std::shared_ptr<const TokRegex> regex_compile(const std::string& onig, const std::string& where) {
   auto re = std::make_shared<TokRegex>();
+  re->source = onig;
+  re->where = where;
   std::string pat = regex_translate(onig);
   pcre2_compile_context* cctx = pcre2_compile_context_create(nullptr);
   pcre2_set_newline(cctx, PCRE2_NEWLINE_LF);
@@ -236,7 +274,7 @@ std::shared_ptr<const TokRegex> regex_compile(const std::string& onig, const std
                            PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE, &err, &off, cctx);
   pcre2_compile_context_free(cctx);
   if (!re->code)
-    fail("%s: invalid regex '%s': %s at offset %zu", where.c_str(), onig.c_str(),
+    fail("%s: invalid regex '%s': %s at offset %zu", where.c_str(), printable_pattern(onig).c_str(),
          pcre2_message(err).c_str(), static_cast<size_t>(off));
   re->jit = pcre2_jit_compile(re->code, PCRE2_JIT_COMPLETE) == 0;
   return re;
@@ -247,6 +285,8 @@ std::shared_ptr<const TokRegex> regex_literal(const std::string& text, const std
   auto re = std::make_shared<TokRegex>();
   re->literal = true;
   re->text = text;
+  re->source = text;
+  re->where = where;
   return re;
 }
 

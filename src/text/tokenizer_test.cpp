@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "test_util.h"
 
 namespace moe {
 namespace {
@@ -246,6 +247,39 @@ TEST(TokenizerPreTokenizers, OnigurumaWhitespaceIncludesNel) {
             (Strs{"a", "\xC2\x85", "b"}));
   EXPECT_EQ(split_with("Isolated", {{"Regex", "(?i:'s|'ll)"}}, false, "IT'S he'LL"),
             (Strs{"IT", "'S", " he", "'LL"}));
+}
+
+// A catastrophic-backtracking pattern (exponential in the input) stops at PCRE2's step bound within
+// a second, with one line naming the file, the field and the pattern; a pattern of real models
+// still splits a long run of one character class (linear work) without reaching the bound.
+TEST(TokenizerPreTokenizers, CostlyRegexStopsWithOneLine) {
+  json j = bpe_json({"a"});
+  j["pre_tokenizer"] = {{"type", "Split"},
+                        {"pattern", {{"Regex", "^(\\w+\\s?)*$"}}},
+                        {"behavior", "Isolated"},
+                        {"invert", false}};
+  Tokenizer t = load(j);
+  std::string text(40, 'a');
+  text += '!';
+  std::string msg;
+  double secs = moe_test::thread_cpu_seconds([&] {
+    try {
+      pre_split(t, text);
+    } catch (const MoeError& e) {
+      msg = e.what();
+    }
+  });
+  EXPECT_LT(secs, moe_test::kOneSecondBound);
+  EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;
+  EXPECT_EQ(msg.rfind("test.json: pre_tokenizer.pattern: regex '^(\\w+\\s?)*$' is too costly to match "
+                      "(match limit exceeded, at byte 0 of a 41-byte piece)",
+                      0),
+            0u)
+      << msg;
+  // The GPT-2 style pattern over 2 MiB of letters and 2 MiB of spaces: well inside the bounds.
+  std::string words(2u << 20, 'x');
+  words += std::string(2u << 20, ' ');
+  EXPECT_EQ(split_with("Isolated", {{"Regex", " ?\\p{L}+|\\s+(?!\\S)|\\s+"}}, false, words).size(), 2u);
 }
 
 TEST(TokenizerPreTokenizers, ByteLevel) {

@@ -114,6 +114,8 @@ int64_t checkpoint_load(TrainModel* tm, AdamW* opt, const std::string& dir, uint
     st = nlohmann::json::parse(read_text_file(sp));
   } catch (const nlohmann::json::parse_error& e) {
     fail("%s: malformed JSON at byte %zu", sp.c_str(), static_cast<size_t>(e.byte));
+  } catch (const nlohmann::json::exception&) {  // out_of_range: a number beyond double
+    fail("%s: malformed JSON: a number is out of range", sp.c_str());
   }
   for (const char* k : {"step", "adam_step", "seed"})
     if (!st.contains(k) || !st[k].is_number_integer()) fail("%s: field '%s' is missing", sp.c_str(), k);

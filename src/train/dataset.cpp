@@ -242,6 +242,8 @@ void dataset_open(Dataset* d, const std::string& dir) {
     meta = nlohmann::json::parse(read_text_file(mp));
   } catch (const nlohmann::json::parse_error& e) {
     fail("%s: malformed JSON at byte %zu", mp.c_str(), static_cast<size_t>(e.byte));
+  } catch (const nlohmann::json::exception&) {  // out_of_range: a number beyond double
+    fail("%s: malformed JSON: a number is out of range", mp.c_str());
   }
   auto need_int = [&](const char* k) {
     if (!meta.is_object() || !meta.contains(k) || !meta[k].is_number_integer())
@@ -257,10 +259,15 @@ void dataset_open(Dataset* d, const std::string& dir) {
   if (d->vocab <= 0) fail("%s: field 'vocab_size' must be positive", mp.c_str());
   d->genres.clear();
   d->pos_tags.clear();
-  if (meta.contains("genres") && meta["genres"].is_array())
-    for (auto& g : meta["genres"]) d->genres.push_back(g.get<std::string>());
-  if (meta.contains("pos_tags") && meta["pos_tags"].is_array())
-    for (auto& g : meta["pos_tags"]) d->pos_tags.push_back(g.get<std::string>());
+  auto label_names = [&](const char* k, std::vector<std::string>* out) {
+    if (!meta.contains(k) || !meta[k].is_array()) return;
+    for (auto& g : meta[k]) {
+      if (!g.is_string()) fail("%s: field '%s': expected a list of strings", mp.c_str(), k);
+      out->push_back(g.get<std::string>());
+    }
+  };
+  label_names("genres", &d->genres);
+  label_names("pos_tags", &d->pos_tags);
   open_shard(&d->train, dir + "/train.bin", d->vocab);
   open_shard(&d->val, dir + "/val.bin", d->vocab);
 }
