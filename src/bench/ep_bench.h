@@ -5,7 +5,8 @@
 // Per token count T, in one run, interleaved call by call:
 //  - the layer: moe_layer_forward, median time over the ranks' slowest;
 //  - its all-to-all time: the seconds the dispatcher spends in the count and row exchanges
-//    (dispatch and combine), median;
+//    (dispatch and combine), median, on the rank that spent the least in them (the others also
+//    wait there for the slowest rank's experts) and on the one that spent the most;
 //  - a plain MPI_Alltoallv of the same byte counts per rank pair, twice (dispatch and combine),
 //    the way the OSU micro-benchmarks time it: the baseline the dispatcher's exchanges are set
 //    against;
@@ -37,7 +38,8 @@ struct EpBenchOptions {
 struct EpBenchCase {
   int tokens = 0;                      // per rank
   double layer_s = 0.0;                // median of the slowest rank's layer call
-  double a2a_s = 0.0;                  // median of the slowest rank's exchanges inside the layer
+  double a2a_s = 0.0;                  // median, exchanges inside the layer, least-waiting rank
+  double a2a_max_s = 0.0;              // the same on the rank that spent the most in them
   double plain_s = 0.0;                // median of two plain alltoallv of the same sizes
   double experts_s = 0.0;              // median of the slowest rank's grouped FFN
   double wait_s = 0.0;                 // median of the slowest rank's wait for the posted rows
