@@ -65,7 +65,13 @@ def load_test(srv):
     rss = srv.rss_kib()
     print("load: %d requests from %d clients in %.1f s; RSS after 50: %d KiB, after %d: %d KiB" %
           (total, clients, time.time() - t0, state["rss50"], total, rss))
-    check(rss <= 1.10 * state["rss50"], "RSS grew from %d to %d KiB" % (state["rss50"], rss))
+    if "ASAN_OPTIONS" in os.environ:
+        # AddressSanitizer's allocator (per-thread caches, quarantine, redzones) holds freed
+        # memory, so resident size measures it rather than the server; the release build checks
+        # the bound, and this run still checks every request and the rest of the robustness cases.
+        print("RSS bound not checked under AddressSanitizer (checked in the release build)")
+    else:
+        check(rss <= 1.10 * state["rss50"], "RSS grew from %d to %d KiB" % (state["rss50"], rss))
 
 
 def healthy(port, what):
