@@ -175,8 +175,9 @@ void share_tokens(MoeState* s, int N) {
   s->t0 = static_cast<int>(t0);
 }
 
-// Data-parallel expert parallelism: every rank's rows of `width` elements of size `bytes`, from
-// this rank's `mine`, into all (Nr rows) in rank order.
+// Every rank's share of rows (s->ep_tokens[q] rows of `width` elements of `bytes` each), from this
+// rank's `mine`, into `all` in rank order: the router inputs (data-parallel) or the layer's
+// outputs (replicated).
 void gather_rows(MoeState* s, const void* mine, void* all, int64_t width, int64_t bytes) {
   for (int q = 0; q < s->ep->size(); ++q) s->ep_bytes[q] = s->ep_tokens[q] * width * bytes;
   s->ep->allgatherv(mine, s->ep_bytes[s->ep->rank()], all, s->ep_bytes.data());
