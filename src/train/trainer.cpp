@@ -125,6 +125,8 @@ struct LayerStats {
   // The same traffic if each token went once to each other rank its experts are on (a
   // deduplicating dispatch, which device-limited routing bounds by M): distinct (token, rank).
   std::vector<int64_t> rank_sent_tokens;  // (P)
+  std::vector<int64_t> rank_end;          // (P) scratch: one past each rank's last token
+  std::vector<char> rank_seen;            // (P) scratch: ranks a token was sent to
 };
 
 // The all-to-all traffic of one expert-parallel layer call, from the routing every rank shares:
@@ -134,7 +136,7 @@ void accumulate_rank_stats(const MoeActs& m, int E, LayerStats* s) {
   const int P = static_cast<int>(m.ep_tokens.size());
   if (P <= 1 || !m.ep) return;
   const Routing& r = m.routing;
-  std::vector<int64_t> end(P);  // (P) one past each rank's last token
+  std::vector<int64_t>& end = s->rank_end;
   int64_t t = 0;
   for (int q = 0; q < P; ++q) end[q] = t += m.ep_tokens[q];
   for (int a = 0; a < r.A; ++a) {
@@ -145,7 +147,7 @@ void accumulate_rank_stats(const MoeActs& m, int E, LayerStats* s) {
     if (src != dst) ++s->rank_sent[src], ++s->rank_recv[dst];
   }
   const DispatchPlan& p = m.plan;  // every routed token's assignments, grouped by token
-  std::vector<char> seen(P);       // (P)
+  std::vector<char>& seen = s->rank_seen;
   for (int tok = 0, src = 0; tok < p.N; ++tok) {
     while (tok >= end[src]) ++src;
     std::fill(seen.begin(), seen.end(), 0);
@@ -398,8 +400,9 @@ void resume_or_start(Run* r) {
   r->stats.assign(c.n_layers, LayerStats{});
   for (LayerStats& s : r->stats) {
     s.load.assign(c.n_experts, 0);
-    for (auto* v : {&s.rank_rows, &s.rank_sent, &s.rank_recv, &s.rank_sent_tokens})
+    for (auto* v : {&s.rank_rows, &s.rank_sent, &s.rank_recv, &s.rank_sent_tokens, &s.rank_end})
       v->assign(r->P, 0);
+    s.rank_seen.assign(r->P, 0);
   }
   if (!a.quiet && r->rank == 0) {
     std::fprintf(stderr,
