@@ -1,11 +1,11 @@
 #include "bench/ep_bench.h"
 
 #include <algorithm>
-#include <chrono>
 #include <random>
 
 #include <nlohmann/json.hpp>
 
+#include "bench/machine.h"
 #include "core/error.h"
 #include "dist/placement.h"
 #include "model/checkpoint_write.h"
@@ -16,10 +16,6 @@
 namespace moe {
 
 namespace {
-
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 double median(std::vector<double> v) {
   if (v.empty()) return 0.0;

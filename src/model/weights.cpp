@@ -277,8 +277,8 @@ struct Binder {
       if (qtype_is_block(st.raw)) {
         dequantize_row(st.raw, t.data + r * st.row_bytes, dst + r * cols, cols);
       } else {
-        const size_t es = t.nbytes / static_cast<size_t>(n);  // element size
-        dtype_to_f32(t.dtype, t.data + r * cols * es, dst + r * cols, static_cast<size_t>(cols));
+        dtype_to_f32(t.dtype, t.data + r * cols * dtype_size(t.dtype), dst + r * cols,
+                     static_cast<size_t>(cols));
       }
     }
     return dst;

@@ -86,24 +86,24 @@ void EpDispatcher::dispatch_begin(const DispatchPlan& p, const float* x, int D) 
 }
 
 ExpertSegments EpDispatcher::dispatch_end(float* xs) {
-  MOE_CHECK(pending_);
-  const double t0 = now_s();
-  pending_->wait();
-  pending_.reset();
-  const double dt = now_s() - t0;
-  wait_s_ += dt;
-  comm_s_ += dt;
-  group_rows(D_, xs);
+  wait_s_ += complete_rows(D_, xs);
   return ExpertSegments{e0_, ne_, seg_off_.data()};
 }
 
 void EpDispatcher::forward_rows(const float* send, int D, float* grouped) {
   post_rows(send, D);
+  complete_rows(D, grouped);
+}
+
+double EpDispatcher::complete_rows(int D, float* grouped) {
+  MOE_CHECK(pending_);
   const double t0 = now_s();
   pending_->wait();
   pending_.reset();
-  comm_s_ += now_s() - t0;
+  const double dt = now_s() - t0;
+  comm_s_ += dt;
   group_rows(D, grouped);
+  return dt;
 }
 
 void EpDispatcher::post_rows(const float* send, int D) {

@@ -67,6 +67,7 @@ class EpDispatcher final : public Dispatcher {
   void forward_rows(const float* send, int D, float* grouped);
   void post_rows(const float* send, int D);   // forward_rows' exchange, posted
   void group_rows(int D, float* grouped);     // forward_rows' grouping of recv_
+  double complete_rows(int D, float* grouped);  // waits for the posted rows, groups; seconds waited
   void reverse_rows(const float* grouped, int D, float* back);
 
   Comm* comm_;
