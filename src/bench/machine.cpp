@@ -64,12 +64,6 @@ struct FreeDeleter {
 
 }  // namespace
 
-double now_s() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-}
-
 namespace {
 
 // Busy and steal seconds of all CPUs since boot (/proc/stat), and this process's CPU seconds.

@@ -1,6 +1,6 @@
 // The machine's limits, measured in the run that reports against them: DRAM read bandwidth (a
 // multi-threaded streaming read over a buffer several times the last-level cache) and fp32 GEMM
-// throughput (the engine's OpenBLAS sgemm); plus what the machine is (CPU, caches, memory, load) and a timer.
+// throughput (the engine's OpenBLAS sgemm); plus what the machine is (CPU, caches, memory, load). Timers: core/clock.h.
 //
 // Every measurement uses the current OpenMP / OpenBLAS thread counts (the caller sets them).
 #pragma once
@@ -10,6 +10,8 @@
 #include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
+
+#include "core/clock.h"  // now_s(), which every benchmark times with
 
 namespace moe {
 
@@ -32,9 +34,6 @@ double load_average();
 
 // MemAvailable of /proc/meminfo in bytes (0 if unreadable).
 int64_t mem_available();
-
-// Seconds on a monotonic clock.
-double now_s();
 
 // How much CPU time went to other processes (and to other guests: steal) over an interval, to
 // tell whether a measurement ran on an otherwise idle machine. From /proc/stat and this process's

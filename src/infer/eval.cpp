@@ -4,16 +4,13 @@
 #include <chrono>
 #include <cmath>
 
+#include "core/clock.h"
 #include "core/error.h"
 #include "infer/forward.h"
 
 namespace moe {
 
 namespace {
-
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 
 int argmax(const float* x, int n) {
   int best = 0;

@@ -4,17 +4,10 @@
 #include <chrono>
 #include <cstring>
 
+#include "core/clock.h"
 #include "core/error.h"
 
 namespace moe {
-
-namespace {
-
-double now_s() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-}  // namespace
 
 EpDispatcher::EpDispatcher(Comm* comm, int E, int D, int max_rows, int max_recv)
     : comm_(comm), E_(E), D_(D), P_(comm->size()), me_(comm->rank()), max_rows_(max_rows),

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "core/clock.h"
 #include "core/error.h"
 #include "infer/sampler.h"
 #include "ops/ops.h"
@@ -13,10 +14,6 @@ namespace moe {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double now_s() {
-  return std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
-}
 
 void finish(Scheduler* s, ServeSeq* q, FinishReason why, const std::string& error = "") {
   if (q->slot >= 0) {
