@@ -3,11 +3,11 @@
 #
 #   scripts/fuzz.sh [TARGET|all] [SECONDS]     default: all 60
 #
-# Builds the `fuzz` preset (clang++-16, ASan + UBSan) unless MOE_FUZZ_NO_BUILD=1, then runs each
-# target for SECONDS (-max_total_time) on its seeds, its regression inputs and the corpus it grew
-# before (build-fuzz/corpus/TARGET, not committed), FUZZ_JOBS targets at a time (default: the
-# number of cores), each line of libFuzzer's output prefixed with the target's name and kept in
-# build-fuzz/logs/TARGET.log. FUZZ_NICE=N runs them at nice level N. FUZZ_KEEP_GOING=1 (for long
+# Builds the `asan` preset (clang++-16, ASan + UBSan, with the libFuzzer targets) unless
+# MOE_FUZZ_NO_BUILD=1, then runs each target for SECONDS (-max_total_time) on its seeds, its
+# regression inputs and the corpus it grew before (build-asan/corpus/TARGET, not committed),
+# FUZZ_JOBS targets at a time (default: the number of cores), each line of libFuzzer's output
+# prefixed with the target's name and kept in build-asan/logs/TARGET.log. FUZZ_NICE=N runs them at nice level N. FUZZ_KEEP_GOING=1 (for long
 # runs) uses libFuzzer's fork mode, which keeps fuzzing after a finding instead of stopping.
 #
 # A crash, timeout, leak or out-of-memory input is copied to fuzz/corpus/TARGET/regressions/ as
@@ -18,15 +18,15 @@ cd "$(dirname "$0")/.."
 want=${1:-all}
 secs=${2:-60}
 jobs=${FUZZ_JOBS:-$(nproc)}
-build=build-fuzz
+build=build-asan
 # Symbolized stack traces in the reports.
 if [ -x /usr/lib/llvm-16/bin/llvm-symbolizer ]; then
   export ASAN_SYMBOLIZER_PATH=${ASAN_SYMBOLIZER_PATH:-/usr/lib/llvm-16/bin/llvm-symbolizer}
 fi
 
 if [ "${MOE_FUZZ_NO_BUILD:-0}" != "1" ]; then
-  cmake --preset fuzz >/dev/null
-  cmake --build --preset fuzz -j "${JOBS:-$(nproc)}"
+  cmake --preset asan >/dev/null
+  cmake --build --preset asan -j "${JOBS:-$(nproc)}"
 fi
 
 targets=()

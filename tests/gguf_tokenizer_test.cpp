@@ -101,7 +101,7 @@ TEST_P(GgufTokenizer, MatchesReference) {
     const auto want = cases[i]["ids"].get<std::vector<int32_t>>();
     const auto got = tokenizer_encode(t, texts[i].get<std::string>(), false);
     const std::string dec = tokenizer_decode(t, want, false);
-    if ((got != want || dec != cases[i]["decoded"]) && ++failures <= 3)
+    if ((got != want || dec != cases[i]["decoded"].get<std::string>()) && ++failures <= 3)
       ADD_FAILURE() << f.name << " text #" << i << " " << texts[i].dump() << "\n  got  "
                     << json(got).dump() << "\n  want " << json(want).dump();
   }

@@ -83,12 +83,13 @@ TEST_P(TokenizerGolden, MatchesReference) {
     got = moe::tokenizer_encode(t, text, true);
     if (got != ids_special)
       what += "\n  ids_special: got " + show(got) + "\n               want " + show(ids_special);
+    auto str = [&c](const char* key) { return c[key].get<std::string>(); };
     std::string d = moe::tokenizer_decode(t, ids, false);
-    if (d != c["decoded"]) what += "\n  decoded:         got " + json(d).dump();
+    if (d != str("decoded")) what += "\n  decoded:         got " + json(d).dump();
     d = moe::tokenizer_decode(t, ids_special, false);
-    if (d != c["decoded_special"]) what += "\n  decoded_special: got " + json(d).dump();
+    if (d != str("decoded_special")) what += "\n  decoded_special: got " + json(d).dump();
     d = moe::tokenizer_decode(t, ids_special, true);
-    if (d != c["decoded_skip"]) what += "\n  decoded_skip:    got " + json(d).dump();
+    if (d != str("decoded_skip")) what += "\n  decoded_skip:    got " + json(d).dump();
     // Streaming: only whole UTF-8 per step, and the steps add up to the full decode.
     for (bool skip : {false, true}) {
       moe::DecodeStream st;

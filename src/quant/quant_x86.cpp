@@ -12,6 +12,7 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include <algorithm>
@@ -137,11 +138,18 @@ MOE_T_AVX2 inline __m256i lanes_q4_avx2(__m256i wq, const uint8_t* pa) {
   return _mm256_add_epi32(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)), load256(pa + kX8));
 }
 
+// A float at any byte offset (a Q8X row's scale is not 4-byte aligned); compiles to one
+// broadcast load.
+inline float load_f32(const uint8_t* p) {
+  float f;
+  std::memcpy(&f, p, 4);
+  return f;
+}
+
 // acc += (d_w * d_a) * lanes, with DW = d_w broadcast and WQ the block's unpacked weights.
-#define MOE_Q8X_FMA(ACC, DW, WQ, PA, LANES)                                                 \
-  ACC = _mm256_fmadd_ps(                                                                    \
-      _mm256_mul_ps(DW, _mm256_broadcast_ss(reinterpret_cast<const float*>((PA) + kXd))), \
-      _mm256_cvtepi32_ps(LANES(WQ, PA)), ACC)
+#define MOE_Q8X_FMA(ACC, DW, WQ, PA, LANES)                                      \
+  ACC = _mm256_fmadd_ps(_mm256_mul_ps(DW, _mm256_set1_ps(load_f32((PA) + kXd))), \
+                        _mm256_cvtepi32_ps(LANES(WQ, PA)), ACC)
 
 // One weight row against NA Q8X activation rows a_stride bytes apart: two blocks per iteration
 // into two accumulators per activation row (so consecutive blocks overlap), then one hsum each.
@@ -504,12 +512,18 @@ void fill_ggml_avx2(QKernels* k) {
   for_each_ggml_type([k]<QType T>() { k->dot_ggml_f32[T] = dot_ggml_avx2<T>; });
 }
 
+// F16C from CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports does not know "f16c".
+bool cpu_has_f16c() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  return __get_cpuid(1, &a, &b, &c, &d) != 0 && (c & bit_F16C) != 0;
+}
+
 }  // namespace
 
 bool quant_x86_kernels(QTarget t, QKernels* out) {
   __builtin_cpu_init();
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                    __builtin_cpu_supports("f16c");
+                    cpu_has_f16c();
   const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") &&
                       __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
                       __builtin_cpu_supports("avx512dq");

@@ -320,7 +320,7 @@ Strs metaspace_tokens(const std::string& scheme, bool split, const std::string& 
   json j = bpe_json(
       {m + "hi", "hi", m + "there", "there", m, m + "hi" + m + "there", "hi" + m + "there"});
   j["model"]["ignore_merges"] = true;
-  j["added_tokens"] = {added("<x>", 7, true)};
+  j["added_tokens"] = json::array({added("<x>", 7, true)});
   j["pre_tokenizer"] = {
       {"type", "Metaspace"}, {"replacement", m}, {"prepend_scheme", scheme}, {"split", split}};
   return tokens(load(j), text);
@@ -341,23 +341,23 @@ TEST(TokenizerPreTokenizers, MetaspacePrependSchemes) {
 
 TEST(TokenizerAddedTokens, LongestMatchFirst) {
   json j = bpe_json(chars_vocab());
-  j["added_tokens"] = {added("<a>", 27, true), added("<a><b>", 28, true)};
+  j["added_tokens"] = json::array({added("<a>", 27, true), added("<a><b>", 28, true)});
   EXPECT_EQ(tokens(load(j), "x<a><b>y<a>"), (Strs{"x", "<a><b>", "y", "<a>"}));
 }
 
 TEST(TokenizerAddedTokens, LstripRstrip) {
   json j = bpe_json(chars_vocab());
-  j["added_tokens"] = {added("<m>", 27, true)};
+  j["added_tokens"] = json::array({added("<m>", 27, true)});
   EXPECT_EQ(tokens(load(j), "a  <m>  b"), (Strs{"a", " ", " ", "<m>", " ", " ", "b"}));
-  j["added_tokens"] = {added("<m>", 27, true, {{"lstrip", true}})};
+  j["added_tokens"] = json::array({added("<m>", 27, true, {{"lstrip", true}})});
   EXPECT_EQ(tokens(load(j), "a  <m>  b"), (Strs{"a", "<m>", " ", " ", "b"}));
-  j["added_tokens"] = {added("<m>", 27, true, {{"lstrip", true}, {"rstrip", true}})};
+  j["added_tokens"] = json::array({added("<m>", 27, true, {{"lstrip", true}, {"rstrip", true}})});
   EXPECT_EQ(tokens(load(j), "a  <m>  b"), (Strs{"a", "<m>", "b"}));
 }
 
 TEST(TokenizerAddedTokens, SingleWord) {
   json j = bpe_json(chars_vocab());
-  j["added_tokens"] = {added("ab", 27, false, {{"single_word", true}})};
+  j["added_tokens"] = json::array({added("ab", 27, false, {{"single_word", true}})});
   EXPECT_EQ(tokens(load(j), "ab cab abc ab"),
             (Strs{"ab", " ", "c", "a", "b", " ", "a", "b", "c", " ", "ab"}));
 }
@@ -374,7 +374,7 @@ TEST(TokenizerAddedTokens, NormalizedTokensMatchTheNormalizedText) {
 TEST(TokenizerAddedTokens, IdsFollowTheVocabThenTheVocabSize) {
   json j = bpe_json({"a", "b", "<s>"});
   // "<s>" is in the vocab (id 2); "<new>" is not: Rust gives it the vocab size (3), not 99.
-  j["added_tokens"] = {added("<s>", 2, true), added("<new>", 99, true)};
+  j["added_tokens"] = json::array({added("<s>", 2, true), added("<new>", 99, true)});
   Tokenizer t = load(j);
   EXPECT_EQ(tokenizer_token_id(t, "<new>"), 3);
   EXPECT_EQ(tokenizer_encode(t, "a<new><s>", false), (std::vector<int32_t>{0, 3, 2}));
@@ -406,7 +406,7 @@ TEST(TokenizerPostProcessors, TemplateAndEmptyInput) {
 
 TEST(TokenizerDecoders, SkipsUnknownIdsAndSpecials) {
   json j = bpe_json({"a", "b"});
-  j["added_tokens"] = {added("<s>", 2, true), added("<t>", 3, false)};
+  j["added_tokens"] = json::array({added("<s>", 2, true), added("<t>", 3, false)});
   Tokenizer t = load(j);
   EXPECT_EQ(tokenizer_decode(t, {0, 2, 1, 3, 77, -5}, false), "a <s> b <t>");
   EXPECT_EQ(tokenizer_decode(t, {0, 2, 1, 3}, true), "a b <t>");
