@@ -15,7 +15,7 @@ namespace moe {
 namespace {
 
 // Starts of the windows of W tokens that inspect routes from a shard of more than max_tokens
-// tokens: max_tokens / W windows (at least one), shared equally among the genres of the shard
+// tokens: ceil(max_tokens / W) windows (the caller cuts the last one short), shared equally among the genres of the shard
 // (one group when it has no labels; a genre with room for fewer windows than its share passes
 // the rest on). A genre's candidate windows tile its runs of tokens (no window crosses into
 // another genre, none overlap); its share is taken evenly spaced among them. Sorted.
@@ -29,7 +29,7 @@ std::vector<int64_t> sample_windows(const Shard& sh, int64_t max_tokens, int W) 
     i = j;
   }
   std::vector<int64_t> share(256, 0);
-  for (int64_t left = std::max<int64_t>(1, max_tokens / W); left > 0;) {
+  for (int64_t left = (max_tokens + W - 1) / W; left > 0;) {
     bool gave = false;
     for (int g = 0; g < 256 && left > 0; ++g)
       if (share[g] < static_cast<int64_t>(cand[g].size())) ++share[g], --left, gave = true;
@@ -138,7 +138,7 @@ void inspect_data_load(InspectData* d, const std::string& path, const Tokenizer&
       std::vector<int64_t> spread = sample_windows(sh, max_tokens, window);
       if (!spread.empty()) starts = std::move(spread), W = window;
     }
-    const int64_t n = static_cast<int64_t>(starts.size()) * W;
+    const int64_t n = std::min(static_cast<int64_t>(starts.size()) * W, max_tokens);
     d->source = starts.size() > 1
                     ? strfmt("%s (%s shard: %zu windows of %lld tokens spread over its %lld, "
                              "stratified by genre)", path.c_str(), which, starts.size(),
@@ -147,8 +147,7 @@ void inspect_data_load(InspectData* d, const std::string& path, const Tokenizer&
                              static_cast<long long>(n));
     d->ids.resize(n);
     std::vector<int64_t> at(n);  // shard index of each token
-    for (size_t w = 0; w < starts.size(); ++w)
-      for (int64_t i = 0; i < W; ++i) at[w * W + i] = starts[w] + i;
+    for (int64_t i = 0; i < n; ++i) at[i] = starts[i / W] + i % W;
     for (int64_t i = 0; i < n; ++i) d->ids[i] = sh.token(at[i]);
     if (sh.labeled) {
       d->genre.resize(n);
