@@ -94,10 +94,7 @@ TEST(BalancedAssignment, ContendedExpertTakesTheLargestMargins) {
 // A training batch's size: exactly balanced, at least as good as any greedy fill, and fast.
 TEST(BalancedAssignment, TrainingBatchSizeIsBalancedAndQuick) {
   const int N = 2048, E = 8;
-  std::mt19937 gen(9);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  std::vector<float> s(N * E);
-  for (float& v : s) v = nd(gen);
+  std::vector<float> s = moe_test::randn(N * E, 9);
   for (int t = 0; t < N; ++t) s[t * E + 1] += 1.5f;  // expert 1 is everyone's favourite
   AssignWork w;
   assign_work_init(&w, N, E);
@@ -121,10 +118,7 @@ TEST(BalancedAssignment, TrainingBatchSizeIsBalancedAndQuick) {
 
 TEST(Sinkhorn, ScalingBalancesRowsAndColumns) {
   const int N = 12, E = 4;
-  std::mt19937 gen(2);
-  std::normal_distribution<float> nd(0.0f, 1.5f);
-  std::vector<float> s(N * E);
-  for (float& v : s) v = nd(gen);
+  const std::vector<float> s = moe_test::randn(N * E, 2, 1.5f);
   AssignWork w;
   assign_work_init(&w, N, E);
   std::vector<float> ld1(E);
