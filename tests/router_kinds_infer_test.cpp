@@ -21,12 +21,12 @@ namespace {
 constexpr int kT = 9;  // tokens of the test sequence
 const int32_t kIds[kT] = {1, 7, 22, 5, 39, 7, 13, 22, 3};
 
-ModelConfig kind_config(const std::string& kind, int shared) {
+ModelConfig kind_config(const std::string& kind, int shared, int top_k = 2) {
   const std::string text =
       R"({"model_type": "moe_cpp", "vocab_size": 40, "hidden_size": 16,
     "num_hidden_layers": 3, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 8,
     "intermediate_size": 20, "moe_intermediate_size": 12, "num_experts": 4,
-    "num_experts_per_tok": 2, "mlp_only_layers": [1], "rms_norm_eps": 1e-5,
+    "num_experts_per_tok": )" + std::to_string(top_k) + R"(, "mlp_only_layers": [1], "rms_norm_eps": 1e-5,
     "max_position_embeddings": 64, "eos_token_id": 2, "shared_expert_intermediate_size": )" +
       std::to_string(shared) + R"(, "router": {"kind": ")" + kind +
       R"(", "routed_scaling_factor": 1.5}})";
@@ -42,8 +42,8 @@ struct KindModel {
   TrainActs acts;
   Model m;
 
-  KindModel(const std::string& kind, int shared) {
-    train_model_alloc(&tm, kind_config(kind, shared));
+  KindModel(const std::string& kind, int shared, int top_k = 2) {
+    train_model_alloc(&tm, kind_config(kind, shared, top_k));
     train_model_init_weights(&tm, 11, 0.5f);
     train_acts_init(&acts, tm, 1, kT);
     for (int t = 0; t < kT; ++t) {
@@ -68,7 +68,10 @@ float rel_diff(const float* a, const float* b, int64_t n) {
   return d / mx;
 }
 
-const char* const kKinds[] = {"token_choice", "noisy_topk", "expert_choice", "hash", "random"};
+// sinkhorn and reinforce route by their plain softmax scores at inference (router.h); base needs
+// top-1 and has its own test below.
+const char* const kKinds[] = {"token_choice", "noisy_topk", "expert_choice", "hash",
+                              "random",       "sinkhorn",   "reinforce"};
 
 TEST(RouterKindsInfer, FullSequenceLogitsEqualTrainingEval) {
   for (const char* kind : kKinds) {
@@ -118,7 +121,8 @@ TEST(RouterKindsInfer, FullSequenceLogitsEqualTrainingEval) {
             }
             want[t] = moe_test::ref_top_assignments(per_token[t], K);
           }
-        } else if (rk == ROUTER_TOKEN_CHOICE || rk == ROUTER_NOISY_TOPK) {
+        } else if (rk == ROUTER_TOKEN_CHOICE || rk == ROUTER_NOISY_TOPK ||
+                   rk == ROUTER_SINKHORN || rk == ROUTER_REINFORCE) {
           for (int t = 0; t < kT; ++t) {
             const double* row = lg.data() + static_cast<size_t>(t) * E;
             want[t] = rk == ROUTER_NOISY_TOPK  // eval mode: no noise
@@ -162,7 +166,7 @@ TEST(RouterKindsInfer, FullSequenceLogitsEqualTrainingEval) {
 
 // Routers with a fixed K per token are causal: token-by-token decode gives the full call's logits.
 TEST(RouterKindsInfer, FixedKRoutersDecodeAsOneCall) {
-  for (const char* kind : {"noisy_topk", "hash", "random"}) {
+  for (const char* kind : {"noisy_topk", "hash", "random", "sinkhorn", "reinforce"}) {
     KindModel k(kind, 6);
     const int V = k.cfg().vocab;
     InferState st;
@@ -171,6 +175,30 @@ TEST(RouterKindsInfer, FixedKRoutersDecodeAsOneCall) {
       infer_forward(k.m, &st, kIds + t, 1, false);
       EXPECT_LT(rel_diff(st.logits.data(), k.acts.logits.data() + int64_t{t} * V, V), 1e-5f)
           << kind << " t " << t;
+    }
+  }
+}
+
+// BASE at inference: each token's argmax logit, weighted scale * sigmoid(logit); the engine gives
+// the training forward's eval-mode logits.
+TEST(RouterKindsInfer, BaseRoutesGreedyTop1) {
+  KindModel k("base", 6, 1);
+  const int V = k.cfg().vocab, E = k.cfg().n_experts, D = k.cfg().hidden;
+  InferState st;
+  infer_state_init(&st, k.m, kT, kT);
+  RouteCapture cap;
+  st.capture = &cap;
+  infer_forward(k.m, &st, kIds, kT, true);
+  EXPECT_LT(rel_diff(st.logits.data(), k.acts.logits.data(), int64_t{kT} * V), 1e-5f);
+  for (int l = 0; l < k.cfg().n_layers; ++l) {
+    if (!k.cfg().is_moe[l]) continue;
+    const std::vector<double> lg = moe_test::ref_router_logits(
+        k.tm.w.layers[l].router.w, k.acts.layers[l].xn2.data(), kT, E, D);
+    for (int t = 0; t < kT; ++t) {
+      const double* row = lg.data() + static_cast<size_t>(t) * E;
+      const int best = static_cast<int>(std::max_element(row, row + E) - row);
+      EXPECT_EQ(cap.idx[l][t], best) << "layer " << l << " t " << t;
+      EXPECT_NEAR(cap.w[l][t], 1.5 / (1.0 + std::exp(-row[best])), 1e-5) << "layer " << l;
     }
   }
 }

@@ -3,6 +3,7 @@
 // one bit for bit.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -123,6 +124,90 @@ TEST(TrainCli, OneExpertIsDense) {
   EXPECT_EQ(j["dense_layers"], "0-1");
   const auto cfg = nlohmann::json::parse(slurp(out + "/config.json"));
   EXPECT_EQ(cfg["intermediate_size"], 48);
+}
+
+}  // namespace
+}  // namespace moe
+
+namespace moe {
+namespace {
+
+std::vector<nlohmann::json> metrics_steps(const std::string& out) {
+  std::vector<nlohmann::json> v;
+  std::ifstream f(out + "/metrics.jsonl");
+  std::string line;
+  while (std::getline(f, line)) {
+    auto j = nlohmann::json::parse(line);
+    if (!j.contains("final")) v.push_back(j);
+  }
+  return v;
+}
+
+// The BASE, Sinkhorn and REINFORCE routers train from the CLI, report their telemetry, and the
+// saved model (a moe_cpp config naming the router) runs in the engine.
+TEST(TrainCli, BalancedAndSampledRouters) {
+  const std::string data = make_corpus();
+  for (const std::string router : {"base", "sinkhorn", "reinforce"}) {
+    std::string out = moe_test::make_temp_dir("train_" + router);
+    const std::string k = router == "base" ? " --top-k 1" : "";
+    auto r = moe_test::run_moe("train --data " + data + " --out " + out + " --steps 3" + kSmall +
+                               k + " --router " + router + " --rl-entropy 0.01");
+    ASSERT_EQ(r.exit_code, 0) << router << ": " << r.err;
+    const auto steps = metrics_steps(out);
+    ASSERT_EQ(steps.size(), 3u) << router;
+    for (const auto& j : steps) {
+      EXPECT_TRUE(std::isfinite(j["ce"].get<double>()));
+      for (auto& l : j["layers"]) {
+        if (router == "base") {  // 64 tokens a step over 4 experts: exactly 16 each
+          EXPECT_EQ(l["load"], nlohmann::json::array({16, 16, 16, 16}));
+          EXPECT_GT(l["auction_bids"].get<int64_t>(), 0);
+        }
+        if (router == "sinkhorn") {
+          EXPECT_GE(l["sinkhorn_iters"].get<int64_t>(), 1);
+        }
+      }
+      if (router == "reinforce") {
+        EXPECT_LT(j["rl_baseline"].get<double>(), 0.0);  // a moving average of -CE
+      }
+    }
+    const auto cfg = nlohmann::json::parse(slurp(out + "/config.json"));
+    EXPECT_EQ(cfg["router"]["kind"], router);
+    auto g = moe_test::run_moe("generate --model " + out + " --ids 1,2,3 -n 4 --ignore-eos");
+    EXPECT_EQ(g.exit_code, 0) << router << ": " << g.err;
+  }
+}
+
+// REINFORCE's reward baseline is part of the checkpoint: a resumed run equals an uninterrupted one.
+TEST(TrainCli, ReinforceResumesBitForBit) {
+  const std::string common =
+      " --data " + make_corpus() + " --steps 5 --save-every 100" + kSmall + " --router reinforce";
+  std::string a = moe_test::make_temp_dir("rl_full"), b = moe_test::make_temp_dir("rl_resumed");
+  ASSERT_EQ(moe_test::run_moe("train --out " + a + common).exit_code, 0);
+  EXPECT_EQ(moe_test::run_moe("train --out " + b + common + " --stop-after 2").exit_code, 130);
+  auto r = moe_test::run_moe("train --out " + b + common + " --resume");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(slurp(a + "/model.safetensors"), slurp(b + "/model.safetensors"));
+}
+
+TEST(TrainCli, RouterFlagChecksAndTop1Warning) {
+  std::string out = moe_test::make_temp_dir("router_flags");
+  const std::string base = "train --data " + make_corpus() + " --out " + out + " --steps 1" + kSmall;
+  auto r = moe_test::run_moe(base + " --router base");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("--router base assigns each token one expert: it needs --top-k 1"),
+            std::string::npos) << r.err;
+  r = moe_test::run_moe(base + " --router reinforce --rl-baseline-decay 1");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("--rl-baseline-decay must be in [0, 1)"), std::string::npos) << r.err;
+  r = moe_test::run_moe(base + " --top-k 1");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("warning: softmax_topk with --top-k 1 and no renormalisation"),
+            std::string::npos) << r.err;
+  for (const char* fix : {" --top-k 1 --route-scale 4", " --top-k 2", " --top-k 1 --router topk_softmax"}) {
+    r = moe_test::run_moe(base + fix);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_EQ(r.err.find("warning: softmax_topk"), std::string::npos) << fix;
+  }
 }
 
 }  // namespace

@@ -14,10 +14,34 @@ namespace moe {
 
 namespace {
 
-std::vector<int32_t> shard_labels(const uint8_t* p, int64_t n) {
-  std::vector<int32_t> v(n);
-  for (int64_t i = 0; i < n; ++i) v[i] = p[i] == 255 ? -1 : p[i];
-  return v;
+// Starts of the windows of W tokens that inspect routes from a shard of more than max_tokens
+// tokens: ceil(max_tokens / W) windows (the caller cuts the last one short), shared equally among the genres of the shard
+// (one group when it has no labels; a genre with room for fewer windows than its share passes
+// the rest on). A genre's candidate windows tile its runs of tokens (no window crosses into
+// another genre, none overlap); its share is taken evenly spaced among them. Sorted.
+std::vector<int64_t> sample_windows(const Shard& sh, int64_t max_tokens, int W) {
+  std::vector<std::vector<int64_t>> cand(256);  // by genre label (255 = none): window starts
+  for (int64_t i = 0; i < sh.n;) {
+    const int g = sh.genre ? sh.genre[i] : 0;
+    int64_t j = i;
+    while (j < sh.n && (sh.genre ? sh.genre[j] : 0) == g) ++j;
+    for (int64_t b = i; b + W <= j; b += W) cand[g].push_back(b);
+    i = j;
+  }
+  std::vector<int64_t> share(256, 0);
+  for (int64_t left = (max_tokens + W - 1) / W; left > 0;) {
+    bool gave = false;
+    for (int g = 0; g < 256 && left > 0; ++g)
+      if (share[g] < static_cast<int64_t>(cand[g].size())) ++share[g], --left, gave = true;
+    if (!gave) break;
+  }
+  std::vector<int64_t> starts;
+  for (int g = 0; g < 256; ++g) {
+    const int64_t room = static_cast<int64_t>(cand[g].size());
+    for (int64_t k = 0; k < share[g]; ++k) starts.push_back(cand[g][(2 * k + 1) * room / (2 * share[g])]);
+  }
+  std::sort(starts.begin(), starts.end());
+  return starts;
 }
 
 // A token as a short visible label: leading/trailing spaces as ␣, newlines as ↵, tabs as ⇥.
@@ -99,21 +123,39 @@ nlohmann::ordered_json specialisation_json(const Specialisation& sp,
 }  // namespace
 
 void inspect_data_load(InspectData* d, const std::string& path, const Tokenizer& tok,
-                       int64_t max_tokens) {
+                       int64_t max_tokens, int window) {
   *d = InspectData();
   if (max_tokens <= 0) fail("--tokens must be positive");
+  if (window < 0) fail("--window must be positive");
   if (dataset_is_prepared(path)) {
     Dataset ds;
     dataset_open(&ds, path);
     const Shard& sh = ds.val.n > 0 ? ds.val : ds.train;
-    const int64_t n = std::min(sh.n, max_tokens);
-    d->source = strfmt("%s (%s shard, %lld tokens)", path.c_str(), ds.val.n > 0 ? "validation" : "train",
-                       static_cast<long long>(n));
+    const char* which = ds.val.n > 0 ? "validation" : "train";
+    std::vector<int64_t> starts{0};
+    int64_t W = std::min(sh.n, max_tokens);  // the first max_tokens tokens
+    if (window > 0 && sh.n > max_tokens && window <= max_tokens) {
+      std::vector<int64_t> spread = sample_windows(sh, max_tokens, window);
+      if (!spread.empty()) starts = std::move(spread), W = window;
+    }
+    const int64_t n = std::min(static_cast<int64_t>(starts.size()) * W, max_tokens);
+    d->source = starts.size() > 1
+                    ? strfmt("%s (%s shard: %zu windows of %lld tokens spread over its %lld, "
+                             "stratified by genre)", path.c_str(), which, starts.size(),
+                             static_cast<long long>(W), static_cast<long long>(sh.n))
+                    : strfmt("%s (%s shard, %lld tokens)", path.c_str(), which,
+                             static_cast<long long>(n));
     d->ids.resize(n);
-    for (int64_t i = 0; i < n; ++i) d->ids[i] = sh.token(i);
+    std::vector<int64_t> at(n);  // shard index of each token
+    for (int64_t i = 0; i < n; ++i) at[i] = starts[i / W] + i % W;
+    for (int64_t i = 0; i < n; ++i) d->ids[i] = sh.token(at[i]);
     if (sh.labeled) {
-      d->genre = shard_labels(sh.genre, n);
-      d->pos = shard_labels(sh.pos, n);
+      d->genre.resize(n);
+      d->pos.resize(n);
+      for (int64_t i = 0; i < n; ++i) {
+        d->genre[i] = sh.genre[at[i]] == 255 ? -1 : sh.genre[at[i]];
+        d->pos[i] = sh.pos[at[i]] == 255 ? -1 : sh.pos[at[i]];
+      }
       d->genre_names = ds.genres;
       d->pos_names = ds.pos_tags;
     }

@@ -36,9 +36,12 @@ struct InspectData {
 
 // Reads up to max_tokens tokens: from a prepared data folder (meta.json; its validation shard,
 // with genre and POS labels when it has them), or from a text file encoded with tok (no labels).
-// Errors name the path.
+// window > 0 and a shard longer than max_tokens: max_tokens tokens in windows of window tokens
+// (the last one cut short) spread over the whole shard, stratified by genre (equal shares of
+// windows per genre, evenly spaced within each), in shard order; else the first max_tokens
+// tokens. Errors name the path.
 void inspect_data_load(InspectData* d, const std::string& path, const Tokenizer& tok,
-                       int64_t max_tokens);
+                       int64_t max_tokens, int window = 0);
 
 // One MoE layer's routing of all N tokens.
 struct LayerRoute {

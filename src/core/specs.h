@@ -33,6 +33,9 @@ enum RouterKind {
   ROUTER_EXPERT_CHOICE,  // Zhou 2022: each expert takes its top-C tokens by softmax score
   ROUTER_HASH,           // fixed hash of the token id, no learned router
   ROUTER_RANDOM,         // uniform random experts, a baseline
+  ROUTER_BASE,           // Lewis 2021: balanced assignment in training, greedy top-1 at inference
+  ROUTER_SINKHORN,       // Megatron sinkhorn balancing: selection on Sinkhorn-scaled scores
+  ROUTER_REINFORCE,      // experts sampled from the softmax policy, score-function gradient
 };
 
 // The shape and activation of the routed experts' FFN: down(act(gate x, up x)).

@@ -14,7 +14,9 @@ namespace {
 
 const char* kArchNames[ARCH_COUNT] = {"mixtral",     "qwen2_moe",   "qwen3_moe", "olmoe",
                                       "deepseek_v2", "deepseek_v3", "gpt_oss",   "moe_cpp"};
-const char* kRouterKinds[] = {"token_choice", "noisy_topk", "expert_choice", "hash", "random"};
+const char* kRouterKinds[] = {"token_choice", "noisy_topk", "expert_choice", "hash",
+                              "random",       "base",       "sinkhorn",      "reinforce"};
+constexpr int kRouterKindCount = sizeof(kRouterKinds) / sizeof(kRouterKinds[0]);
 
 // Typed access to a JSON object with errors that name the file and the field.
 struct JReader {
@@ -210,7 +212,7 @@ const char* arch_name(Arch a) { return kArchNames[a]; }
 const char* router_kind_name(RouterKind k) { return kRouterKinds[k]; }
 
 bool router_kind_parse(const std::string& s, RouterKind* out) {
-  for (int i = 0; i < 5; ++i)
+  for (int i = 0; i < kRouterKindCount; ++i)
     if (s == kRouterKinds[i]) {
       *out = static_cast<RouterKind>(i);
       return true;
@@ -469,6 +471,9 @@ void parse_moe_cpp(ConfigSrc* s) {
   const int k = first_k_dense(s);
   for (int i = 0; i < std::min(k, c.n_layers); ++i) c.is_moe[i] = 0;
   parse_moe_cpp_router(s);
+  if (c.router.kind == ROUTER_BASE && c.n_experts > 0 && c.top_k != 1)
+    fail("%s: field 'router.kind': base routing gives each token one expert, so "
+         "num_experts_per_tok must be 1 (got %d)", s->path.c_str(), c.top_k);
   c.shared_ffn = j.integer_or("shared_expert_intermediate_size", 0);
   if (c.shared_ffn < 0) j.bad("shared_expert_intermediate_size", "must be >= 0");
   c.shared_gate = c.shared_ffn > 0 && j.boolean_or("shared_expert_gate", false);

@@ -19,7 +19,9 @@ void routing_buffers_init(MoeState* s, const ModelConfig& c, int Nr_max, bool tr
   const bool routed = c.n_experts > 0 && c.top_k > 0;
   s->logits.assign(N * E, 0.0f);
   s->nlogits.assign(train ? N * E : 0, 0.0f);
-  if (routed) routing_init(&s->routing, Nr_max, c.n_experts, c.top_k);
+  // The balanced routers' solver scratch only where they balance: in training.
+  if (routed) routing_init(&s->routing, Nr_max, c.n_experts, c.top_k,
+                           train ? c.router.kind : ROUTER_TOKEN_CHOICE);
   else s->routing = Routing();
   s->idx.assign(N * K, 0);
   s->w.assign(N * K, 0.0f);
@@ -315,6 +317,12 @@ void router_backward_all(float* dx, MoeState* s, const ModelConfig& c, const Lay
     if (ls->z > 0) be.z_loss(s->logits.data(), Nr, E, ls->z, loss_scale, dl);
     if (ls->seq_aux > 0) be.seq_aux_loss(r, spec, call.seq_len, ls->seq_aux, loss_scale, dl);
     if (ls->device > 0) be.device_loss(r, spec, ls->n_devices, ls->device, loss_scale, dl);
+    if (spec.kind == ROUTER_REINFORCE) {
+      if (s->ep && call.adv)
+        fail("reinforce routing: the per-token rewards are not exchanged between expert-parallel "
+             "ranks yet; train it in one process");
+      be.reinforce_grad(r, spec, call.adv, ls->rl_entropy, loss_scale, dl);
+    }
   }
   be.linear_backward(s->tmp.data(), wr(grads.router.w), wr(grads.router.b), dl + own, x,
                      lw.router.w, N, E, D);

@@ -19,7 +19,10 @@
 //    (C = ceil(T*K/E), at most floor(T*K/E), at least 1; router.h), so a token gets a variable
 //    number of experts (0 to E) and its output depends on the other tokens of the call: it is
 //    non-causal, and decoding (T = 1) differs from a full-sequence forward.
-// Training adds the router noise, capacity dropping and the balancing losses.
+//  - base: each token's argmax logit (top-1); sinkhorn and reinforce: the top K of the plain
+//    scores. Their training-time balancing (auction, Sinkhorn) and sampling are off.
+// Training adds the router noise, capacity dropping, the balancing losses, BASE's balanced
+// assignment, Sinkhorn's balanced selection and REINFORCE's sampling (router.h).
 //
 // Legend: N (or T) tokens, D model width, F expert width, S shared width, E experts, K experts
 // per token, A assignments.
@@ -49,6 +52,7 @@ struct MoeLossSpec {
   float device = 0.0f;     // device-level balance loss alpha
   int n_devices = 1;       // expert groups for the device-level loss
   float capacity_factor = 0.0f;  // 0 = dropless
+  float rl_entropy = 0.0f; // REINFORCE routing's entropy bonus (router_reinforce_grad)
 };
 
 // The loss values of one forward call (already multiplied by their coefficients).
@@ -129,6 +133,7 @@ struct MoeCall {
   const MoeLossSpec* losses = nullptr;  // null: no losses, dropless
   int seq_len = 0;               // tokens per sequence (sequence-wise loss)
   const float* w_noise = nullptr;  // (E, D) noisy top-k's noise projection
+  const float* adv = nullptr;    // (N) REINFORCE advantages (backward; router_reinforce_grad)
 };
 
 // out (N, D) = MoE(x (N, D)). Returns the balancing losses (zero without call.losses).

@@ -36,12 +36,14 @@ inline MoeLosses moe_train_forward(float* out, MoeActs* a, const ModelConfig& c,
 
 // dx (N, D) from dout (N, D); grads accumulate, dx is overwritten. loss_scale multiplies the
 // balancing losses' gradients (e.g. 1/accum steps). g_noise (E, D) receives the noise
-// projection's gradient (noisy top-k only).
+// projection's gradient (noisy top-k only). adv (N): REINFORCE routing's per-token advantages
+// (router_reinforce_grad), else null.
 inline void moe_train_backward(float* dx, MoeActs* a, const ModelConfig& c, const LayerWeights& w,
                                const float* w_noise, const LayerWeights& grads, float* g_noise,
                                const MoeLossSpec& ls, const float* x, const float* dout,
-                               int seq_len, float loss_scale) {
+                               int seq_len, float loss_scale, const float* adv = nullptr) {
   MoeCall call;
+  call.adv = adv;
   call.losses = &ls;
   call.seq_len = seq_len;
   call.w_noise = w_noise;

@@ -29,8 +29,9 @@ double loss_of(Block& b, MoeActs* a, const MoeLossSpec& ls, const std::vector<fl
 
 // fd_h: the finite-difference step; the clamped activation needs a small one (its kinks).
 void grad_check(RouterSpec spec, int shared, bool gate, MoeLossSpec ls, int N = 6,
-                bool oai = false, float fd_h = 1e-2f) {
+                bool oai = false, float fd_h = 1e-2f, int top_k = 2) {
   Block b(spec, shared, gate, oai);
+  b.c.top_k = top_k;
   const int D = b.c.hidden, seq = 3;
   std::mt19937 gen(11);
   std::normal_distribution<float> nd(0.0f, 1.0f);
@@ -149,6 +150,30 @@ TEST(MoeTrainGrad, HashRouting) {
   RouterSpec s;
   s.kind = ROUTER_HASH;
   grad_check(s, 2, false, MoeLossSpec());
+}
+
+// BASE: the balanced assignment (2 tokens per expert) with its sigmoid gate, and a shared expert.
+TEST(MoeTrainGrad, BaseBalancedAssignment) {
+  RouterSpec s;
+  s.kind = ROUTER_BASE;
+  grad_check(s, 3, false, MoeLossSpec(), 8, false, 1e-2f, 1);
+}
+
+TEST(MoeTrainGrad, SinkhornTop2) {
+  RouterSpec s;
+  s.kind = ROUTER_SINKHORN;
+  MoeLossSpec ls;
+  ls.z = 0.01f;
+  grad_check(s, 0, false, ls);
+}
+
+// REINFORCE's pathwise gradient through the sampled experts' weights (the score-function part
+// needs the per-token rewards: router_rl_test.cpp, train_model_test.cpp).
+TEST(MoeTrainGrad, ReinforceSampledExperts) {
+  RouterSpec s;
+  s.kind = ROUTER_REINFORCE;
+  s.norm_topk = true;
+  grad_check(s, 0, false, MoeLossSpec());
 }
 
 // With a token-choice router the training forward computes what the inference layer computes.

@@ -728,6 +728,38 @@ TEST_P(BackendBackward, RouteNoisyTopK) {
   ref::expect_grad(dn.data(), ref::fd_grad(L, in, 1), 0.0, kGradTol, "noisy dnoise_logits");
 }
 
+// REINFORCE's score-function gradient and entropy bonus (reinforce_grad) for fixed draws, against
+// differences of the double surrogate; it accumulates grad_scale * dL/dlogits and returns the
+// mean policy entropy.
+TEST_P(BackendBackward, ReinforceScoreFunction) {
+  for (const int K : {1, 3}) {
+    SCOPED_TRACE(K);
+    const int N = 5, E = 6;
+    const double beta = 0.3;
+    RouterSpec spec;
+    spec.kind = ROUTER_REINFORCE;
+    const auto lg = rnd(N * E, 1990 + K, 1.2f);
+    std::vector<float> adv = rnd(N, 1995 + K);
+    adv[2] = 0.0f;  // a token without a target
+    Routing r;
+    routing_init(&r, N, E, K, spec.kind);
+    be().route(&r, spec, lg.data(), nullptr, nullptr, nullptr, N, 0.0f, 5, true, 0);
+    std::vector<int> drawn(N * K);  // fixed draws, not the forward's: any sample must do
+    for (int t = 0; t < N; ++t)
+      for (int k = 0; k < K; ++k) drawn[t * K + k] = r.expert[t * K + k] = (t + 2 * k + 1) % E;
+    std::vector<float> dl(N * E, kPrefill);
+    const double H = be().reinforce_grad(r, spec, adv.data(), static_cast<float>(beta), 0.7f, dl.data());
+    const auto L = [&](const ref::Tensors& in) {
+      return ref::reinforce_surrogate(in[0], N, E, K, drawn, adv, beta);
+    };
+    Vec want = ref::fd_grad(L, {to_d(lg)}, 0);
+    for (double& g : want) g *= 0.7;
+    ref::expect_grad(dl.data(), want, kPrefill, kGradTol, "reinforce dlogits");
+    const std::vector<float> none(N, 0.0f);  // the entropy term alone, beta = 1
+    EXPECT_NEAR(H, -ref::reinforce_surrogate(to_d(lg), N, E, K, drawn, none, 1.0), 1e-5);
+  }
+}
+
 TEST_P(BackendBackward, Experts) {
   for (const ExpertAct act : {ACT_SWIGLU, ACT_SWIGLU_OAI}) {
     SCOPED_TRACE(act == ACT_SWIGLU ? "swiglu" : "oai");

@@ -405,6 +405,28 @@ inline double device_loss(const Route& r, int N, int E, int K, int D, double alp
   return alpha * L;
 }
 
+// REINFORCE routing's surrogate (router.h, router_reinforce_grad): -sum_t adv_t log pi(S_t) -
+// beta/N sum_t H(p_t), p_t = softmax(lg_t), pi the Plackett-Luce probability of the ordered draws
+// drawn (N, K): prod_k p[s_k] / (1 - sum_{j<k} p[s_j]).
+inline double reinforce_surrogate(const Vec& lg, int N, int E, int K, const std::vector<int>& drawn,
+                                  const std::vector<float>& adv, double beta) {
+  double L = 0.0;
+  Vec p(E);
+  for (int t = 0; t < N; ++t) {
+    std::copy(lg.begin() + t * E, lg.begin() + (t + 1) * E, p.begin());
+    softmax(p.data(), E);
+    double H = 0.0, logpi = 0.0, before = 0.0;
+    for (int e = 0; e < E; ++e) H -= p[e] * std::log(p[e]);
+    for (int k = 0; k < K; ++k) {
+      const int e = drawn[t * K + k];
+      logpi += std::log(p[e]) - std::log(1.0 - before);
+      before += p[e];
+    }
+    L += -adv[t] * logpi - beta / N * H;
+  }
+  return L;
+}
+
 // ---- The documented draws of hash, random and noisy routing (router.h, core/rng.h) ----
 
 inline uint64_t mix64(uint64_t x) {  // SplitMix64's output function

@@ -32,21 +32,45 @@ void topk_indices(const float* a, int n, int k, int32_t* out) {
   }
 }
 
+// Whether a router's scores are sigmoids (probs: the sigmoids normalised per token) rather than a
+// softmax (probs = scores).
+bool sigmoid_scores(const RouterSpec& spec, int K) {
+  switch (spec.kind) {
+    case ROUTER_TOKEN_CHOICE: return spec.score == SCORE_SIGMOID && !spec.topk_then_softmax;
+    case ROUTER_BASE: return true;
+    case ROUTER_SINKHORN: return K == 1;  // Megatron: sigmoid for top-1, softmax for top-k
+    default: return false;
+  }
+}
+
+void score_row(bool sigmoid, const float* lg, int E, float* score, float* probs) {
+  if (!sigmoid) {
+    std::copy(lg, lg + E, score);
+    op_softmax(score, E);
+    std::copy(score, score + E, probs);
+    return;
+  }
+  float sum = 0.0f;
+  for (int e = 0; e < E; ++e) sum += (score[e] = op_sigmoid(lg[e]));
+  for (int e = 0; e < E; ++e) probs[e] = score[e] / sum;
+}
+
+// The weights of the K selected experts: scale * score, renormalised over them with norm_topk.
+void selected_weights(const RouterSpec& spec, const float* score, const int32_t* idx, int K,
+                      float* w) {
+  float sum = 0.0f;
+  for (int k = 0; k < K; ++k) sum += (w[k] = score[idx[k]]);
+  const float inv = spec.norm_topk ? 1.0f / (sum + spec.norm_eps) : 1.0f;
+  for (int k = 0; k < K; ++k) w[k] *= inv * spec.scale;
+}
+
 // Token-choice selection of one token: writes K experts and weights. Fills score/probs rows.
 void route_token(const RouterSpec& spec, const float* lg, const float* e_bias, int E, int K,
                  float* score, float* probs, float* work, int32_t* idx, float* w) {
   float* sel = work;  // (E)
   float* gsc = work + E;  // (n_group)
   int32_t gidx[64];
-  if (spec.score == SCORE_SOFTMAX || spec.topk_then_softmax) {
-    std::copy(lg, lg + E, score);
-    op_softmax(score, E);
-    std::copy(score, score + E, probs);
-  } else {
-    float sum = 0.0f;
-    for (int e = 0; e < E; ++e) sum += (score[e] = op_sigmoid(lg[e]));
-    for (int e = 0; e < E; ++e) probs[e] = score[e] / sum;
-  }
+  score_row(sigmoid_scores(spec, K), lg, E, score, probs);
   if (spec.topk_then_softmax) {
     topk_indices(lg, E, K, idx);
     for (int k = 0; k < K; ++k) w[k] = lg[idx[k]];
@@ -75,10 +99,53 @@ void route_token(const RouterSpec& spec, const float* lg, const float* e_bias, i
     }
   }
   topk_indices(sel, E, K, idx);
-  float sum = 0.0f;
-  for (int k = 0; k < K; ++k) sum += (w[k] = score[idx[k]]);
-  const float inv = spec.norm_topk ? 1.0f / (sum + spec.norm_eps) : 1.0f;
-  for (int k = 0; k < K; ++k) w[k] *= inv * spec.scale;
+  selected_weights(spec, score, idx, K, w);
+}
+
+// K experts drawn without replacement from p (E) for token key tok (router.h).
+void sample_experts(const float* p, int E, int K, uint64_t seed, int64_t tok, int32_t* idx) {
+  auto drawn = [&](int e, int k) {
+    for (int q = 0; q < k; ++q)
+      if (idx[q] == e) return true;
+    return false;
+  };
+  for (int k = 0; k < K; ++k) {
+    const double u =
+        rng_uniform(seed ^ 0x2545f4914f6cdd1dULL, static_cast<uint64_t>(tok) * K + k);
+    double rest = 0.0;
+    for (int e = 0; e < E; ++e)
+      if (!drawn(e, k)) rest += p[e];
+    const double target = u * rest;
+    double acc = 0.0;
+    int pick = -1;
+    for (int e = 0; e < E && pick < 0; ++e) {
+      if (drawn(e, k)) continue;
+      acc += p[e];
+      if (acc > target) pick = e;
+    }
+    for (int e = E - 1; e >= 0 && pick < 0; --e)  // rounding: the last expert not drawn
+      if (!drawn(e, k)) pick = e;
+    idx[k] = pick;
+  }
+}
+
+// One token of the BASE, Sinkhorn and REINFORCE routers (router.h). For BASE in training idx
+// already holds the balanced assignment's expert; sel (E) is scratch.
+void route_token_trained(const RouterSpec& spec, const float* lg, int E, int K, bool train,
+                         const float* log_d1, uint64_t seed, int64_t tok, float* score,
+                         float* probs, float* sel, int32_t* idx, float* w) {
+  score_row(sigmoid_scores(spec, K), lg, E, score, probs);
+  if (spec.kind == ROUTER_BASE) {
+    if (!train) topk_indices(lg, E, 1, idx);
+  } else if (spec.kind == ROUTER_SINKHORN && train) {
+    for (int e = 0; e < E; ++e) sel[e] = lg[e] + log_d1[e];
+    topk_indices(sel, E, K, idx);
+  } else if (spec.kind == ROUTER_REINFORCE && train) {
+    sample_experts(score, E, K, seed, tok, idx);
+  } else {
+    topk_indices(score, E, K, idx);
+  }
+  selected_weights(spec, score, idx, K, w);
 }
 
 // K distinct experts from a per-token stream of draws.
@@ -93,7 +160,7 @@ void distinct_draws(uint64_t key, int E, int K, int32_t* idx) {
 
 }  // namespace
 
-void routing_init(Routing* r, int N_max, int E, int K) {
+void routing_init(Routing* r, int N_max, int E, int K, RouterKind kind) {
   MOE_CHECK(N_max > 0 && E > 0 && K > 0 && K <= E);
   r->E = E;
   r->K = K;
@@ -110,6 +177,10 @@ void routing_init(Routing* r, int N_max, int E, int K) {
   r->kept_count.assign(E, 0);
   r->work.assign(static_cast<size_t>(4 * E + 64) + N_max, 0.0f);
   r->iwork.assign(A_max + 2 * E + 64 + N_max, 0);
+  r->log_d1.assign(E, 0.0f);
+  if (kind == ROUTER_BASE || kind == ROUTER_SINKHORN) assign_work_init(&r->assign, N_max, E);
+  else r->assign = AssignWork();
+  r->assign_work = 0;
 }
 
 void router_forward(Routing* r, const RouterSpec& spec, const float* logits, const float* e_bias,
@@ -119,7 +190,9 @@ void router_forward(Routing* r, const RouterSpec& spec, const float* logits, con
   MOE_CHECK(static_cast<size_t>(N) * K <= r->tok.size());
   MOE_CHECK(spec.kind != ROUTER_NOISY_TOPK || noise_logits || !train);
   MOE_CHECK(spec.kind != ROUTER_HASH || ids);
+  MOE_CHECK(spec.kind != ROUTER_BASE || K == 1);
   r->N = N;
+  r->assign_work = 0;
   r->dropped = 0;
   r->capacity = 0;
   if (spec.kind == ROUTER_EXPERT_CHOICE) {
@@ -150,6 +223,14 @@ void router_forward(Routing* r, const RouterSpec& spec, const float* logits, con
     }
   } else {
     r->A = N * K;
+    const bool balanced = train && (spec.kind == ROUTER_BASE || spec.kind == ROUTER_SINKHORN);
+    MOE_CHECK(!balanced || r->assign.price.size() >= static_cast<size_t>(N));
+    if (balanced && spec.kind == ROUTER_BASE) {  // K = 1: expert[t] is token t's
+      balanced_assignment(logits, N, E, r->expert.data(), &r->assign);
+      r->assign_work = r->assign.bids;
+    } else if (balanced) {
+      r->assign_work = sinkhorn_scaling(logits, N, E, r->log_d1.data(), &r->assign);
+    }
     for (int t = 0; t < N; ++t) {
       const float* lg = logits ? logits + static_cast<int64_t>(t) * E : nullptr;
       float* score = r->score.data() + static_cast<int64_t>(t) * E;
@@ -164,10 +245,14 @@ void router_forward(Routing* r, const RouterSpec& spec, const float* logits, con
         case ROUTER_TOKEN_CHOICE:
           route_token(spec, lg, e_bias, E, K, score, probs, r->work.data(), idx, w);
           break;
+        case ROUTER_BASE:
+        case ROUTER_SINKHORN:
+        case ROUTER_REINFORCE:
+          route_token_trained(spec, lg, E, K, train, r->log_d1.data(), seed, t0 + t, score, probs,
+                              r->work.data(), idx, w);
+          break;
         case ROUTER_NOISY_TOPK: {
-          std::copy(lg, lg + E, score);
-          op_softmax(score, E);
-          std::copy(score, score + E, probs);
+          score_row(false, lg, E, score, probs);
           float* h = r->noisy.data() + static_cast<int64_t>(t) * E;
           float* dh = r->noise.data() + static_cast<int64_t>(t) * E;
           if (!train) {  // no noise: the clean logits (the noise logits may be absent)
@@ -230,11 +315,11 @@ void softmax_row_backward(float* g, const float* s, int E) {
 }
 
 // Accumulates grad of the balance-loss distribution p (row dp) into dl (row).
-void probs_row_backward(const RouterSpec& spec, const float* score, const float* probs,
-                        const float* dp, float scale, float* dl, int E) {
+void probs_row_backward(bool sigmoid, const float* score, const float* probs, const float* dp,
+                        float scale, float* dl, int E) {
   float dot = 0.0f;
   for (int e = 0; e < E; ++e) dot += probs[e] * dp[e];
-  if (spec.kind == ROUTER_TOKEN_CHOICE && spec.score == SCORE_SIGMOID && !spec.topk_then_softmax) {
+  if (sigmoid) {
     float sum = 0.0f;
     for (int e = 0; e < E; ++e) sum += score[e];
     for (int e = 0; e < E; ++e)
@@ -294,7 +379,7 @@ void router_backward(const Routing& r, const RouterSpec& spec, const float* dw, 
     } else {
       for (int k = 0; k < K; ++k) g[idx[k]] += spec.scale * d[k];
     }
-    if (spec.score == SCORE_SOFTMAX) {
+    if (!sigmoid_scores(spec, K)) {
       softmax_row_backward(g, s, E);
     } else {
       for (int e = 0; e < E; ++e) g[e] *= s[e] * (1.0f - s[e]);
@@ -319,7 +404,7 @@ double router_aux_loss(const Routing& r, const RouterSpec& spec, float alpha, fl
   if (dlogits && has_logits(spec)) {
     for (int e = 0; e < E; ++e) dp[e] = alpha * E * f[e] / N;
     for (int t = 0; t < N; ++t)
-      probs_row_backward(spec, r.score.data() + static_cast<int64_t>(t) * E,
+      probs_row_backward(sigmoid_scores(spec, K), r.score.data() + static_cast<int64_t>(t) * E,
                          r.probs.data() + static_cast<int64_t>(t) * E, dp, grad_scale,
                          dlogits + static_cast<int64_t>(t) * E, E);
   }
@@ -371,7 +456,7 @@ double router_seq_aux_loss(const Routing& r, const RouterSpec& spec, int seq_len
     if (dlogits && has_logits(spec)) {
       for (int e = 0; e < E; ++e) dp[e] = alpha * f[e] / (static_cast<float>(seq_len) * n_seq);
       for (int t = t0; t < t1; ++t)
-        probs_row_backward(spec, r.score.data() + static_cast<int64_t>(t) * E,
+        probs_row_backward(sigmoid_scores(spec, K), r.score.data() + static_cast<int64_t>(t) * E,
                            r.probs.data() + static_cast<int64_t>(t) * E, dp, grad_scale,
                            dlogits + static_cast<int64_t>(t) * E, E);
     }
@@ -399,7 +484,7 @@ double router_device_loss(const Routing& r, const RouterSpec& spec, int n_device
   if (dlogits && has_logits(spec)) {
     for (int e = 0; e < E; ++e) dp[e] = alpha * fd[e / per] / N;
     for (int t = 0; t < N; ++t)
-      probs_row_backward(spec, r.score.data() + static_cast<int64_t>(t) * E,
+      probs_row_backward(sigmoid_scores(spec, K), r.score.data() + static_cast<int64_t>(t) * E,
                          r.probs.data() + static_cast<int64_t>(t) * E, dp, grad_scale,
                          dlogits + static_cast<int64_t>(t) * E, E);
   }

@@ -25,6 +25,22 @@
 //  - Expert choice: C = ceil(N*K/E * max(capacity_factor, 1)), capped at floor(N*K/E) so that the
 //    E*C assignments never exceed N*K (tokens get at most K experts on average), and at least 1
 //    (with N*K < E, e.g. one decoded token, every expert takes the best token it has).
+//  - BASE (Lewis et al. 2021; top-1 only): in training, a balanced assignment of the N tokens
+//    maximising the summed logits, expert e taking floor(N/E) + (e < N mod E) tokens (exact
+//    auction, assignment.h); at inference, each token's argmax logit. The weight is
+//    scale * sigmoid(logit of the assigned expert) (BASE's gate; its (1 - gate) * x residual term
+//    is left out: the layer's output is added to the residual stream already). score = sigmoid,
+//    probs = sigmoids normalised per token.
+//  - Sinkhorn (Megatron-Core's "sinkhorn" load balancing): in training, the top K of the
+//    Sinkhorn-balanced matrix diag(d0) exp(logits) diag(d1) (assignment.h) select the experts;
+//    the weights are the plain scores of the selected experts, sigmoid(logit) for K = 1 and
+//    softmax(logits) for K > 1 (renormalised with norm_topk, times scale); the balancing is
+//    selection-only, with no gradient. At inference, the top K of the plain scores.
+//  - REINFORCE: in training, K experts sampled without replacement from p = softmax(logits)
+//    (draw k of token t: u = rng_uniform(seed ^ 0x2545f4914f6cdd1d, (t0 + t) * K + k), the expert
+//    where the cumulative mass of the experts not yet drawn first exceeds u times that mass); at
+//    inference, the top K of p. Weights as softmax top-k: scale * p (renormalised with norm_topk).
+//    Its score-function gradient: router_reinforce_grad below.
 #pragma once
 
 #include <cstdint>
@@ -32,6 +48,7 @@
 
 #include "core/rng.h"  // rng_uniform, rng_normal, splitmix64
 #include "core/specs.h"
+#include "ops/assignment.h"
 
 namespace moe {
 
@@ -52,11 +69,14 @@ struct Routing {
   std::vector<int32_t> kept_count;  // (E) assignments per expert after dropping
   mutable std::vector<float> work;  // (4E + 64 + N) scratch, also used by the losses
   std::vector<int32_t> iwork;       // (A + 2E + 64 + N) scratch
+  std::vector<float> log_d1;        // (E) Sinkhorn column scaling of the last training call
+  AssignWork assign;                // BASE / Sinkhorn solver scratch (those kinds only)
+  int64_t assign_work = 0;          // auction bids (BASE) or Sinkhorn iterations, last call
 };
 
 // Buffers for up to N_max tokens: max(N_max*K, E) assignments (expert choice takes at least one
-// token per expert).
-void routing_init(Routing* r, int N_max, int E, int K);
+// token per expert); kind BASE or SINKHORN also allocates the solver scratch.
+void routing_init(Routing* r, int N_max, int E, int K, RouterKind kind = ROUTER_TOKEN_CHOICE);
 
 // Routes N tokens. logits (N, E) = x Wr^T (+ b); e_bias (E) or null: selection-only bias;
 // noise_logits (N, E) = x W_noise^T for noisy top-k (may be null when train is false, as no noise
@@ -91,5 +111,32 @@ double router_seq_aux_loss(const Routing& r, const RouterSpec& spec, int seq_len
                            float grad_scale, float* dlogits);
 double router_device_loss(const Routing& r, const RouterSpec& spec, int n_devices, float alpha,
                           float grad_scale, float* dlogits);
+
+// REINFORCE routing's score-function gradient (ROUTER_REINFORCE after a training forward).
+//
+// The router is a policy pi(S_t | x_t): the ordered draw S_t = (e_1..e_K) of K experts without
+// replacement from p_t = softmax(logits_t), of probability (Plackett-Luce)
+//   pi(S_t) = prod_k p_t[e_k] / (1 - sum_{j<k} p_t[e_j]).
+// The discrete draw has no pathwise gradient, so the router learns from a reward: token t's
+// negative cross-entropy r_t = -CE_t, against a baseline b (the trainer keeps an exponential
+// moving average of the batch-mean reward over past steps: train_model.h). The surrogate loss is
+//   L = -sum_t adv_t * log pi(S_t) - entropy * (1/N) sum_t H(p_t),   adv_t = (r_t - b) / n_counted
+// (adv (N) is given; 0 for tokens without a target), whose gradient is the REINFORCE estimator
+//   g = -(1/n) sum_t (r_t - b) grad log pi(S_t)   of   grad E_S[-mean_t r_t],
+// unbiased for any b that does not depend on this step's draws (b comes from earlier steps; on
+// the very first step it is that batch's own mean, an O(1/n) bias for one step). Variance: per
+// token, Var[(r_t - b) grad log pi] ~ E[(r_t - b)^2] E|grad log pi|^2 with |grad log pi|^2 <=
+// 2K; the cross-entropy's spread over tokens (several nats^2 on text) dominates, the baseline
+// removes only the mean, so the estimate is far noisier than a pathwise gradient: it averages
+// over the n tokens of the batch (variance / n) and the entropy bonus keeps p from collapsing
+// before the signal accumulates. Using the token's own loss (not the sum of the losses it
+// influences through attention) is the usual per-token credit assignment, itself a bias.
+// d log pi / d logit_j = [j drawn] - K p_j + sum_{k>=1} ([j drawn before k] p_j - S_k p_j) /
+// (1 - S_k), S_k = sum_{i<k} p[e_i]; dH/dlogit_j = -p_j (log p_j + H).
+// The combine weights' own (pathwise) gradient is router_backward's, as for softmax top-k.
+// ACCUMULATES grad_scale * dL/dlogits into dlogits (N, E) when non-null (adv may be null: the
+// entropy bonus only). Returns the mean entropy (1/N) sum_t H(p_t).
+double router_reinforce_grad(const Routing& r, const RouterSpec& spec, const float* adv,
+                             float entropy, float grad_scale, float* dlogits);
 
 }  // namespace moe

@@ -56,7 +56,7 @@ double total_loss(const Case& cs, Routing* r, const std::vector<float>& lg, cons
 // perturbation changes the selection are skipped (the loss is not differentiable there).
 void grad_check(const Case& cs) {
   Routing r;
-  routing_init(&r, cs.N, cs.E, cs.K);
+  routing_init(&r, cs.N, cs.E, cs.K, cs.spec.kind);
   auto lg = randn(cs.N * cs.E, 1, 1.5f), nl = randn(cs.N * cs.E, 2), bias = randn(cs.E, 3, 0.2f);
   auto coef = randn(static_cast<size_t>(cs.N) * cs.K * 4, 4);
   std::vector<float> dl, dn, d0, d1;
@@ -160,6 +160,44 @@ TEST(RouterGrad, ExpertChoice) {
   c.spec.kind = ROUTER_EXPERT_CHOICE;
   c.cf = 1.0f;
   c.c.z = 0.05f;
+  grad_check(c);
+}
+
+// BASE: the balanced assignment is fixed under small perturbations; the gate is
+// scale * sigmoid(logit), with the aux and z losses on top.
+TEST(RouterGrad, BaseBalancedAssignment) {
+  Case c;
+  c.spec.kind = ROUTER_BASE;
+  c.spec.scale = 1.5f;
+  c.N = 8, c.E = 4, c.K = 1;
+  c.c.aux = 0.1f;
+  c.c.z = 0.05f;
+  grad_check(c);
+}
+
+TEST(RouterGrad, SinkhornTop1Sigmoid) {
+  Case c;
+  c.spec.kind = ROUTER_SINKHORN;
+  c.K = 1;
+  c.c.aux = 0.1f;
+  grad_check(c);
+}
+
+TEST(RouterGrad, SinkhornTop2SoftmaxRenormalised) {
+  Case c;
+  c.spec.kind = ROUTER_SINKHORN;
+  c.spec.norm_topk = true;
+  c.spec.scale = 1.3f;
+  c.c.z = 0.05f;
+  grad_check(c);
+}
+
+// REINFORCE's pathwise part (the combine weights of the sampled experts); the score-function
+// part is checked in router_rl_test.cpp.
+TEST(RouterGrad, ReinforceSampledWeights) {
+  Case c;
+  c.spec.kind = ROUTER_REINFORCE;
+  c.c.aux = 0.1f;
   grad_check(c);
 }
 

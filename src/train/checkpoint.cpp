@@ -2,7 +2,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -77,6 +79,8 @@ void checkpoint_save(const TrainModel& tm, const AdamW& opt, int64_t step, uint6
   st["step"] = step;
   st["adam_step"] = opt.step;
   st["seed"] = seed;
+  if (std::isfinite(tm.rl_baseline)) st["rl_baseline"] = tm.rl_baseline;  // REINFORCE routing
+  st["expert_steps"] = opt.expert_step;  // (L * E) AdamW updates of each routed expert
   write_text(tmp + "/trainer_state.json", st.dump(2) + "\n");
   // Swap the folders: the old checkpoint is removed only once the new one is in place.
   const std::string old = dir + ".old-" + std::to_string(getpid());
@@ -120,6 +124,24 @@ int64_t checkpoint_load(TrainModel* tm, AdamW* opt, const std::string& dir, uint
   for (const char* k : {"step", "adam_step", "seed"})
     if (!st.contains(k) || !st[k].is_number_integer()) fail("%s: field '%s' is missing", sp.c_str(), k);
   opt->step = st["adam_step"].get<int64_t>();
+  // Checkpoints from before idle experts were skipped: every expert had every update.
+  std::fill(opt->expert_step.begin(), opt->expert_step.end(), opt->step);
+  if (st.contains("expert_steps")) {
+    const auto& es = st["expert_steps"];
+    if (!es.is_array() || es.size() != opt->expert_step.size())
+      fail("%s: field 'expert_steps' must be a list of %zu integers (layers x experts)", sp.c_str(),
+           opt->expert_step.size());
+    for (size_t i = 0; i < es.size(); ++i) {
+      if (!es[i].is_number_integer() || es[i].get<int64_t>() < 0 || es[i].get<int64_t>() > opt->step)
+        fail("%s: field 'expert_steps': entry %zu must be an integer in [0, adam_step]", sp.c_str(), i);
+      opt->expert_step[i] = es[i].get<int64_t>();
+    }
+  }
+  tm->rl_baseline = NAN;
+  if (st.contains("rl_baseline")) {
+    if (!st["rl_baseline"].is_number()) fail("%s: field 'rl_baseline' must be a number", sp.c_str());
+    tm->rl_baseline = st["rl_baseline"].get<double>();
+  }
   *seed = st["seed"].get<uint64_t>();
   return st["step"].get<int64_t>();
 }

@@ -2,7 +2,8 @@
 //
 // A checkpoint folder holds model.safetensors (the parameter arena under Hugging Face names),
 // config.json, generation_config.json, tokenizer.json (when known), optimizer.safetensors
-// (AdamW moments as exp_avg.<name> / exp_avg_sq.<name>) and trainer_state.json (step, seed).
+// (AdamW moments as exp_avg.<name> / exp_avg_sq.<name>) and trainer_state.json (step, seed,
+// AdamW's step and each routed expert's, and REINFORCE routing's reward baseline).
 // Folders are written under a temporary name and renamed into place, so a crash never leaves a
 // half-written checkpoint where a good one was.
 #pragma once

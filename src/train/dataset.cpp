@@ -115,6 +115,36 @@ std::vector<char> split_validation(size_t nd, double val_fraction) {
   return is_val;
 }
 
+// A corpus of one document (a single .txt file) would validate on its own training text. Its tail
+// becomes a second, held-out document instead: val_fraction of its bytes, at least a quarter of
+// them up to 4096 and at most half, cut after the last newline or space before that point (else at
+// a UTF-8 character boundary). Returns the bytes held out (0: nothing to split).
+size_t hold_out_tail(Corpus* c, double val_fraction) {
+  if (c->docs.size() != 1 || val_fraction <= 0) return 0;
+  Document& d = c->docs[0];
+  const size_t n = d.text.size();
+  if (n < 2) return 0;
+  size_t tail = std::max(static_cast<size_t>(static_cast<double>(n) * val_fraction),
+                         std::min<size_t>(n / 4, 4096));
+  size_t cut = n - std::min(tail, n / 2);
+  size_t b = cut;
+  while (b > n / 2 && d.text[b - 1] != '\n' && d.text[b - 1] != ' ') --b;
+  if (b > n / 2) cut = b;
+  while (cut < n && (static_cast<unsigned char>(d.text[cut]) & 0xC0) == 0x80) ++cut;
+  if (cut == 0 || cut >= n) return 0;
+  Document t;
+  t.name = d.name + " (held-out tail)";
+  t.text = d.text.substr(cut);
+  t.genre = d.genre;
+  if (!d.pos.empty()) {
+    t.pos.assign(d.pos.begin() + static_cast<int64_t>(cut), d.pos.end());
+    d.pos.resize(cut);
+  }
+  d.text.resize(cut);
+  c->docs.push_back(std::move(t));
+  return n - cut;
+}
+
 // The tokens of one document with their byte offsets (begin empty: no offsets known).
 struct DocTokens {
   std::vector<int32_t> ids;
@@ -191,6 +221,10 @@ void dataset_prepare(const std::string& corpus_path, const std::string& out_dir,
   Corpus corpus;
   corpus_load(&corpus, corpus_path);
   if (corpus.docs.empty()) fail("%s: no documents", corpus_path.c_str());
+  const size_t held_out = hold_out_tail(&corpus, p.val_fraction);
+  if (held_out)
+    std::fprintf(stderr, "data: one document: its last %zu of %zu bytes are held out for "
+                 "validation (not trained on)\n", held_out, held_out + corpus.docs[0].text.size());
   const size_t nd = corpus.docs.size();
   const std::vector<char> is_val = split_validation(nd, p.val_fraction);
   std::vector<std::string> clean(nd);
@@ -209,7 +243,7 @@ void dataset_prepare(const std::string& corpus_path, const std::string& out_dir,
     data_tokenizer_encode(&dt, clean[i], &toks);
     append_doc(is_val[i] ? &val : &train, toks, corpus.docs[i], clean[i], corpus.labeled, dt.eos);
   }
-  if (val.ids.empty()) val = train;  // a single document: validate on it
+  if (val.ids.empty()) val = train;  // a one-byte document: nothing to hold out
   std::error_code ec;
   std::filesystem::create_directories(out_dir, ec);
   if (ec) fail("%s: cannot create the folder: %s", out_dir.c_str(), ec.message().c_str());
@@ -225,6 +259,8 @@ void dataset_prepare(const std::string& corpus_path, const std::string& out_dir,
   meta["train_tokens"] = train.ids.size();
   meta["val_tokens"] = val.ids.size();
   meta["documents"] = nd;
+  if (held_out)
+    meta["validation"] = strfmt("the held-out tail (%zu bytes) of the single document", held_out);
   meta["labeled"] = corpus.labeled;
   meta["genres"] = corpus.genres;
   meta["pos_tags"] = corpus.pos_tags;

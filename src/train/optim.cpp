@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cctype>
 #include <cstdlib>
+#include <cstring>
 
 #include "core/error.h"
 #include "ops/backend.h"
@@ -96,41 +98,87 @@ void param_groups_freeze(TrainModel* tm, const ParamGroups& g) {
     if (g.frozen[param_group_of(tm->specs[i].name)]) tm->trainable[i] = 0;
 }
 
+namespace {
+
+// The routed expert a tensor belongs to: "model.layers.{l}.<...>.experts.{e}.<...>" is expert e of
+// layer l; "model.layers.{l}.<...>.experts.<name>" (no index) holds every expert of layer l,
+// sliced along its first axis. *layer = -1 for any other tensor.
+void expert_of_tensor(const std::string& n, int* layer, int* expert) {
+  *layer = *expert = -1;
+  if (param_group_of(n) != PG_EXPERTS) return;
+  *layer = std::atoi(n.c_str() + std::strlen("model.layers."));
+  const size_t at = n.find(".experts.") + std::strlen(".experts.");
+  if (at < n.size() && std::isdigit(static_cast<unsigned char>(n[at]))) *expert = std::atoi(n.c_str() + at);
+}
+
+// One AdamW update of a contiguous range at its own step count t.
+void adam_range(const AdamWParams& p, float* w, const float* g, float* m, float* v, int64_t n,
+                float lr, bool decay, int64_t t) {
+  const double bc1 = 1.0 - std::pow(static_cast<double>(p.beta1), static_cast<double>(t));
+  const double bc2 = 1.0 - std::pow(static_cast<double>(p.beta2), static_cast<double>(t));
+  backend().adamw(w, g, m, v, n, p.beta1, p.beta2, p.eps, static_cast<float>(lr / bc1),
+                  static_cast<float>(1.0 / bc2), decay ? lr * p.weight_decay : 0.0f);
+}
+
+}  // namespace
+
 void adamw_init(AdamW* opt, const TrainModel& tm, const AdamWParams& p, const ParamGroups& groups) {
   opt->p = p;
   opt->step = 0;
   const size_t n = tm.specs.size();
   opt->state_off.assign(n, -1);
   opt->lr_mult.assign(n, 1.0f);
+  opt->ex_layer.assign(n, -1);
+  opt->ex_index.assign(n, -1);
   int64_t total = 0;
   for (size_t i = 0; i < n; ++i) {
     opt->lr_mult[i] = groups.lr_mult[param_group_of(tm.specs[i].name)];
+    expert_of_tensor(tm.specs[i].name, &opt->ex_layer[i], &opt->ex_index[i]);
     if (!tm.trainable[i]) continue;
     opt->state_off[i] = total;
     total += (numel(tm.specs[i]) + 15) / 16 * 16;  // 64-byte aligned, as the arenas
   }
   opt->m.assign(total, 0.0f);
   opt->v.assign(total, 0.0f);
+  opt->expert_step.assign(static_cast<size_t>(tm.cfg.n_layers) * std::max(tm.cfg.n_experts, 0), 0);
 }
 
-void adamw_step(AdamW* opt, TrainModel* tm, float lr_base) {
+void adamw_step(AdamW* opt, TrainModel* tm, float lr_base,
+                const std::vector<std::vector<int64_t>>* received) {
   ++opt->step;
-  const AdamWParams& p = opt->p;
-  const double bc1 = 1.0 - std::pow(static_cast<double>(p.beta1), static_cast<double>(opt->step));
-  const double bc2 = 1.0 - std::pow(static_cast<double>(p.beta2), static_cast<double>(opt->step));
-  const float inv_bc2 = static_cast<float>(1.0 / bc2);
+  const int E = tm->cfg.n_experts;
+  auto got = [&](int l, int e) {
+    return !received || (static_cast<size_t>(l) < received->size() &&
+                         static_cast<size_t>(e) < (*received)[l].size() && (*received)[l][e] > 0);
+  };
+  for (int l = 0; l < tm->cfg.n_layers && E > 0; ++l)
+    for (int e = 0; e < E; ++e)
+      if (got(l, e)) ++opt->expert_step[static_cast<size_t>(l) * E + e];
   for (size_t i = 0; i < tm->specs.size(); ++i) {
     if (!tm->trainable[i]) continue;
     MOE_CHECK(opt->state_off[i] >= 0);
     const int64_t n = numel(tm->specs[i]);
     const float lr = lr_base * opt->lr_mult[i];
-    const float step_size = static_cast<float>(lr / bc1);
     float* w = tm->params.data() + tm->offset[i];
     const float* g = tm->grads.data() + tm->offset[i];
     float* m = opt->m.data() + opt->state_off[i];
     float* v = opt->v.data() + opt->state_off[i];
-    const float decay = tm->decay[i] ? lr * p.weight_decay : 0.0f;
-    backend().adamw(w, g, m, v, n, p.beta1, p.beta2, p.eps, step_size, inv_bc2, decay);
+    const int l = opt->ex_layer[i];
+    if (l < 0) {
+      adam_range(opt->p, w, g, m, v, n, lr, tm->decay[i], opt->step);
+      continue;
+    }
+    // A routed expert's tensor, or E slices of a fused one: skipped in a step without tokens.
+    const int e0 = opt->ex_index[i] >= 0 ? opt->ex_index[i] : 0;
+    const int ne = opt->ex_index[i] >= 0 ? 1 : E;
+    const int64_t len = n / ne;
+    for (int q = 0; q < ne; ++q) {
+      const int e = e0 + q;
+      if (!got(l, e)) continue;
+      const int64_t o = q * len;
+      adam_range(opt->p, w + o, g + o, m + o, v + o, len, lr, tm->decay[i],
+                 opt->expert_step[static_cast<size_t>(l) * E + e]);
+    }
   }
 }
 

@@ -53,6 +53,12 @@ struct AdamW {
   std::vector<float> lr_mult;      // (n_tensors) learning-rate multiplier
   std::vector<float> m;            // (S) first moments of the trainable tensors
   std::vector<float> v;            // (S) second moments
+  // Routed experts: in a step where an expert received no token (its gradient is zero), it is
+  // skipped: no moment update, no weight decay, and its bias correction counts only the steps
+  // it was updated in, as PyTorch's AdamW skips a parameter whose gradient is None (docs/training.md).
+  std::vector<int32_t> ex_layer;     // (n_tensors) layer of a routed-expert tensor, -1 = other
+  std::vector<int32_t> ex_index;     // (n_tensors) its expert, -1 = all E (fused, sliced on axis 0)
+  std::vector<int64_t> expert_step;  // (L, E) updates each routed expert has had
 };
 
 // Allocates moments for the trainable tensors only (frozen ones and the correction bias get
@@ -60,7 +66,10 @@ struct AdamW {
 void adamw_init(AdamW* opt, const TrainModel& tm, const AdamWParams& p,
                 const ParamGroups& groups = ParamGroups());
 // One update of every trainable tensor with learning rate lr (times its group's multiplier).
-void adamw_step(AdamW* opt, TrainModel* tm, float lr);
+// received (L, E): the tokens each routed expert kept in the step (after capacity dropping, over
+// every micro-batch); experts with none are skipped (see AdamW). Null: every expert is updated.
+void adamw_step(AdamW* opt, TrainModel* tm, float lr,
+                const std::vector<std::vector<int64_t>>* received = nullptr);
 
 // Zeroes the gradients of tensors that are not trainable, then scales the others so their global
 // L2 norm is at most max_norm (0 = off). Returns the norm of the trainable gradients before

@@ -178,6 +178,7 @@ void train_acts_init(TrainActs* a, const TrainModel& tm, int B, int T) {
   a->scores.assign(backend().attention_scratch(T), 0.0f);
   a->dlogits.assign(N * V, 0.0f);
   a->row_loss.assign(N, 0.0);
+  a->adv.assign(c.router.kind == ROUTER_REINFORCE ? N : 0, 0.0f);
   a->dh.assign(N * D, 0.0f);
   a->dx.assign(N * D, 0.0f);
   a->dtmp.assign(N * D, 0.0f);
@@ -235,6 +236,30 @@ StepLosses train_forward(TrainModel* tm, TrainActs* a, uint64_t seed, bool train
   return out;
 }
 
+namespace {
+
+// REINFORCE routing's advantages from the per-token losses of the last forward (a->row_loss),
+// then the baseline update (train_model.h).
+const float* reinforce_advantages(TrainModel* tm, TrainActs* a) {
+  if (tm->cfg.router.kind != ROUTER_REINFORCE) return nullptr;
+  const int N = a->B * a->T;
+  double sum = 0.0;
+  int n = 0;
+  for (int t = 0; t < N; ++t)
+    if (a->targets[t] >= 0) sum -= a->row_loss[t], ++n;
+  std::fill(a->adv.begin(), a->adv.end(), 0.0f);
+  if (n == 0) return a->adv.data();
+  const double mean = sum / n;
+  if (!std::isfinite(tm->rl_baseline)) tm->rl_baseline = mean;
+  const double b = tm->rl_baseline;
+  for (int t = 0; t < N; ++t)
+    if (a->targets[t] >= 0) a->adv[t] = static_cast<float>((-a->row_loss[t] - b) / n);
+  tm->rl_baseline = tm->rl_decay * b + (1.0 - tm->rl_decay) * mean;
+  return a->adv.data();
+}
+
+}  // namespace
+
 void train_backward(TrainModel* tm, TrainActs* a, float loss_scale, float ce_scale) {
   const Backend& be = backend();
   const ModelConfig& c = tm->cfg;
@@ -244,6 +269,7 @@ void train_backward(TrainModel* tm, TrainActs* a, float loss_scale, float ce_sca
   const int64_t ND = static_cast<int64_t>(N) * D;
   be.cross_entropy(a->dlogits.data(), a->logits.data(), a->targets.data(), N, V,
                    loss_scale * ce_scale, nullptr, a->row_loss.data());
+  const float* adv = reinforce_advantages(tm, a);
   float* dh = a->dh.data();
   float* dx = a->dx.data();
   float* dtmp = a->dtmp.data();
@@ -256,7 +282,7 @@ void train_backward(TrainModel* tm, TrainActs* a, float loss_scale, float ce_sca
     // FFN: dtmp = d xn2
     if (c.is_moe[l]) {
       moe_train_backward(dtmp, &la.moe, c, lw, lw.router_noise.w, lg, wr(lg.router_noise.w),
-                         tm->losses, la.xn2.data(), dh, T, loss_scale);
+                         tm->losses, la.xn2.data(), dh, T, loss_scale, adv);
     } else {
       const int64_t NF = static_cast<int64_t>(N) * F;
       be.linear_backward(a->dact.data(), wr(lg.mlp.down.w), nullptr, dh, la.act.data(),

@@ -7,6 +7,7 @@
 // KV kv heads, hd head dim, F dense FFN width.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -28,6 +29,10 @@ struct TrainModel {
   std::vector<float> grads;       // (P)
   Model w;                        // views into params
   Model g;                        // the same views into grads
+  // REINFORCE routing: the reward baseline, an exponential moving average (decay rl_decay) of the
+  // mean per-token reward -CE over the micro-batches so far (NaN before the first one).
+  double rl_baseline = NAN;
+  float rl_decay = 0.9f;
 };
 
 // Allocates the arenas for cfg, with the tensors of model_tensor_specs(cfg, fused_experts), and
@@ -81,6 +86,7 @@ struct TrainActs {
   // backward scratch
   std::vector<float> dlogits;     // (N, V)
   std::vector<double> row_loss;   // (N) cross-entropy per position
+  std::vector<float> adv;         // (N) REINFORCE routing's advantage per position
   std::vector<float> dh, dx, dtmp, dx2;  // (N, D)
   std::vector<float> dq, dq2;     // (N, H*dq)
   std::vector<float> dk, dk2;     // (N, KVa*dq)
@@ -112,6 +118,9 @@ StepLosses train_forward(TrainModel* tm, TrainActs* a, uint64_t seed, bool train
 // (1 / accumulation steps). ce_scale further scales the cross-entropy's gradient: a data-parallel
 // rank's share of the batch's targets (its mean over its own targets becomes its part of the
 // batch mean; the balancing losses are already the batch's).
+// With the REINFORCE router, the last forward's per-token cross-entropies become the routers'
+// rewards: a->adv[t] = (-CE_t - b) / n_counted against the baseline b = tm->rl_baseline, which
+// then moves toward this micro-batch's mean reward (router_reinforce_grad in ops/router.h).
 void train_backward(TrainModel* tm, TrainActs* a, float loss_scale, float ce_scale = 1.0f);
 
 }  // namespace moe

@@ -89,9 +89,14 @@ ModelConfig train_model_config(const TrainArgs& a, int vocab, int32_t eos_id) {
     r["norm_topk_prob"] = true;
   } else if (n == "noisy_topk" || n == "expert_choice" || n == "hash" || n == "random") {
     r["kind"] = n;
+  } else if (n == "base" || n == "sinkhorn" || n == "reinforce") {
+    if (n == "base" && top_k != 1)
+      fail("--router base assigns each token one expert: it needs --top-k 1 (got %d)", top_k);
+    r["kind"] = n;
+    if (n != "base") r["norm_topk_prob"] = a.renorm;
   } else {
     fail("--router '%s' is not one of: softmax_topk, topk_softmax, sigmoid_bias, group_limited, "
-         "noisy_topk, expert_choice, hash, random", n.c_str());
+         "noisy_topk, expert_choice, hash, random, base, sinkhorn, reinforce", n.c_str());
   }
   r["routed_scaling_factor"] = a.route_scale;
   if (n == "group_limited" && a.n_group <= 1) fail("--router group_limited needs --n-group > 1");
@@ -115,10 +120,12 @@ namespace {
 
 struct LayerStats {
   std::vector<int64_t> load;  // (E) selections over the step
+  std::vector<int64_t> kept_load;  // (E) assignments kept after capacity dropping
   int64_t kept = 0, assigned = 0;
   double entropy = 0.0;        // summed over tokens
   int64_t tokens = 0;
   float max_logit = -INFINITY;
+  int64_t assign_work = 0;  // BASE auction bids / Sinkhorn iterations, summed over the step
   // Expert parallelism (P ranks): rows each rank's experts ran, and rows each rank sent to other
   // ranks' experts and received from other ranks (one direction of the all-to-all).
   std::vector<int64_t> rank_rows, rank_sent, rank_recv;  // (P)
@@ -166,7 +173,10 @@ void accumulate_stats(const TrainModel& tm, const TrainActs& acts, std::vector<L
     const MoeActs& m = acts.layers[l].moe;
     const Routing& r = m.routing;
     LayerStats& s = (*st)[l];
-    for (int e = 0; e < c.n_experts; ++e) s.load[e] += r.sel_count[e];
+    for (int e = 0; e < c.n_experts; ++e) {
+      s.load[e] += r.sel_count[e];
+      s.kept_load[e] += r.kept_count[e];
+    }
     for (int a = 0; a < r.A; ++a) s.kept += r.kept[a];
     s.assigned += r.A;
     for (int t = 0; t < r.N; ++t) {
@@ -175,6 +185,7 @@ void accumulate_stats(const TrainModel& tm, const TrainActs& acts, std::vector<L
         if (p[e] > 0) s.entropy -= p[e] * std::log(static_cast<double>(p[e]));
     }
     s.tokens += r.N;
+    s.assign_work += r.assign_work;
     accumulate_rank_stats(m, c.n_experts, &s);
     if (c.router.kind != ROUTER_HASH && c.router.kind != ROUTER_RANDOM)
       for (int64_t i = 0; i < static_cast<int64_t>(r.N) * c.n_experts; ++i)
@@ -270,6 +281,7 @@ struct Run {
   int64_t step = 0, first_step = 0;
   uint64_t seed = 1;
   std::vector<std::vector<int64_t>> loads;  // (L, E) selections of the last step
+  std::vector<std::vector<int64_t>> received;  // (L, E) tokens each expert kept in the last step
   std::vector<LayerStats> stats;            // [L] routing statistics of the current step
   ValLoss last_val;
   // Data parallelism under mpirun: every rank of the world trains on its B / P sequences of the
@@ -369,6 +381,7 @@ void build_model(Run* r) {
     train_model_init_weights(&tm, a.seed, a.init_std);
   }
   tm.losses = a.losses;
+  tm.rl_decay = a.rl_decay;
   param_groups_freeze(&tm, r->groups);
   adamw_init(&r->opt, tm, a.adam, r->groups);
 }
@@ -397,9 +410,11 @@ void resume_or_start(Run* r) {
   }
   const ModelConfig& c = r->tm.cfg;
   r->loads.assign(c.n_layers, std::vector<int64_t>(c.n_experts, 0));
+  r->received.assign(c.n_layers, std::vector<int64_t>(c.n_experts, 0));
   r->stats.assign(c.n_layers, LayerStats{});
   for (LayerStats& s : r->stats) {
     s.load.assign(c.n_experts, 0);
+    s.kept_load.assign(c.n_experts, 0);
     for (auto* v : {&s.rank_rows, &s.rank_sent, &s.rank_recv, &s.rank_sent_tokens, &s.rank_end})
       v->assign(r->P, 0);
     s.rank_seen.assign(r->P, 0);
@@ -430,7 +445,8 @@ StepLosses accumulate_step(Run* r, std::vector<LayerStats>* stats) {
   std::fill(r->tm.grads.begin(), r->tm.grads.end(), 0.0f);
   for (LayerStats& s : *stats) {  // reset in place: allocated once in resume_or_start
     std::fill(s.load.begin(), s.load.end(), 0);
-    s.kept = s.assigned = s.tokens = 0;
+    std::fill(s.kept_load.begin(), s.kept_load.end(), 0);
+    s.kept = s.assigned = s.tokens = s.assign_work = 0;
     s.entropy = 0.0;
     s.max_logit = -INFINITY;
     for (auto* v : {&s.rank_rows, &s.rank_sent, &s.rank_recv, &s.rank_sent_tokens})
@@ -500,6 +516,8 @@ nlohmann::ordered_json layer_metrics(const TrainModel& tm, const std::vector<Lay
     lj["entropy"] = s.tokens ? s.entropy / s.tokens : 0.0;
     lj["dropped"] = s.assigned ? 1.0 - static_cast<double>(s.kept) / s.assigned : 0.0;
     if (std::isfinite(s.max_logit)) lj["max_logit"] = s.max_logit;
+    if (c.router.kind == ROUTER_BASE) lj["auction_bids"] = s.assign_work;
+    if (c.router.kind == ROUTER_SINKHORN) lj["sinkhorn_iters"] = s.assign_work;
     if (s.rank_rows.size() > 1) {
       double rmean = 0.0, rmax = 0.0;
       for (int64_t v : s.rank_rows) {
@@ -538,6 +556,8 @@ void report_step(Run* r, const StepReport& s, const std::vector<LayerStats>& sta
   j["z"] = s.loss.moe.z;
   if (a.losses.seq_aux > 0) j["seq_aux"] = s.loss.moe.seq_aux;
   if (a.losses.device > 0) j["device"] = s.loss.moe.device;
+  if (r->tm.cfg.router.kind == ROUTER_REINFORCE && std::isfinite(r->tm.rl_baseline))
+    j["rl_baseline"] = r->tm.rl_baseline;
   j["lr"] = s.lr;
   j["grad_norm"] = s.gnorm;
   j["tokens_per_s"] = tokens_per_step / s.seconds;
@@ -595,8 +615,11 @@ bool train_step(Run* r, std::chrono::steady_clock::time_point t_start, int* exit
   }
   s.gnorm = grad_clip(&tm, a.clip);
   s.lr = lr_schedule(r->step, a.steps, a.warmup, a.lr, a.min_lr_frac);
-  adamw_step(&r->opt, &tm, s.lr);
-  for (int l = 0; l < c.n_layers; ++l) r->loads[l] = stats[l].load;
+  for (int l = 0; l < c.n_layers; ++l) {
+    r->loads[l] = stats[l].load;
+    r->received[l] = stats[l].kept_load;
+  }
+  adamw_step(&r->opt, &tm, s.lr, &r->received);  // idle experts are skipped (optim.h)
   // A frozen router keeps its correction bias too (it moves by this rule, not by gradients).
   if (!r->groups.frozen[PG_ROUTER]) router_bias_update(&tm, r->loads, a.bias_rate, a.bias_center);
   ++r->step;
@@ -660,6 +683,22 @@ TrainArgs devices_resolved(const TrainArgs& in, int P) {
   return a;
 }
 
+// softmax top-1 without renormalisation: the gate is the token's softmax probability, about 1/E
+// while the router is near uniform (docs/training.md).
+void warn_damped_top1(const ModelConfig& c) {
+  const RouterSpec& r = c.router;
+  if (c.n_experts <= 1 || c.top_k != 1 || r.kind != ROUTER_TOKEN_CHOICE ||
+      r.score != SCORE_SOFTMAX || r.topk_then_softmax || r.norm_topk || r.scale >= 0.5f * c.n_experts)
+    return;
+  std::fprintf(stderr,
+               "warning: softmax_topk with --top-k 1 and no renormalisation: each token's expert "
+               "output is multiplied by its router probability, about 1/%d = %.3f while the "
+               "router is near uniform, which damps the MoE layers; consider --route-scale %d, "
+               "--top-k 2 --renorm, or topk_softmax (at top-1, --renorm makes the weight 1 and "
+               "the router learns from the balancing losses only). See docs/training.md.\n",
+               c.n_experts, 1.0 / c.n_experts, c.n_experts);
+}
+
 }  // namespace
 
 int train_run(const TrainArgs& a_in, const std::atomic<bool>* stop) {
@@ -672,8 +711,15 @@ int train_run(const TrainArgs& a_in, const std::atomic<bool>* stop) {
   r.P = r.world->size();
   if (a.batch % r.P != 0)
     fail("--batch %d: the global batch must split evenly over the %d processes", a.batch, r.P);
+  if (!(a.rl_decay >= 0.0f && a.rl_decay < 1.0f))
+    fail("--rl-baseline-decay must be in [0, 1) (got %g)", a.rl_decay);
+  if (!(a.losses.rl_entropy >= 0.0f)) fail("--rl-entropy must be >= 0 (got %g)", a.losses.rl_entropy);
   open_data(&r);
   build_model(&r);
+  if (r.P > 1 && r.tm.cfg.router.kind == ROUTER_REINFORCE)
+    fail("--router reinforce: the per-token rewards are not exchanged between expert-parallel "
+         "ranks yet; train it in one process");
+  if (r.rank == 0) warn_damped_top1(r.tm.cfg);
   resume_or_start(&r);
   const auto t_start = std::chrono::steady_clock::now();
   int exit_code = 0;

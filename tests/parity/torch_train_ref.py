@@ -23,7 +23,8 @@ aux loss and z-loss. Start it from the weights of a `moe train --steps 0` export
 On 2026-12-03 it matched `moe train` step for step (ce to 1e-4, grad norm to 1e-3) for about
 21 steps at d 128 / 8 experts, dense and MoE, before discrete routing let the runs drift apart.
 Prints one JSON line per step to --out. It mirrors the trainer as it was then: where the trainer
-changes on purpose (sampler, schedule, zero-gradient experts), change this file with it."""
+changes on purpose (sampler, schedule, idle experts), change this file with it. Since then: experts
+that receive no token are skipped by AdamW on both sides (their gradient stays None here)."""
 import argparse, json, math, struct, time, sys
 import numpy as np
 import torch
@@ -259,11 +260,12 @@ for step in range(n_run):
     ce, aux, z = forward(ids, tg)
     loss = ce + aux + z
     loss.backward()
-    for n in names:  # experts that got no token: zero gradient (as moe.cpp), not skipped
-        if P[n].grad is None: P[n].grad = torch.zeros_like(P[n])
+    # Experts that got no token keep grad None, so AdamW skips them (no moments, no decay, no
+    # step of their own), as moe.cpp does (src/train/optim.h).
     gn_group = {}
     if a.save_grad_norms:
         for n in names:
+            if P[n].grad is None: continue
             gg = gname(n); gn_group[gg] = gn_group.get(gg, 0.0) + float(P[n].grad.pow(2).sum())
         gn_group = {k: math.sqrt(v) for k, v in gn_group.items()}
     gnorm = float(torch.nn.utils.clip_grad_norm_([P[n] for n in names], a.clip if a.clip > 0 else float("inf")))

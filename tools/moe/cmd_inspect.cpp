@@ -117,7 +117,7 @@ int inspect_data(const Opts& o, const Model& m) {
     Tokenizer tok;
     tokenizer_load_for_model(&tok, o.model, o.tokenizer);
     InspectData d;
-    inspect_data_load(&d, o.data, tok, o.tokens);
+    inspect_data_load(&d, o.data, tok, o.tokens, o.io.window);
     std::unique_ptr<Model> other;
     if (!o.compare.empty()) {
       other = std::make_unique<Model>();

@@ -51,8 +51,11 @@ CommandRun cmd_train_register(CLI::App* app) {
   // routing and balancing
   app->add_option("--router", a->router,
                   "softmax_topk, topk_softmax, sigmoid_bias (DeepSeek-V3 aux-loss-free), group_limited, "
-                  "noisy_topk, expert_choice, hash or random")->capture_default_str();
-  app->add_flag("--renorm", a->renorm, "renormalise the top-k weights (softmax_topk)");
+                  "noisy_topk, expert_choice, hash, random, base (balanced assignment, top-1), "
+                  "sinkhorn (Megatron) or reinforce (sampled, score-function gradient)")->capture_default_str();
+  app->add_flag("--renorm", a->renorm, "renormalise the top-k weights (softmax_topk, sinkhorn, reinforce)");
+  app->add_option("--rl-entropy", a->losses.rl_entropy, "reinforce: entropy bonus coefficient of the routing policy")->capture_default_str();
+  app->add_option("--rl-baseline-decay", a->rl_decay, "reinforce: decay of the reward baseline's moving average")->capture_default_str();
   app->add_option("--route-scale", a->route_scale, "routed scaling factor")->capture_default_str();
   app->add_option("--n-group", a->n_group, "expert groups for group-limited routing")->capture_default_str();
   app->add_option("--topk-group", a->topk_group, "groups kept per token")->capture_default_str();
