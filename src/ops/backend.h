@@ -79,6 +79,8 @@ struct Backend {
                          float grad_scale, float* dlogits);
   double (*device_loss)(const Routing& r, const RouterSpec& spec, int n_devices, float alpha,
                         float grad_scale, float* dlogits);
+  double (*comm_loss)(const Routing& r, const RouterSpec& spec, int n_devices, int max_devices,
+                      float alpha, float grad_scale, float* dlogits);
 
   // The grouped expert FFN (experts.h).
   void (*experts)(ExpertBuffers* b, const ExpertFfnSpec& f, const ExpertWeights* experts,

@@ -37,6 +37,7 @@ const Backend kCpu = {
     router_z_loss,
     router_seq_aux_loss,
     router_device_loss,
+    router_comm_loss,
     experts_forward,
     experts_backward,
     op_adamw,

@@ -46,6 +46,9 @@ struct TrainArgs {
   // expert groups (so one process reproduces a multi-rank run); routed as group-limited routing
   // with one group per device.
   int route_devices = 0;
+  // Expert-parallel group size under mpirun: the experts split over groups of ep consecutive
+  // ranks, with data parallelism across the groups (0 = one group of every rank).
+  int ep = 0;
   MoeLossSpec losses;
   float bias_rate = 1e-3f;
   bool bias_center = false;
