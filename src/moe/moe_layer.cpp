@@ -41,7 +41,7 @@ void moe_state_init(MoeState* s, const ModelConfig& c, int N_max, bool train) {
   s->N = s->Nr = s->t0 = 0;
   s->train = train;
   s->dispatcher = &local_dispatcher();
-  s->ep = nullptr;
+  s->ep = s->ep_route = nullptr;
   s->ep_replicated = false;
   s->ep_dispatcher.reset();
   routing_buffers_init(s, c, N_max, train);
@@ -61,11 +61,15 @@ void moe_state_init(MoeState* s, const ModelConfig& c, int N_max, bool train) {
   s->tmp2.assign(train ? N * D : 0, 0.0f);
 }
 
-void moe_state_enable_ep(MoeState* s, const ModelConfig& c, Comm* comm, bool replicated) {
+void moe_state_enable_ep(MoeState* s, const ModelConfig& c, Comm* comm, bool replicated,
+                         Comm* route) {
   MOE_CHECK(s->N_max > 0);
-  if (comm->size() == 1 || c.n_experts <= 0 || c.top_k <= 0) return;
-  const int P = comm->size(), E = c.n_experts;
-  comm_check_same(*comm,
+  if (!route) route = comm;
+  MOE_CHECK(!replicated || route == comm);
+  MOE_CHECK(route->size() % comm->size() == 0);
+  if (route->size() == 1 || c.n_experts <= 0 || c.top_k <= 0) return;
+  const int P = route->size(), E = c.n_experts;
+  comm_check_same(*route,
                   strfmt("%d %d %d %d %d %d %d %d %d", c.n_layers, c.hidden, c.vocab, E, c.top_k,
                          c.expert_ffn, c.shared_ffn, static_cast<int>(c.router.kind), s->N_max),
                   "model configuration (layers, widths, experts, router) or batch");
@@ -73,6 +77,7 @@ void moe_state_enable_ep(MoeState* s, const ModelConfig& c, Comm* comm, bool rep
   routing_buffers_init(s, c, Nr_max, s->train);
   const int A = std::max(Nr_max * std::max(c.top_k, 1), E);
   s->ep = comm;
+  s->ep_route = route;
   s->ep_replicated = replicated;
   s->ep_dispatcher = std::make_shared<EpDispatcher>(comm, E, c.hidden, A, A);
   s->dispatcher = s->ep_dispatcher.get();
@@ -153,7 +158,7 @@ void share_tokens(MoeState* s, int N) {
     s->t0 = 0;
     return;
   }
-  const int P = s->ep->size(), r = s->ep->rank();
+  const int P = s->ep_route->size(), r = s->ep_route->rank();
   if (s->ep_replicated) {
     s->Nr = N;
     for (int q = 0; q < P; ++q)
@@ -163,7 +168,7 @@ void share_tokens(MoeState* s, int N) {
   }
   std::fill(s->ep_tokens.begin(), s->ep_tokens.end(), 0);
   s->ep_tokens[r] = N;
-  s->ep->allreduce(s->ep_tokens.data(), P, ReduceType::I64, ReduceOp::SUM);
+  s->ep_route->allreduce(s->ep_tokens.data(), P, ReduceType::I64, ReduceOp::SUM);
   int64_t t0 = 0, Nr = 0;
   for (int q = 0; q < P; ++q) {
     if (q < r) t0 += s->ep_tokens[q];
@@ -181,8 +186,9 @@ void share_tokens(MoeState* s, int N) {
 // rank's `mine`, into `all` in rank order: the router inputs (data-parallel) or the layer's
 // outputs (replicated).
 void gather_rows(MoeState* s, const void* mine, void* all, int64_t width, int64_t bytes) {
-  for (int q = 0; q < s->ep->size(); ++q) s->ep_bytes[q] = s->ep_tokens[q] * width * bytes;
-  s->ep->allgatherv(mine, s->ep_bytes[s->ep->rank()], all, s->ep_bytes.data());
+  Comm* c = s->ep_route;
+  for (int q = 0; q < c->size(); ++q) s->ep_bytes[q] = s->ep_tokens[q] * width * bytes;
+  c->allgatherv(mine, s->ep_bytes[c->rank()], all, s->ep_bytes.data());
 }
 
 // Router logits and routing of the call: of every routed token (s->Nr, from s->t0 this rank's).
@@ -253,6 +259,8 @@ MoeLosses router_losses(const MoeState& s, const ModelConfig& c, const MoeCall& 
   if (ls->z > 0) L.z = be.z_loss(s.logits.data(), N, c.n_experts, ls->z, 0.0f, nullptr);
   if (ls->seq_aux > 0) L.seq_aux = be.seq_aux_loss(r, spec, call.seq_len, ls->seq_aux, 0.0f, nullptr);
   if (ls->device > 0) L.device = be.device_loss(r, spec, ls->n_devices, ls->device, 0.0f, nullptr);
+  if (ls->comm > 0)
+    L.comm = be.comm_loss(r, spec, ls->n_devices, ls->comm_devices, ls->comm, 0.0f, nullptr);
   return L;
 }
 
@@ -270,7 +278,7 @@ MoeLosses moe_layer_forward(float* out, MoeState* s, const ModelConfig& c, const
   summarize_routing(c, s);
   // This rank's tokens: all of x (one process, data-parallel) or its share (replicated).
   const int64_t mine0 = s->ep_replicated ? s->t0 : 0;
-  const int n = s->ep_replicated ? static_cast<int>(s->ep_tokens[s->ep->rank()]) : N;
+  const int n = s->ep_replicated ? static_cast<int>(s->ep_tokens[s->ep_route->rank()]) : N;
   const DispatchPlan* own = &s->plan;
   if (s->ep) {
     dispatch_plan_build_range(&s->own, s->routing, s->t0, s->t0 + n);
@@ -323,6 +331,8 @@ void router_backward_all(float* dx, MoeState* s, const ModelConfig& c, const Lay
              "ranks yet; train it in one process");
       be.reinforce_grad(r, spec, call.adv, ls->rl_entropy, loss_scale, dl);
     }
+    if (ls->comm > 0)
+      be.comm_loss(r, spec, ls->n_devices, ls->comm_devices, ls->comm, loss_scale, dl);
   }
   be.linear_backward(s->tmp.data(), wr(grads.router.w), wr(grads.router.b), dl + own, x,
                      lw.router.w, N, E, D);

@@ -50,15 +50,17 @@ struct MoeLossSpec {
   float z = 0.001f;        // router z-loss beta (ST-MoE's 1e-3)
   float seq_aux = 0.0f;    // DeepSeek sequence-wise aux loss alpha
   float device = 0.0f;     // device-level balance loss alpha
-  int n_devices = 1;       // expert groups for the device-level loss
+  int n_devices = 1;       // expert groups (devices) for the device-level and communication losses
+  float comm = 0.0f;       // DeepSeek-V2 communication balance loss alpha
+  int comm_devices = 0;    // M of the communication loss: devices a token may reach (0: min(K, D))
   float capacity_factor = 0.0f;  // 0 = dropless
   float rl_entropy = 0.0f; // REINFORCE routing's entropy bonus (router_reinforce_grad)
 };
 
 // The loss values of one forward call (already multiplied by their coefficients).
 struct MoeLosses {
-  double aux = 0.0, z = 0.0, seq_aux = 0.0, device = 0.0;
-  double total() const { return aux + z + seq_aux + device; }
+  double aux = 0.0, z = 0.0, seq_aux = 0.0, device = 0.0, comm = 0.0;
+  double total() const { return aux + z + seq_aux + device + comm; }
 };
 
 // The buffers of one MoE layer for calls of up to N_max tokens, allocated once. A_max =
@@ -73,7 +75,9 @@ struct MoeLosses {
 //  - data-parallel (training): each rank has its own N tokens. The ranks all-gather the router
 //    logits (and token ids, noise logits), so that every rank routes the whole batch exactly as
 //    one process would (capacity, expert choice, balancing losses, bias statistics: all global),
-//    then each dispatches its own tokens' rows. Nr_max = N_max * P.
+//    then each dispatches its own tokens' rows. The routing group may be larger than the
+//    expert-parallel one (--ep: groups of experts, data parallelism across them); the routing
+//    still covers every rank's tokens. Nr_max = N_max * (ranks of the routing group).
 struct MoeState {
   int N_max = 0;
   int N = 0;           // this rank's tokens of the last forward
@@ -82,13 +86,15 @@ struct MoeState {
   bool train = false;  // activations kept for the backward, backward buffers allocated
   Dispatcher* dispatcher = nullptr;  // local_dispatcher() unless expert-parallel
 
-  // Expert parallelism; ep == nullptr in one process.
+  // Expert parallelism; ep == nullptr in one process. ep_route: the ranks whose tokens route
+  // together (ep, or a larger data-parallel group holding several copies of the experts).
   Comm* ep = nullptr;
+  Comm* ep_route = nullptr;
   bool ep_replicated = false;
   std::shared_ptr<EpDispatcher> ep_dispatcher;
   DispatchPlan own;             // the plan of this rank's tokens (plan covers every routed token)
-  std::vector<int64_t> ep_tokens;  // (P) tokens of each rank in the last call
-  std::vector<int64_t> ep_bytes;   // (P) scratch byte counts of the gathers
+  std::vector<int64_t> ep_tokens;  // (Pr) tokens of each rank of ep_route in the last call
+  std::vector<int64_t> ep_bytes;   // (Pr) scratch byte counts of the gathers
   std::vector<float> lbuf;      // (N_max, E) this rank's logits before the gather
   std::vector<int32_t> gids;    // (Nr_max) every rank's token ids (data-parallel)
 
@@ -121,8 +127,11 @@ struct MoeState {
 void moe_state_init(MoeState* s, const ModelConfig& c, int N_max, bool train);
 // Makes the layer expert-parallel over comm (a no-op for one rank): re-sizes the routing and
 // expert buffers for the tokens of every rank and installs the all-to-all dispatcher. replicated:
-// every rank calls with the same tokens (inference); else each its own (training).
-void moe_state_enable_ep(MoeState* s, const ModelConfig& c, Comm* comm, bool replicated);
+// every rank calls with the same tokens (inference); else each its own (training), routed
+// together with the tokens of every rank of `route` (null: comm; else a group whose ranks are
+// consecutive blocks of comm's size, each block one expert-parallel group).
+void moe_state_enable_ep(MoeState* s, const ModelConfig& c, Comm* comm, bool replicated,
+                         Comm* route = nullptr);
 
 // The arguments of one call beyond its inputs.
 struct MoeCall {

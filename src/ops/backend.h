@@ -82,6 +82,8 @@ struct Backend {
   // REINFORCE routing's score-function gradient and entropy bonus (router_reinforce_grad).
   double (*reinforce_grad)(const Routing& r, const RouterSpec& spec, const float* adv,
                            float entropy, float grad_scale, float* dlogits);
+  double (*comm_loss)(const Routing& r, const RouterSpec& spec, int n_devices, int max_devices,
+                      float alpha, float grad_scale, float* dlogits);
 
   // The grouped expert FFN (experts.h).
   void (*experts)(ExpertBuffers* b, const ExpertFfnSpec& f, const ExpertWeights* experts,

@@ -38,6 +38,7 @@ const Backend kCpu = {
     router_seq_aux_loss,
     router_device_loss,
     router_reinforce_grad,
+    router_comm_loss,
     experts_forward,
     experts_backward,
     op_adamw,

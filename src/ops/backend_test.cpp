@@ -366,6 +366,9 @@ TEST_P(BackendForward, Route) {
                 ref::seq_aux_loss(w, N, E, K, c.seq_len, 0.4), 1e-6);
     EXPECT_NEAR(be().device_loss(r, c.spec, c.n_dev, 0.5f, 1.0f, nullptr),
                 ref::device_loss(w, N, E, K, c.n_dev, 0.5), 1e-6);
+    for (int M : {0, 1, 2})
+      EXPECT_NEAR(be().comm_loss(r, c.spec, c.n_dev, M, 0.6f, 1.0f, nullptr),
+                  ref::comm_loss(w, N, E, K, c.n_dev, M, 0.6), 1e-6) << "comm loss, M " << M;
   }
 }
 
@@ -645,7 +648,7 @@ TEST_P(BackendBackward, Attention) {
   }
 }
 
-// route_backward (L = sum_a coef(token, expert) w_a) and the four losses' dlogits, against
+// route_backward (L = sum_a coef(token, expert) w_a) and the five losses' dlogits, against
 // central differences of the double routing (selections stay fixed under the small steps).
 TEST_P(BackendBackward, RouteAndLosses) {
   for (const ref::RouteCase& c : ref::route_cases()) {
@@ -682,13 +685,16 @@ TEST_P(BackendBackward, RouteAndLosses) {
         {"seq_aux",
          [&](const Vec& x) { return ref::seq_aux_loss(route_at(x), N, E, K, c.seq_len, 0.4); }},
         {"device",
-         [&](const Vec& x) { return ref::device_loss(route_at(x), N, E, K, c.n_dev, 0.5); }}};
+         [&](const Vec& x) { return ref::device_loss(route_at(x), N, E, K, c.n_dev, 0.5); }},
+        {"comm",
+         [&](const Vec& x) { return ref::comm_loss(route_at(x), N, E, K, c.n_dev, 2, 0.6); }}};
     for (size_t i = 0; i < losses.size(); ++i) {
       std::fill(dl.begin(), dl.end(), kPrefill);
       if (i == 0) be().aux_loss(r, c.spec, 0.3f, gsc, dl.data());
       if (i == 1) be().z_loss(lg.data(), N, E, 0.2f, gsc, dl.data());
       if (i == 2) be().seq_aux_loss(r, c.spec, c.seq_len, 0.4f, gsc, dl.data());
       if (i == 3) be().device_loss(r, c.spec, c.n_dev, 0.5f, gsc, dl.data());
+      if (i == 4) be().comm_loss(r, c.spec, c.n_dev, 2, 0.6f, gsc, dl.data());
       const LossFn& f = losses[i].second;
       Vec want = ref::fd_grad([&](const ref::Tensors& in) { return f(in[0]); }, {to_d(lg)}, 0);
       for (double& g : want) g *= gsc;

@@ -427,6 +427,23 @@ inline double reinforce_surrogate(const Vec& lg, int N, int E, int K, const std:
   return L;
 }
 
+// Communication balance loss (DeepSeek-V2): f''_d = D/(M N) * tokens with a selected expert on
+// device d, P''_d = sum of P_i over d's experts; M = max_devices, or min(K, D) when 0.
+inline double comm_loss(const Route& r, int N, int E, int K, int D, int max_devices, double alpha) {
+  const Vec P = mean_probs(r, E, 0, N);
+  const int per = E / D, M = max_devices > 0 ? std::min(max_devices, D) : std::min(K, D);
+  std::vector<std::vector<char>> sent(N, std::vector<char>(D, 0));  // (N, D)
+  for (size_t a = 0; a < r.tok.size(); ++a) sent[r.tok[a]][r.expert[a] / per] = 1;
+  double L = 0.0;
+  for (int d = 0; d < D; ++d) {
+    double f = 0.0, p = 0.0;
+    for (int t = 0; t < N; ++t) f += sent[t][d];
+    for (int e = d * per; e < (d + 1) * per; ++e) p += P[e];
+    L += f * D / (static_cast<double>(M) * N) * p;
+  }
+  return alpha * L;
+}
+
 // ---- The documented draws of hash, random and noisy routing (router.h, core/rng.h) ----
 
 inline uint64_t mix64(uint64_t x) {  // SplitMix64's output function

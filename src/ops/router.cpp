@@ -464,19 +464,18 @@ double router_seq_aux_loss(const Routing& r, const RouterSpec& spec, int seq_len
   return alpha * loss / n_seq;
 }
 
-double router_device_loss(const Routing& r, const RouterSpec& spec, int n_devices, float alpha,
-                          float grad_scale, float* dlogits) {
-  const int N = r.N, E = r.E, K = r.K;
-  if (N == 0) return 0.0;
-  MOE_CHECK(n_devices > 0 && E % n_devices == 0);
-  const int per = E / n_devices;
-  float* fd = r.work.data();  // (D <= E) scratch
-  float* Pd = fd + E;                             // (D)
-  float* dp = Pd + E;                             // (E)
-  std::fill(fd, fd + n_devices, 0.0f);
+namespace {
+
+// alpha * sum_d fd[d] * P'_d, where P'_d is the mean probability of device d's experts (the
+// D = n_devices contiguous groups), and its gradient through P' only (fd counts selections):
+// the tail of the device-level and communication losses. fd (D) sits at r.work[0, D).
+double device_mass_loss(const Routing& r, const RouterSpec& spec, int n_devices, float alpha,
+                        float grad_scale, float* dlogits) {
+  const int N = r.N, E = r.E, per = E / n_devices;
+  const float* fd = r.work.data();  // (D)
+  float* Pd = r.work.data() + E;    // (D)
+  float* dp = Pd + E;               // (E)
   std::fill(Pd, Pd + n_devices, 0.0f);
-  for (int e = 0; e < E; ++e)
-    fd[e / per] += static_cast<float>(r.sel_count[e]) * E / (static_cast<float>(K) * N) / per;
   for (int t = 0; t < N; ++t)
     for (int e = 0; e < E; ++e) Pd[e / per] += r.probs[static_cast<int64_t>(t) * E + e] / N;
   double loss = 0.0;
@@ -489,6 +488,44 @@ double router_device_loss(const Routing& r, const RouterSpec& spec, int n_device
                          dlogits + static_cast<int64_t>(t) * E, E);
   }
   return alpha * loss;
+}
+
+}  // namespace
+
+double router_device_loss(const Routing& r, const RouterSpec& spec, int n_devices, float alpha,
+                          float grad_scale, float* dlogits) {
+  const int N = r.N, E = r.E, K = r.K;
+  if (N == 0) return 0.0;
+  MOE_CHECK(n_devices > 0 && E % n_devices == 0);
+  const int per = E / n_devices;
+  float* fd = r.work.data();  // (D <= E) f'_d
+  std::fill(fd, fd + n_devices, 0.0f);
+  for (int e = 0; e < E; ++e)
+    fd[e / per] += static_cast<float>(r.sel_count[e]) * E / (static_cast<float>(K) * N) / per;
+  return device_mass_loss(r, spec, n_devices, alpha, grad_scale, dlogits);
+}
+
+double router_comm_loss(const Routing& r, const RouterSpec& spec, int n_devices, int max_devices,
+                        float alpha, float grad_scale, float* dlogits) {
+  const int N = r.N, E = r.E, K = r.K;
+  if (N == 0) return 0.0;
+  MOE_CHECK(n_devices > 0 && E % n_devices == 0);
+  const int per = E / n_devices;
+  const int M = max_devices > 0 ? std::min(max_devices, n_devices) : std::min(K, n_devices);
+  float* fd = r.work.data();                 // (D <= E) f''_d
+  float* last = r.work.data() + 4 * E + 64;  // (N) 1 + the last device token t was counted on
+  std::fill(fd, fd + n_devices, 0.0f);
+  std::fill(last, last + N, 0.0f);
+  // Tokens sent to device d: those with at least one selected expert on it (before dropping).
+  for (int d = 0; d < n_devices; ++d)
+    for (int a = 0; a < r.A; ++a) {
+      const int t = r.tok[a];
+      if (r.expert[a] / per != d || last[t] == static_cast<float>(d + 1)) continue;
+      last[t] = static_cast<float>(d + 1);
+      fd[d] += 1.0f;
+    }
+  for (int d = 0; d < n_devices; ++d) fd[d] *= static_cast<float>(n_devices) / (static_cast<float>(M) * N);
+  return device_mass_loss(r, spec, n_devices, alpha, grad_scale, dlogits);
 }
 
 }  // namespace moe

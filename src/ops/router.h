@@ -111,6 +111,13 @@ double router_seq_aux_loss(const Routing& r, const RouterSpec& spec, int seq_len
                            float grad_scale, float* dlogits);
 double router_device_loss(const Routing& r, const RouterSpec& spec, int n_devices, float alpha,
                           float grad_scale, float* dlogits);
+// Communication balance loss (DeepSeek-V2 §2.2.3): experts in D contiguous groups (devices);
+// f''_d = D/(M*N) * (tokens with at least one selected expert on device d, before dropping),
+// P''_d = sum_{i in d} P_i; L = alpha * sum_d f''_d * P''_d. M is the most devices a token may
+// be sent to: max_devices (device-limited routing's top-M) if > 0, else min(K, D). Balanced
+// traffic gives alpha * (tokens per device relative to M N / D), i.e. alpha at the limit.
+double router_comm_loss(const Routing& r, const RouterSpec& spec, int n_devices, int max_devices,
+                        float alpha, float grad_scale, float* dlogits);
 
 // REINFORCE routing's score-function gradient (ROUTER_REINFORCE after a training forward).
 //

@@ -134,7 +134,7 @@ void adamw_init(AdamW* opt, const TrainModel& tm, const AdamWParams& p, const Pa
   for (size_t i = 0; i < n; ++i) {
     opt->lr_mult[i] = groups.lr_mult[param_group_of(tm.specs[i].name)];
     expert_of_tensor(tm.specs[i].name, &opt->ex_layer[i], &opt->ex_index[i]);
-    if (!tm.trainable[i]) continue;
+    if (!tm.trainable[i] || !tm.held[i]) continue;  // frozen, or another rank's expert
     opt->state_off[i] = total;
     total += (numel(tm.specs[i]) + 15) / 16 * 16;  // 64-byte aligned, as the arenas
   }
@@ -155,7 +155,7 @@ void adamw_step(AdamW* opt, TrainModel* tm, float lr_base,
     for (int e = 0; e < E; ++e)
       if (got(l, e)) ++opt->expert_step[static_cast<size_t>(l) * E + e];
   for (size_t i = 0; i < tm->specs.size(); ++i) {
-    if (!tm->trainable[i]) continue;
+    if (!tm->trainable[i] || !tm->held[i]) continue;
     MOE_CHECK(opt->state_off[i] >= 0);
     const int64_t n = numel(tm->specs[i]);
     const float lr = lr_base * opt->lr_mult[i];
@@ -182,18 +182,21 @@ void adamw_step(AdamW* opt, TrainModel* tm, float lr_base,
   }
 }
 
-double grad_clip(TrainModel* tm, float max_norm) {
-  double ss = 0.0;
+double grad_clip(TrainModel* tm, float max_norm, Comm* experts) {
+  double ss = 0.0, ss_experts = 0.0;  // tensors of no expert; the held experts' tensors
   for (size_t i = 0; i < tm->specs.size(); ++i) {
+    if (!tm->held[i]) continue;
     const int64_t n = numel(tm->specs[i]);
     float* g = tm->grads.data() + tm->offset[i];
     if (!tm->trainable[i]) {
       std::fill(g, g + n, 0.0f);  // frozen: no gradient
       continue;
     }
-    for (int64_t j = 0; j < n; ++j) ss += static_cast<double>(g[j]) * g[j];
+    double& acc = tm->expert_of[i] >= 0 ? ss_experts : ss;
+    for (int64_t j = 0; j < n; ++j) acc += static_cast<double>(g[j]) * g[j];
   }
-  const double norm = std::sqrt(ss);
+  if (experts && experts->size() > 1) ss_experts = comm_sum(*experts, ss_experts);
+  const double norm = std::sqrt(ss + ss_experts);
   if (max_norm > 0 && norm > max_norm) {
     const float s = static_cast<float>(max_norm / (norm + 1e-6));
     for (float& g : tm->grads) g *= s;

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "dist/comm.h"
 #include "train/train_model.h"
 
 namespace moe {
@@ -73,8 +74,9 @@ void adamw_step(AdamW* opt, TrainModel* tm, float lr,
 
 // Zeroes the gradients of tensors that are not trainable, then scales the others so their global
 // L2 norm is at most max_norm (0 = off). Returns the norm of the trainable gradients before
-// clipping.
-double grad_clip(TrainModel* tm, float max_norm);
+// clipping. experts (expert parallelism): the ranks that hold the other routed experts, whose
+// gradients count in the norm too (the tensors of no expert are the same on every rank).
+double grad_clip(TrainModel* tm, float max_norm, Comm* experts = nullptr);
 
 // Learning rate at `step` (0-based): linear warmup to lr over `warmup` steps, then cosine decay to
 // lr * min_frac at `total`.

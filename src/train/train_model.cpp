@@ -20,21 +20,35 @@ void add_into(float* dst, const float* src, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
 }
 
-void bind_arena(Model* m, const ModelConfig& cfg, const std::vector<TensorSpec>& specs,
-                const std::vector<int64_t>& offset, float* base) {
+// The views of m into an arena (params or grads); tensors not held are validated, not bound.
+void bind_arena(Model* m, const TrainModel& tm, float* base) {
   *m = Model();  // a rebind starts afresh: no converted buffers or parameter counts carried over
-  m->cfg = cfg;
+  m->cfg = tm.cfg;
   m->archive.origin = "training arena";
-  for (size_t i = 0; i < specs.size(); ++i) {
+  for (size_t i = 0; i < tm.specs.size(); ++i) {
     StTensor t;
-    t.name = specs[i].name;
+    t.name = tm.specs[i].name;
     t.dtype = DT_F32;
-    t.shape = specs[i].shape;
-    t.data = reinterpret_cast<const uint8_t*>(base + offset[i]);
+    t.shape = tm.specs[i].shape;
+    t.data = tm.held[i] ? reinterpret_cast<const uint8_t*>(base + tm.offset[i]) : nullptr;
     t.nbytes = static_cast<size_t>(t.numel()) * 4;
     m->archive.tensors[t.name] = t;
   }
-  model_bind(m);
+  LoadOptions opt;
+  opt.expert_begin = tm.expert_begin;
+  opt.expert_end = tm.expert_end;
+  model_bind(m, opt);
+}
+
+// The routed expert of a per-expert tensor ("...experts.<e>.<matrix>"), else -1.
+int32_t tensor_expert(const std::string& name) {
+  const size_t p = name.find(".experts.");
+  if (p == std::string::npos) return -1;
+  const size_t b = p + std::strlen(".experts."), e = name.find('.', b);
+  if (e == std::string::npos || e == b || e - b > 9 ||
+      name.find_first_not_of("0123456789", b) != e)
+    return -1;
+  return static_cast<int32_t>(std::stol(name.substr(b, e - b)));
 }
 
 bool ends_with(const std::string& s, const char* suf) {
@@ -91,26 +105,45 @@ void gpt_oss_expert_grads_to_arena(TrainModel* tm) {
 
 }  // namespace
 
-void train_model_alloc(TrainModel* tm, const ModelConfig& cfg, bool fused_experts) {
+void train_model_alloc(TrainModel* tm, const ModelConfig& cfg, bool fused_experts,
+                       int expert_begin, int expert_end) {
   tm->cfg = cfg;
   tm->fused_experts = fused_experts || cfg.arch == ARCH_GPT_OSS;
   tm->specs = model_tensor_specs(cfg, tm->fused_experts);
-  tm->offset.clear();
-  tm->decay.clear();
-  tm->trainable.clear();
+  const bool all = expert_end < 0 || tm->fused_experts;
+  MOE_CHECK(all || (0 <= expert_begin && expert_begin <= expert_end));
+  tm->expert_begin = all ? 0 : expert_begin;
+  tm->expert_end = all ? -1 : expert_end;
+  const size_t n = tm->specs.size();
+  tm->offset.assign(n, -1);
+  tm->decay.assign(n, 0);
+  tm->trainable.assign(n, 1);
+  tm->expert_of.assign(n, -1);
+  tm->held.assign(n, 1);
+  for (size_t i = 0; i < n; ++i) {
+    const TensorSpec& s = tm->specs[i];
+    tm->decay[i] = s.shape.size() >= 2 ? 1 : 0;
+    tm->trainable[i] = ends_with(s.name, "e_score_correction_bias") ? 0 : 1;
+    if (s.role == TR_EXPERT) tm->expert_of[i] = tensor_expert(s.name);
+    const int32_t e = tm->expert_of[i];
+    tm->held[i] = all || e < 0 || (e >= tm->expert_begin && e < tm->expert_end);
+  }
+  // The tensors of no expert first, then the held experts' (64-byte aligned tensors).
   int64_t total = 0;
-  for (const TensorSpec& s : tm->specs) {
-    int64_t n = 1;
-    for (int64_t d : s.shape) n *= d;
-    tm->offset.push_back(total);
-    total += (n + 15) / 16 * 16;  // 64-byte aligned tensors
-    tm->decay.push_back(s.shape.size() >= 2 ? 1 : 0);
-    tm->trainable.push_back(ends_with(s.name, "e_score_correction_bias") ? 0 : 1);
+  for (int pass = 0; pass < 2; ++pass) {
+    for (size_t i = 0; i < n; ++i) {
+      if (!tm->held[i] || (tm->expert_of[i] >= 0) != (pass == 1)) continue;
+      int64_t numel = 1;
+      for (int64_t d : tm->specs[i].shape) numel *= d;
+      tm->offset[i] = total;
+      total += (numel + 15) / 16 * 16;
+    }
+    if (pass == 0) tm->n_shared = total;
   }
   tm->params.assign(total, 0.0f);
   tm->grads.assign(total, 0.0f);
-  bind_arena(&tm->w, cfg, tm->specs, tm->offset, tm->params.data());
-  bind_arena(&tm->g, cfg, tm->specs, tm->offset, tm->grads.data());
+  bind_arena(&tm->w, *tm, tm->params.data());
+  bind_arena(&tm->g, *tm, tm->grads.data());
 }
 
 int64_t train_model_find(const TrainModel& tm, const std::string& name) {
@@ -122,6 +155,7 @@ int64_t train_model_find(const TrainModel& tm, const std::string& name) {
 void train_model_init_weights(TrainModel* tm, uint64_t seed, float std) {
   const float out_std = std / std::sqrt(2.0f * tm->cfg.n_layers);
   for (size_t i = 0; i < tm->specs.size(); ++i) {
+    if (!tm->held[i]) continue;  // another rank's expert (the key keeps every value in place)
     const TensorSpec& s = tm->specs[i];
     float* p = tm->params.data() + tm->offset[i];
     int64_t n = 1;
@@ -138,9 +172,9 @@ void train_model_init_weights(TrainModel* tm, uint64_t seed, float std) {
   }
 }
 
-void train_acts_enable_ep(TrainActs* a, const TrainModel& tm, Comm* comm) {
+void train_acts_enable_ep(TrainActs* a, const TrainModel& tm, Comm* comm, Comm* route) {
   for (int l = 0; l < tm.cfg.n_layers; ++l)
-    if (tm.cfg.is_moe[l]) moe_state_enable_ep(&a->layers[l].moe, tm.cfg, comm, false);
+    if (tm.cfg.is_moe[l]) moe_state_enable_ep(&a->layers[l].moe, tm.cfg, comm, false, route);
 }
 
 void train_acts_init(TrainActs* a, const TrainModel& tm, int B, int T) {
@@ -221,6 +255,7 @@ StepLosses train_forward(TrainModel* tm, TrainActs* a, uint64_t seed, bool train
       out.moe.z += la.moe_losses.z;
       out.moe.seq_aux += la.moe_losses.seq_aux;
       out.moe.device += la.moe_losses.device;
+      out.moe.comm += la.moe_losses.comm;
     } else {
       be.linear_f32(la.g.data(), la.xn2.data(), lw.mlp.gate.w, nullptr, N, F, D);
       be.linear_f32(la.u.data(), la.xn2.data(), lw.mlp.up.w, nullptr, N, F, D);
@@ -324,9 +359,7 @@ void train_model_sync_views(TrainModel* tm) {
   if (tm->cfg.arch == ARCH_GPT_OSS) gpt_oss_experts_from_arena(tm);
 }
 
-void train_model_rebind(TrainModel* tm) {
-  bind_arena(&tm->w, tm->cfg, tm->specs, tm->offset, tm->params.data());
-}
+void train_model_rebind(TrainModel* tm) { bind_arena(&tm->w, *tm, tm->params.data()); }
 
 void train_model_load_weights(TrainModel* tm, const StArchive& ar) {
   bool all_found = true;
@@ -337,7 +370,7 @@ void train_model_load_weights(TrainModel* tm, const StArchive& ar) {
     for (const TensorSpec& s : other) other_found = other_found && ar.find(s.name) != nullptr;
     if (other_found) {
       const MoeLossSpec losses = tm->losses;
-      train_model_alloc(tm, tm->cfg, !tm->fused_experts);
+      train_model_alloc(tm, tm->cfg, !tm->fused_experts, tm->expert_begin, tm->expert_end);
       tm->losses = losses;
     }
   }
@@ -351,6 +384,7 @@ void train_model_load_weights(TrainModel* tm, const StArchive& ar) {
     if (t.dtype != DT_F32 && t.dtype != DT_BF16 && t.dtype != DT_F16)
       fail("%s: tensor '%s': dtype %s is not F32, BF16 or F16", file.c_str(), s.name.c_str(),
            dtype_name(t.dtype));
+    if (!tm->held[i]) continue;  // another rank's expert: checked, not read
     dtype_to_f32(t.dtype, t.data, tm->params.data() + tm->offset[i], static_cast<size_t>(t.numel()));
   }
   train_model_rebind(tm);

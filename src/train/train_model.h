@@ -25,6 +25,15 @@ struct TrainModel {
   std::vector<int64_t> offset;    // (n_tensors) start of each tensor in the arenas
   std::vector<char> decay;        // (n_tensors) 1 = AdamW weight decay applies (matrices)
   std::vector<char> trainable;    // (n_tensors) 0 = not updated by gradients (correction bias)
+  // Expert parallelism: this process holds the routed experts [expert_begin, expert_end) of every
+  // MoE layer (expert_end < 0: all of them). The per-expert tensors of the other experts have no
+  // storage in the arenas (held 0, offset -1) and their views stay null; fused 3-D expert tensors
+  // (gpt-oss, a fused --init checkpoint) are held whole. The arenas hold the tensors of no
+  // expert first (elements [0, n_shared), the same on every rank), then the held experts'.
+  int expert_begin = 0, expert_end = -1;
+  std::vector<int32_t> expert_of;  // (n_tensors) the routed expert of a per-expert tensor, else -1
+  std::vector<char> held;          // (n_tensors) 1 = stored in the arenas
+  int64_t n_shared = 0;            // arena elements of the tensors of no expert
   std::vector<float> params;      // (P)
   std::vector<float> grads;       // (P)
   Model w;                        // views into params
@@ -36,8 +45,10 @@ struct TrainModel {
 };
 
 // Allocates the arenas for cfg, with the tensors of model_tensor_specs(cfg, fused_experts), and
-// binds the views. Weights are zero until initialised.
-void train_model_alloc(TrainModel* tm, const ModelConfig& cfg, bool fused_experts = false);
+// binds the views. Weights are zero until initialised. [expert_begin, expert_end): the routed
+// experts held (expert parallelism; expert_end < 0: all; ignored for fused expert tensors).
+void train_model_alloc(TrainModel* tm, const ModelConfig& cfg, bool fused_experts = false,
+                       int expert_begin = 0, int expert_end = -1);
 // Random initialisation: N(0, std) matrices (output projections scaled by 1/sqrt(2L)), norms 1,
 // biases and correction biases 0. Deterministic for a seed.
 void train_model_init_weights(TrainModel* tm, uint64_t seed, float std);
@@ -101,9 +112,10 @@ struct TrainActs {
 
 void train_acts_init(TrainActs* a, const TrainModel& tm, int B, int T);
 // Makes every MoE layer of the activations expert-parallel over comm, data-parallel: each rank
-// runs its own B sequences, and the layers route every rank's tokens together
-// (moe/moe_layer.h). The ranks must then call train_forward / train_backward together.
-void train_acts_enable_ep(TrainActs* a, const TrainModel& tm, Comm* comm);
+// runs its own B sequences, and the layers route the tokens of every rank of `route` (null:
+// comm) together (moe/moe_layer.h). The ranks must then call train_forward / train_backward
+// together.
+void train_acts_enable_ep(TrainActs* a, const TrainModel& tm, Comm* comm, Comm* route = nullptr);
 
 struct StepLosses {
   double ce = 0.0;       // mean cross-entropy of the counted targets

@@ -111,7 +111,8 @@ ModelConfig train_model_config(const TrainArgs& a, int vocab, int32_t eos_id) {
   config_parse(&c, j.dump(), "training flags");
   if (c.router.group != GROUP_NONE && c.router.score == SCORE_SOFTMAX) c.router.group = GROUP_MAX;
   // hash and random routers have no logits: the balancing losses do not apply to them.
-  if (a.losses.device > 0 && (a.losses.n_devices <= 0 || a.experts % a.losses.n_devices))
+  if ((a.losses.device > 0 || a.losses.comm > 0) &&
+      (a.losses.n_devices <= 0 || a.experts % a.losses.n_devices))
     fail("--devices %d must divide --experts %d", a.losses.n_devices, a.experts);
   return c;
 }
@@ -138,10 +139,12 @@ struct LayerStats {
 
 // The all-to-all traffic of one expert-parallel layer call, from the routing every rank shares:
 // the kept assignment of token t (held by the rank whose share contains t) goes to the rank of
-// its expert.
+// its expert in the token's expert-parallel group (consecutive blocks of K ranks).
 void accumulate_rank_stats(const MoeActs& m, int E, LayerStats* s) {
   const int P = static_cast<int>(m.ep_tokens.size());
   if (P <= 1 || !m.ep) return;
+  const int K = m.ep->size();
+  auto rank_of = [&](int e, int src) { return src / K * K + ep_rank_of(e, E, K); };
   const Routing& r = m.routing;
   std::vector<int64_t>& end = s->rank_end;
   int64_t t = 0;
@@ -149,7 +152,7 @@ void accumulate_rank_stats(const MoeActs& m, int E, LayerStats* s) {
   for (int a = 0; a < r.A; ++a) {
     if (!r.kept[a]) continue;
     const int src = static_cast<int>(std::upper_bound(end.begin(), end.end(), r.tok[a]) - end.begin());
-    const int dst = ep_rank_of(r.expert[a], E, P);
+    const int dst = rank_of(r.expert[a], src);
     ++s->rank_rows[dst];
     if (src != dst) ++s->rank_sent[src], ++s->rank_recv[dst];
   }
@@ -160,7 +163,7 @@ void accumulate_rank_stats(const MoeActs& m, int E, LayerStats* s) {
     std::fill(seen.begin(), seen.end(), 0);
     for (int j = p.tok_off[tok]; j < p.tok_off[tok + 1]; ++j) {
       const int a = p.tok_asg[j];
-      const int dst = ep_rank_of(r.expert[a], E, P);
+      const int dst = rank_of(r.expert[a], src);
       if (r.kept[a] && dst != src && !seen[dst]) seen[dst] = 1, ++s->rank_sent_tokens[src];
     }
   }
@@ -289,6 +292,12 @@ struct Run {
   Comm* world = nullptr;
   int rank = 0, P = 1;
   std::vector<int32_t> gids, gtargets;  // (B, T) the global batch (P > 1)
+  // Each rank holds only its own routed experts' weights, gradients and moments (the rest is
+  // replicated): ep is the group the experts split over, dp the ranks holding the same experts.
+  Comm* ep = nullptr;
+  Comm* dp = nullptr;
+  ShardRole role;                       // this rank's part in writing checkpoints and the model
+  std::vector<int64_t> expert_params;   // (P) routed-expert parameters held by each rank
 };
 
 // With --init DIR: DIR's tokenizer.json if it has one, else "".
@@ -370,20 +379,32 @@ void open_data(Run* r) {
 void build_model(Run* r) {
   const TrainArgs& a = *r->a;
   TrainModel& tm = r->tm;
+  const ModelConfig cfg = a.init.empty() ? train_model_config(a, r->data.vocab, r->data.eos_id)
+                                         : r->init_cfg;
+  // This rank's block of experts under expert parallelism (all of them in one process).
+  const int E = cfg.n_experts, K = r->ep->size(), q = r->ep->rank();
+  const int e0 = K > 1 ? ep_expert_begin(E, K, q) : 0, e1 = K > 1 ? ep_expert_begin(E, K, q + 1) : -1;
   if (!a.init.empty()) {
     check_init_vocab(a, r->init_cfg, r->data);
-    train_model_alloc(&tm, r->init_cfg);
+    train_model_alloc(&tm, cfg, false, e0, e1);
     StArchive ar;
     st_open_dir(&ar, a.init);
     train_model_load_weights(&tm, ar);
   } else {
-    train_model_alloc(&tm, train_model_config(a, r->data.vocab, r->data.eos_id));
+    train_model_alloc(&tm, cfg, false, e0, e1);
     train_model_init_weights(&tm, a.seed, a.init_std);
   }
   tm.losses = a.losses;
   tm.rl_decay = a.rl_decay;
   param_groups_freeze(&tm, r->groups);
   adamw_init(&r->opt, tm, a.adam, r->groups);
+  // Routed-expert parameters held by each rank (about 1/K of the model's each).
+  int64_t mine = 0;
+  for (size_t i = 0; i < tm.specs.size(); ++i)
+    if (tm.held[i] && tm.expert_of[i] >= 0) mine += spec_numel(tm.specs[i]);
+  r->expert_params.assign(r->P, mine);
+  const std::vector<int64_t> bytes(r->P, sizeof mine);  // (P)
+  r->world->allgatherv(&mine, sizeof mine, r->expert_params.data(), bytes.data());
 }
 
 // Phase 3: resume from OUT/checkpoint (or start fresh metrics), and allocate the activations.
@@ -404,7 +425,7 @@ void resume_or_start(Run* r) {
   r->first_step = r->step;
   train_acts_init(&r->acts, r->tm, a.batch / r->P, a.seq);
   if (r->P > 1) {
-    train_acts_enable_ep(&r->acts, r->tm, r->world);
+    train_acts_enable_ep(&r->acts, r->tm, r->ep, r->world);
     r->gids.assign(static_cast<size_t>(a.batch) * a.seq, 0);
     r->gtargets.assign(static_cast<size_t>(a.batch) * a.seq, -1);
   }
@@ -427,12 +448,13 @@ void resume_or_start(Run* r) {
                  static_cast<double>(r->tm.w.n_params) / 1e6, a.batch, a.seq, a.accum);
     if (r->P > 1)
       std::fprintf(stderr, "expert parallel over %d processes: %d sequences and %d-%d experts "
-                   "per rank\n", r->P, a.batch / r->P, c.n_experts / r->P,
-                   (c.n_experts + r->P - 1) / r->P);
+                   "per rank (%.2fM expert parameters held by rank 0)\n", r->P, a.batch / r->P,
+                   c.n_experts / r->ep->size(), (c.n_experts + r->ep->size() - 1) / r->ep->size(),
+                   static_cast<double>(r->expert_params[0]) / 1e6);
     if (!a.freeze.empty()) {
       int64_t frozen = 0;
       for (size_t i = 0; i < r->tm.specs.size(); ++i)
-        if (r->opt.state_off[i] < 0) frozen += spec_numel(r->tm.specs[i]);
+        if (!r->tm.trainable[i]) frozen += spec_numel(r->tm.specs[i]);
       std::fprintf(stderr, "frozen: %s (%.2fM params)\n", a.freeze.c_str(),
                    static_cast<double>(frozen) / 1e6);
     }
@@ -480,13 +502,19 @@ StepLosses accumulate_step(Run* r, std::vector<LayerStats>* stats) {
     sum.moe.z += L.moe.z / a.accum;
     sum.moe.seq_aux += L.moe.seq_aux / a.accum;
     sum.moe.device += L.moe.device / a.accum;
+    sum.moe.comm += L.moe.comm / a.accum;
     accumulate_stats(r->tm, r->acts, stats);
   }
-  // Every rank's gradients summed: replicated parameters saw only this rank's tokens, an expert
-  // only the rows it received (the others' copies hold zeros).
-  if (r->P > 1)
-    r->world->allreduce(r->tm.grads.data(), static_cast<int64_t>(r->tm.grads.size()),
-                        ReduceType::F32, ReduceOp::SUM);
+  // Replicated parameters saw only this rank's tokens: their gradients are summed over every
+  // rank. A held expert saw every row routed to it from its expert-parallel group, so its
+  // gradient is complete there; with several groups, the groups' gradients are summed.
+  if (r->P > 1) {
+    std::vector<float>& g = r->tm.grads;
+    const int64_t ns = r->tm.n_shared, ne = static_cast<int64_t>(g.size()) - ns;
+    r->world->allreduce(g.data(), ns, ReduceType::F32, ReduceOp::SUM);
+    if (r->dp->size() > 1 && ne > 0)
+      r->dp->allreduce(g.data() + ns, ne, ReduceType::F32, ReduceOp::SUM);
+  }
   return sum;
 }
 
@@ -558,6 +586,7 @@ void report_step(Run* r, const StepReport& s, const std::vector<LayerStats>& sta
   if (a.losses.device > 0) j["device"] = s.loss.moe.device;
   if (r->tm.cfg.router.kind == ROUTER_REINFORCE && std::isfinite(r->tm.rl_baseline))
     j["rl_baseline"] = r->tm.rl_baseline;
+  if (a.losses.comm > 0) j["comm"] = s.loss.moe.comm;
   j["lr"] = s.lr;
   j["grad_norm"] = s.gnorm;
   j["tokens_per_s"] = tokens_per_step / s.seconds;
@@ -573,6 +602,7 @@ void report_step(Run* r, const StepReport& s, const std::vector<LayerStats>& sta
     const double per = 2.0 * r->tm.cfg.hidden * sizeof(float) / static_cast<double>(tokens_per_step);
     j["a2a_bytes_per_token"] = per * static_cast<double>(rows);
     j["a2a_bytes_per_token_dedup"] = per * static_cast<double>(toks);
+    j["expert_params_per_rank"] = r->expert_params;
   }
   if (s.evaluated) put_val(&j, r->last_val);
   append_line(r->metrics, j.dump());
@@ -589,10 +619,9 @@ void report_step(Run* r, const StepReport& s, const std::vector<LayerStats>& sta
   std::fflush(stderr);
 }
 
-// The checkpoint, written by rank 0 (every rank holds the same state); the others wait for it.
+// The checkpoint: every rank writes its experts' shard (rank 0 also the replicated tensors).
 void save(Run* r) {
-  if (r->rank == 0) checkpoint_save(r->tm, r->opt, r->step, r->seed, r->ckpt, r->tok_path);
-  r->world->barrier();
+  checkpoint_save(r->tm, r->opt, r->step, r->seed, r->ckpt, r->tok_path, r->role);
 }
 
 // One optimizer step with its telemetry, validation, snapshot and checkpoint. Returns false (and
@@ -613,7 +642,7 @@ bool train_step(Run* r, std::chrono::steady_clock::time_point t_start, int* exit
     *exit_code = 1;
     return false;
   }
-  s.gnorm = grad_clip(&tm, a.clip);
+  s.gnorm = grad_clip(&tm, a.clip, r->P > 1 ? r->ep : nullptr);
   s.lr = lr_schedule(r->step, a.steps, a.warmup, a.lr, a.min_lr_frac);
   for (int l = 0; l < c.n_layers; ++l) {
     r->loads[l] = stats[l].load;
@@ -628,9 +657,9 @@ bool train_step(Run* r, std::chrono::steady_clock::time_point t_start, int* exit
   if (s.evaluated) r->last_val = validate(&tm, &r->acts, r->data, a.eval_windows, *r->world);
   report_step(r, s, stats, t_start);
   const long long st = static_cast<long long>(r->step);
-  // Every rank holds the same weights and optimizer state (summed gradients); rank 0 writes.
-  if (a.snapshot_every > 0 && r->step % a.snapshot_every == 0 && r->step < a.steps && r->rank == 0)
-    export_model(tm, a.out + strfmt("/snapshots/step-%lld", st), r->tok_path);
+  // Every rank writes its experts' shard of the model (rank 0 also the replicated tensors).
+  if (a.snapshot_every > 0 && r->step % a.snapshot_every == 0 && r->step < a.steps)
+    export_model(tm, a.out + strfmt("/snapshots/step-%lld", st), r->tok_path, r->role);
   if (a.save_every > 0 && r->step % a.save_every == 0 && r->step < a.steps) save(r);
   return true;
 }
@@ -642,8 +671,8 @@ void finish(Run* r) {
   if (r->step > r->first_step || !fs::exists(r->ckpt, ec)) save(r);
   if (std::isnan(r->last_val.dropless))
     r->last_val = validate(&r->tm, &r->acts, r->data, a.eval_windows, *r->world);
+  export_model(r->tm, a.out, r->tok_path, r->role);
   if (r->rank != 0) return;
-  export_model(r->tm, a.out, r->tok_path);
   nlohmann::ordered_json fin;
   fin["final"] = true;
   fin["step"] = r->step;
@@ -658,14 +687,16 @@ void finish(Run* r) {
 
 namespace {
 
-// The flags as they apply to this run: under mpirun the ranks are the devices of the
-// device-level loss and of device-limited routing (one routing group per rank).
+// The flags as they apply to this run: under mpirun the P ranks of an expert-parallel group
+// are the devices of the device-level loss and of device-limited routing (one routing group per
+// rank).
 TrainArgs devices_resolved(const TrainArgs& in, int P) {
   TrainArgs a = in;
   if (P > 1) {
-    if (a.losses.device > 0 || a.route_devices > 0) {
+    if (a.losses.device > 0 || a.losses.comm > 0 || a.route_devices > 0) {
       if (a.losses.n_devices != 1 && a.losses.n_devices != P)
-        fail("--devices %d: under mpirun the devices are the %d processes", a.losses.n_devices, P);
+        fail("--devices %d: under mpirun the devices are the %d ranks of an expert-parallel "
+             "group", a.losses.n_devices, P);
       a.losses.n_devices = P;
     }
   }
@@ -679,6 +710,7 @@ TrainArgs devices_resolved(const TrainArgs& in, int P) {
       fail("--route-devices %d exceeds the %d devices", a.route_devices, n);
     a.n_group = n;
     a.topk_group = a.route_devices;
+    a.losses.comm_devices = a.route_devices;  // M of the communication loss
   }
   return a;
 }
@@ -702,13 +734,18 @@ void warn_damped_top1(const ModelConfig& c) {
 }  // namespace
 
 int train_run(const TrainArgs& a_in, const std::atomic<bool>* stop) {
-  const TrainArgs a = devices_resolved(a_in, comm_world().size());
+  if (a_in.ep < 0) fail("--ep must be >= 0 (0: every process in one expert-parallel group)");
+  comm_set_ep_size(a_in.ep);  // --ep K: groups of K ranks, data parallelism across them
+  const TrainArgs a = devices_resolved(a_in, comm_ep().size());
   ops_set_threads(a.threads);  // 0: keep OpenMP's default; OpenBLAS single-threaded either way
   Run r;
   r.a = &a;
   r.world = &comm_world();
   r.rank = r.world->rank();
   r.P = r.world->size();
+  r.ep = &comm_ep();
+  r.dp = &comm_dp();
+  r.role = shard_role();
   if (a.batch % r.P != 0)
     fail("--batch %d: the global batch must split evenly over the %d processes", a.batch, r.P);
   if (!(a.rl_decay >= 0.0f && a.rl_decay < 1.0f))

@@ -46,6 +46,9 @@ struct TrainArgs {
   // expert groups (so one process reproduces a multi-rank run); routed as group-limited routing
   // with one group per device.
   int route_devices = 0;
+  // Expert-parallel group size under mpirun: the experts split over groups of ep consecutive
+  // ranks, with data parallelism across the groups (0 = one group of every rank).
+  int ep = 0;
   MoeLossSpec losses{.rl_entropy = 0.01f};  // --rl-entropy: reinforce's entropy bonus
   float rl_decay = 0.9f;       // reinforce: the reward baseline's moving-average decay
   float bias_rate = 1e-3f;

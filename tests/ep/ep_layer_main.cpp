@@ -56,7 +56,8 @@ std::vector<Case> cases() {
   seq.seq_aux = 0.003f;
   seq.device = 0.002f;
   seq.n_devices = 2;
-  v.push_back({"sigmoid bias groups seq_aux+device", sig, seq});
+  seq.comm = 0.02f;  // DeepSeek-V2's communication balance loss, over the same two devices
+  v.push_back({"sigmoid bias groups seq_aux+device+comm", sig, seq});
   v.push_back({"expert_choice", base(ROUTER_EXPERT_CHOICE), aux_z});
   MoeLossSpec cap = aux_z;
   cap.capacity_factor = 1.0f;

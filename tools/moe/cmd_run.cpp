@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "infer/forward.h"
 #include "infer/generate.h"
+#include "infer/route_devices.h"
 #include "io/mapped_file.h"
 #include "text/tokenizer.h"
 #include "text/gguf_tokenizer.h"
@@ -103,22 +104,35 @@ void write_generate_stats(const std::string& path, size_t prompt_tokens,
                  path.c_str());
 }
 
+// --route-devices M / --devices D: DeepSeek-V2's device-limited routing at inference.
+void add_route_devices_options(CLI::App* app, int* route_devices, int* devices) {
+  app->add_option("--route-devices", *route_devices,
+                  "device-limited routing: each token's experts from at most M devices, the "
+                  "ranks under mpirun (0 = off)")->capture_default_str();
+  app->add_option("--devices", *devices,
+                  "expert groups standing for the devices of --route-devices in one process")
+      ->capture_default_str();
+}
+
 }  // namespace
 
 CommandRun cmd_logits_register(CLI::App* app) {
   struct Opts {
     std::string model, ids;
     int threads = 0;
+    int route_devices = 0, devices = 0;
   };
   auto o = std::make_shared<Opts>();
   app->add_option("--model", o->model, "checkpoint folder (config.json + safetensors)")->required();
   app->add_option("--ids", o->ids, "comma-separated input token ids, e.g. 1,2,3")->required();
   app->add_option("--threads", o->threads, "threads (0 = all cores)")->capture_default_str();
+  add_route_devices_options(app, &o->route_devices, &o->devices);
   return [o]() {
     set_threads(o->threads);
     std::vector<int32_t> ids = parse_id_list(o->ids, "--ids");
     Model m;
     model_load(&m, o->model);
+    infer_route_devices(&m.cfg, o->route_devices, o->devices);
     const int T = static_cast<int>(ids.size()), V = m.cfg.vocab;
     InferState st;
     infer_state_init(&st, m, T, T);
@@ -148,6 +162,7 @@ CommandRun cmd_generate_register(CLI::App* app) {
     float temperature = 0.0f, top_p = 1.0f;
     uint64_t seed = 0;
     bool ignore_eos = false;
+    int route_devices = 0, devices = 0;
   };
   auto o = std::make_shared<Opts>();
   app->add_option("--model", o->model, "checkpoint folder (config.json + safetensors)")->required();
@@ -165,6 +180,7 @@ CommandRun cmd_generate_register(CLI::App* app) {
   app->add_option("--stats", o->stats,
                   "write timings, page faults and bytes read from storage (load, prefill, every "
                   "decode step) to this JSON file (with --ids)");
+  add_route_devices_options(app, &o->route_devices, &o->devices);
   return [o, ids, prompt]() {
     set_threads(o->threads);
     if (ids->count() == 0 && prompt->count() == 0) fail("one of --ids or --prompt is required");
@@ -182,6 +198,7 @@ CommandRun cmd_generate_register(CLI::App* app) {
       if (!o->stats.empty()) samples.push_back(proc_sample());
       Model m;
       model_load(&m, o->model);
+      infer_route_devices(&m.cfg, o->route_devices, o->devices);
       std::function<void(int32_t)> on_token;
       if (!o->stats.empty()) {
         samples.push_back(proc_sample());
@@ -202,6 +219,7 @@ CommandRun cmd_generate_register(CLI::App* app) {
     if (prompt_ids.empty()) fail("--prompt: the text encodes to no tokens");
     Model m;
     model_load(&m, o->model);
+    infer_route_devices(&m.cfg, o->route_devices, o->devices);
     DecodeStream ds;
     ds.skip_special = true;
     generate(m, prompt_ids, p, [&](int32_t id) {

@@ -63,6 +63,9 @@ CommandRun cmd_train_register(CLI::App* app) {
   app->add_option("--z-loss", a->losses.z, "router z-loss beta")->capture_default_str();
   app->add_option("--seq-aux-loss", a->losses.seq_aux, "DeepSeek sequence-wise balance loss alpha")->capture_default_str();
   app->add_option("--device-loss", a->losses.device, "device-level balance loss alpha")->capture_default_str();
+  app->add_option("--comm-loss", a->losses.comm,
+                  "DeepSeek-V2 communication balance loss alpha (over --devices, or the ranks "
+                  "under mpirun)")->capture_default_str();
   app->add_option("--devices", a->losses.n_devices,
                   "expert groups (devices) for --device-loss and --route-devices in one process; "
                   "under mpirun the ranks are the devices")->capture_default_str();
@@ -70,6 +73,9 @@ CommandRun cmd_train_register(CLI::App* app) {
                   "device-limited routing (DeepSeek-V2): a token's experts come from at most M "
                   "devices (0 = off)")->capture_default_str();
   app->add_option("--capacity-factor", a->losses.capacity_factor, "expert capacity factor; tokens over capacity are dropped (0 = dropless)")->capture_default_str();
+  app->add_option("--ep", a->ep,
+                  "under mpirun: expert-parallel groups of this many ranks, data parallelism "
+                  "across them (0 = every rank in one group)")->capture_default_str();
   app->add_option("--bias-rate", a->bias_rate, "aux-loss-free bias step gamma (sigmoid_bias)")->capture_default_str();
   app->add_flag("--bias-center", a->bias_center, "subtract the mean bias update (torchtitan variant)");
   // optimisation
