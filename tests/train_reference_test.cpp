@@ -5,7 +5,8 @@
 // trainable parameter, through the public training API (train_model_alloc,
 // train_model_load_weights, train_forward, train_backward). Cases cover token choice (softmax,
 // sigmoid + correction bias, group-limited), noisy top-k with the engine's documented
-// deterministic noise, expert choice, hash routing, capacity dropping and loss_scale 0.5.
+// deterministic noise, expert choice, hash routing, capacity dropping, loss_scale 0.5 and two
+// multi-token-prediction modules (per-depth cross-entropies too).
 // Gradients: max|g - ref| <= 1e-4 * max|ref| per tensor.
 // MOE_TRAIN_REF_VERBOSE=1 prints every loss term and every tensor's relative error.
 #include <gtest/gtest.h>
@@ -77,6 +78,7 @@ TEST_P(TrainReferenceTest, LossesAndGradientsMatchPyTorch) {
   tm.losses.device = meta_float(ref, "device");
   tm.losses.n_devices = static_cast<int>(meta_float(ref, "n_devices", 1.0f));
   tm.losses.capacity_factor = meta_float(ref, "capacity_factor");
+  tm.mtp_weight = meta_float(ref, "mtp_weight");  // MTP cases only
   const float loss_scale = meta_float(ref, "loss_scale", 1.0f);
   const uint64_t forward_seed = static_cast<uint64_t>(meta_float(ref, "forward_seed"));
 
@@ -168,6 +170,13 @@ TEST_P(TrainReferenceTest, LossesAndGradientsMatchPyTorch) {
         << "loss." << term.name << ": engine " << term.got << ", reference " << want;
   }
 
+  // Each MTP depth's cross-entropy (MTP cases), relative 1e-5.
+  ASSERT_EQ(L.mtp.size(), static_cast<size_t>(cfg.mtp_layers));
+  for (int k = 0; k < cfg.mtp_layers; ++k) {
+    const double want = read_f64(ref.get("loss.mtp." + std::to_string(k)))[0];
+    EXPECT_LE(std::fabs(L.mtp[k] - want), 1e-5 * std::fabs(want)) << "loss.mtp." << k;
+  }
+
   // Gradients, per tensor: max|g - ref| <= 1e-4 * max|ref|.
   double worst = -1.0;
   std::string worst_name;
@@ -213,7 +222,7 @@ INSTANTIATE_TEST_SUITE_P(TrainReference, TrainReferenceTest,
                                            "qwen2_style_gated_shared", "noisy_topk_fixed_noise",
                                            "expert_choice", "hash_routing", "group_limited_softmax",
                                            "group_limited_sigmoid_bias", "capacity_drop_seq_aux",
-                                           "device_loss_scale_half"),
+                                           "device_loss_scale_half", "mtp_two_depths"),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            return info.param;
                          });

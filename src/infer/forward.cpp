@@ -19,7 +19,7 @@ void infer_state_init(InferState* s, const Model& m, int T_max, int ctx) {
   s->T_max = T_max;
   s->ctx = ctx;
   s->pos = 0;
-  s->cache.assign(c.n_layers, LayerCache());
+  s->cache.assign(c.n_layers + c.mtp_layers, LayerCache());  // the MTP modules' blocks last
   for (LayerCache& lc : s->cache) {
     if (c.mla) {
       lc.k.assign(ctx * Lc, 0.0f);
@@ -52,7 +52,8 @@ void infer_state_init(InferState* s, const Model& m, int T_max, int ctx) {
   ffn_scratch_init(&s->ffn, c, T_max);
   // Under mpirun the experts are spread over the ranks, which all run the same tokens.
   moe_state_enable_ep(&s->ffn, c, &comm_ep(), true);
-  int64_t K_max = D;  // widest input of an attention matrix
+  if (c.mtp_layers > 0) s->mtp_cat.assign(T_max * 2 * D, 0.0f);
+  int64_t K_max = c.mtp_layers > 0 ? 2 * D : D;  // widest input of an attention matrix (eh_proj)
   for (const LayerWeights& lw : m.layers)
     for (const Linear* l : {&lw.q, &lw.k, &lw.v, &lw.o, &lw.q_a, &lw.q_b, &lw.kv_a})
       K_max = std::max<int64_t>(K_max, l->in);
@@ -206,6 +207,27 @@ void ffn_moe(const Model& m, InferState* s, int l, const SeqSpan* seqs, int n_se
   }
 }
 
+// One block (layer l, a main layer or an MTP module's) over the T rows of s->h, in place.
+void layer_forward(const Model& m, InferState* s, int l, const SeqSpan* seqs, int n_seqs, int T) {
+  const Backend& be = backend();
+  const ModelConfig& c = m.cfg;
+  const LayerWeights& lw = m.layers[l];
+  const int D = c.hidden;
+  const int64_t TD = static_cast<int64_t>(T) * D;
+  be.rmsnorm(s->xn.data(), s->h.data(), lw.attn_norm, T, D, c.rms_eps);
+  if (c.mla) attention_mla(m, s, l, seqs, n_seqs, T);
+  else attention_gqa(m, s, l, seqs, n_seqs, T);
+  be.add(s->h.data(), s->proj.data(), TD);
+  be.rmsnorm(s->xn.data(), s->h.data(), lw.ffn_norm, T, D, c.rms_eps);
+  if (c.is_moe[l]) {
+    ffn_moe(m, s, l, seqs, n_seqs, T);
+  } else {
+    mlp_forward(s->proj.data(), lw.mlp, s->xn.data(), T, s->ffn.hg.data(), s->ffn.hu.data(),
+                &s->ffn.lin);
+  }
+  be.add(s->h.data(), s->proj.data(), TD);
+}
+
 // Embeds the tokens of every sequence into s->h and fills the per-row rope tables. Returns T.
 int embed_rows(const Model& m, InferState* s, const SeqSpan* seqs, int n_seqs) {
   const Backend& be = backend();
@@ -245,22 +267,7 @@ void forward_seqs(const Model& m, InferState* s, const SeqSpan* seqs, int n_seqs
     s->capture->idx.resize(c.n_layers);
     s->capture->w.resize(c.n_layers);
   }
-  const int64_t TD = static_cast<int64_t>(T) * D;
-  for (int l = 0; l < c.n_layers; ++l) {
-    const LayerWeights& lw = m.layers[l];
-    be.rmsnorm(s->xn.data(), s->h.data(), lw.attn_norm, T, D, c.rms_eps);
-    if (c.mla) attention_mla(m, s, l, seqs, n_seqs, T);
-    else attention_gqa(m, s, l, seqs, n_seqs, T);
-    be.add(s->h.data(), s->proj.data(), TD);
-    be.rmsnorm(s->xn.data(), s->h.data(), lw.ffn_norm, T, D, c.rms_eps);
-    if (c.is_moe[l]) {
-      ffn_moe(m, s, l, seqs, n_seqs, T);
-    } else {
-      mlp_forward(s->proj.data(), lw.mlp, s->xn.data(), T, s->ffn.hg.data(), s->ffn.hu.data(),
-                  &s->ffn.lin);
-    }
-    be.add(s->h.data(), s->proj.data(), TD);
-  }
+  for (int l = 0; l < c.n_layers; ++l) layer_forward(m, s, l, seqs, n_seqs, T);
   // The rows whose logits are wanted: all of them, or the last of each sequence.
   int n = T;
   const float* hrow = s->h.data();
@@ -298,6 +305,47 @@ void infer_forward(const Model& m, InferState* s, const int32_t* ids, int T, boo
 
 void infer_forward_batch(const Model& m, InferState* s, const SeqSpan* seqs, int n_seqs) {
   forward_seqs(m, s, seqs, n_seqs, false);
+}
+
+void infer_mtp_forward(const Model& m, InferState* s, int k, const float* h_prev,
+                       const int32_t* ids, int pos, int n, float* h_out) {
+  const Backend& be = backend();
+  const ModelConfig& c = m.cfg;
+  MOE_CHECK(k >= 0 && k < c.mtp_layers);
+  const MtpWeights& mw = m.mtp[k];
+  const int D = c.hidden, V = c.vocab;
+  if (n <= 0 || n > s->T_max) fail("%d MTP positions: the state holds 1 to %d", n, s->T_max);
+  if (pos + n > s->ctx) fail("context full: %d + %d MTP positions exceed %d", pos, n, s->ctx);
+  float* cat = s->mtp_cat.data();  // (n, 2D) [enorm(embed(ids)); hnorm(h_prev)]
+  for (int t = 0; t < n; ++t) {
+    if (ids[t] < 0 || ids[t] >= V) fail("token id %d is outside the vocabulary [0, %d)", ids[t], V);
+    be.rmsnorm(cat + static_cast<int64_t>(t) * 2 * D, mw.embed + static_cast<int64_t>(ids[t]) * D,
+               mw.enorm, 1, D, c.rms_eps);
+    be.rmsnorm(cat + static_cast<int64_t>(t) * 2 * D + D, h_prev + static_cast<int64_t>(t) * D,
+               mw.hnorm, 1, D, c.rms_eps);
+    s->ids[t] = ids[t];
+  }
+  be.linear(s->h.data(), cat, mw.eh_proj, n, &s->lin);
+  be.rope_table(s->rope_cos.data(), s->rope_sin.data(), c.rope, pos, n);
+  SeqSpan one;
+  one.cache = s->cache.data();
+  one.pos = pos;
+  one.ctx = s->ctx;
+  one.ids = ids;
+  one.n = n;
+  RouteCapture* capture = s->capture;  // routing analysis covers the main layers only
+  s->capture = nullptr;
+  layer_forward(m, s, c.n_layers + k, &one, 1, n);
+  s->capture = capture;
+  std::memcpy(h_out, s->h.data(), sizeof(float) * static_cast<size_t>(n) * D);
+  const float* last = s->h.data() + static_cast<int64_t>(n - 1) * D;
+  be.rmsnorm(s->xn.data(), last, mw.head_norm, 1, D, c.rms_eps);
+  Linear head;
+  head.w = mw.head;
+  head.q = mw.head_q;
+  head.out = V;
+  head.in = D;
+  be.linear(s->logits.data(), s->xn.data(), head, 1, &s->lin);
 }
 
 }  // namespace moe

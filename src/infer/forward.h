@@ -38,7 +38,7 @@ struct InferState {
   int T_max = 0;   // most tokens per forward call
   int ctx = 0;     // cache capacity C
   int pos = 0;     // tokens already in the cache
-  std::vector<LayerCache> cache;  // [L]
+  std::vector<LayerCache> cache;  // [L + mtp_layers] (the MTP modules' blocks last)
   std::vector<float> h;        // (T_max, D) residual stream
   std::vector<float> xn;       // (T_max, D) normed input of a sub-block
   std::vector<float> q;        // (T_max, H, dq) queries (dq = qk head dim)
@@ -56,6 +56,7 @@ struct InferState {
   std::vector<float> scores;   // (n_threads, C)
   std::vector<float> logits;   // (T_max, V)
   std::vector<int32_t> ids;    // (T_max) the call's token ids, all sequences in order
+  std::vector<float> mtp_cat;  // (T_max, 2D) an MTP module's [enorm(emb); hnorm(h)] (MTP only)
   FfnScratch ffn;
   LinearScratch lin;           // attention matrices kept raw (ops/linear.h)
   // Analysis hooks, off by default: capture routing decisions, and perturb the input embeddings
@@ -90,5 +91,14 @@ void infer_forward(const Model& m, InferState* s, const int32_t* ids, int T, boo
 // s->logits row i (n_seqs, V). Equals running each sequence alone through infer_forward (token-
 // choice routers route per token; random and expert-choice routers run per sequence).
 void infer_forward_batch(const Model& m, InferState* s, const SeqSpan* seqs, int n_seqs);
+
+// Multi-token prediction module k (model/weights.h MtpWeights) over n positions pos..pos+n-1 of
+// its own cache (s->cache[L + k]; s->pos is not used): h_prev (n, D) holds the previous depth's
+// hidden states at those positions (the main model's last residual stream, before its final
+// norm, for k = 0; module k - 1's output after), ids (n) the tokens one past each position's
+// (t_{j+k+1} at position j). Writes the module's hidden states to h_out (n, D) and the logits of
+// the last position (its guess at t_{pos+n+k+1}) to s->logits[0..V). Overwrites s->h.
+void infer_mtp_forward(const Model& m, InferState* s, int k, const float* h_prev,
+                       const int32_t* ids, int pos, int n, float* h_out);
 
 }  // namespace moe

@@ -229,10 +229,16 @@ std::string arch_supported_list() {
   return s;
 }
 
-int ModelConfig::n_moe_layers() const {
+int ModelConfig::n_moe_layers() const {  // the main model's layers, not the MTP modules'
   int n = 0;
-  for (char m : is_moe) n += m ? 1 : 0;
+  for (int l = 0; l < n_layers && l < static_cast<int>(is_moe.size()); ++l) n += is_moe[l] ? 1 : 0;
   return n;
+}
+
+void config_drop_mtp(ModelConfig* cfg) {
+  cfg->mtp_layers = 0;
+  cfg->is_moe.resize(cfg->n_layers);
+  cfg->window.resize(cfg->n_layers);
 }
 
 namespace {
@@ -283,7 +289,13 @@ void parse_common(ConfigSrc* s) {
   }
   c.dense_ffn = j.positive_or("intermediate_size", 0);
   c.mla = is_deepseek(a);
-  c.window.assign(c.n_layers, 0);
+  if (a == ARCH_DEEPSEEK_V3 || a == ARCH_MOE_CPP) {
+    const char* mkey = j.first_present({"num_nextn_predict_layers", "num_mtp_layers"});
+    c.mtp_layers = mkey ? j.integer(mkey) : 0;
+    if (c.mtp_layers < 0 || c.mtp_layers > 16) j.bad(mkey, "must be between 0 and 16");
+  }
+  const int LM = c.n_layers + c.mtp_layers;  // the main layers and the MTP modules' blocks
+  c.window.assign(LM, 0);
   s->attention_bias = j.boolean_or("attention_bias", a == ARCH_GPT_OSS);
 
   const char* ekey = j.first_present({"num_local_experts", "num_experts", "n_routed_experts"});
@@ -298,7 +310,7 @@ void parse_common(ConfigSrc* s) {
   const bool uses_moe_width =
       a == ARCH_QWEN2_MOE || a == ARCH_QWEN3_MOE || a == ARCH_MOE_CPP || is_deepseek(a);
   c.expert_ffn = uses_moe_width ? j.positive("moe_intermediate_size") : j.positive("intermediate_size");
-  c.is_moe.assign(c.n_layers, 1);
+  c.is_moe.assign(LM, 1);
   c.eos_ids = read_eos(s->root);
   c.bos_id = j.integer_or("bos_token_id", -1);
 }
@@ -333,7 +345,7 @@ void parse_sparse_layers(ConfigSrc* s) {
   ModelConfig& c = s->c;
   std::vector<int> only = s->j.int_list_or_empty("mlp_only_layers");
   int step = s->j.positive_or("decoder_sparse_step", 1);
-  for (int i = 0; i < c.n_layers; ++i) {
+  for (int i = 0; i < c.n_layers + c.mtp_layers; ++i) {
     bool dense = false;
     for (int l : only) dense |= l == i;
     c.is_moe[i] = !dense && c.n_experts > 0 && (i + 1) % step == 0;
@@ -398,7 +410,7 @@ void parse_deepseek(ConfigSrc* s) {
   if (c.qk_rope_dim % 2) j.bad("qk_rope_head_dim", "must be even");
   c.head_dim = c.qk_rope_dim;
   const int k = first_k_dense(s);
-  for (int i = 0; i < c.n_layers; ++i) c.is_moe[i] = i >= k;
+  for (int i = 0; i < c.n_layers + c.mtp_layers; ++i) c.is_moe[i] = i >= k;
   RouterSpec& r = c.router;
   if (c.arch == ARCH_DEEPSEEK_V2) {
     std::string m = j.str_or("topk_method", "greedy");
@@ -602,7 +614,7 @@ bool all_moe(const ModelConfig& c) {
 // Layers that are dense, as Qwen's mlp_only_layers.
 json dense_layer_list(const ModelConfig& c) {
   json l = json::array();
-  for (int i = 0; i < c.n_layers; ++i)
+  for (int i = 0; i < c.n_layers + c.mtp_layers; ++i)
     if (!c.is_moe[i]) l.push_back(i);
   return l;
 }
@@ -730,6 +742,7 @@ json family_json(const ModelConfig& c) {
       } else {
         j["norm_topk_prob"] = r.norm_topk;
         j["rope_interleave"] = c.rope.layout == ROPE_INTERLEAVED;
+        j["num_nextn_predict_layers"] = c.mtp_layers;
       }
       break;
     case ARCH_GPT_OSS: {
@@ -776,7 +789,8 @@ bool same_config(const ModelConfig& a, const ModelConfig& b) {
          xa.norm_topk == xb.norm_topk && xa.norm_eps == xb.norm_eps && xa.scale == xb.scale &&
          a.act == b.act && a.expert_bias == b.expert_bias && a.act_alpha == b.act_alpha &&
          a.act_limit == b.act_limit && a.shared_ffn == b.shared_ffn &&
-         a.shared_gate == b.shared_gate && a.bos_id == b.bos_id && a.eos_ids == b.eos_ids;
+         a.shared_gate == b.shared_gate && a.bos_id == b.bos_id && a.eos_ids == b.eos_ids &&
+         a.mtp_layers == b.mtp_layers;
 }
 
 }  // namespace
@@ -803,7 +817,8 @@ std::string config_to_json(ModelConfig* cfg) {
   const bool plain_attn = !c.o_bias && !c.sinks && !c.mla && c.clip_qkv == 0.0f &&
                           std::all_of(c.window.begin(), c.window.end(), [](int w) { return w == 0; });
   Arch a = ARCH_MOE_CPP;
-  if (plain_router && plain_attn && c.act == ACT_SWIGLU) {
+  // MTP modules are written in DeepSeek-V3's layout, which only deepseek_v3 and moe_cpp read.
+  if (plain_router && plain_attn && c.act == ACT_SWIGLU && c.mtp_layers == 0) {
     if (c.shared_ffn == 0 && c.qk_norm == QKNORM_HEAD && !c.qkv_bias) a = ARCH_QWEN3_MOE;
     else if (c.shared_ffn > 0 && c.shared_gate && c.qk_norm == QKNORM_NONE && c.qkv_bias)
       a = ARCH_QWEN2_MOE;
@@ -843,6 +858,7 @@ std::string config_to_json(ModelConfig* cfg) {
     j["qk_norm"] = c.qk_norm == QKNORM_HEAD ? "head" : c.qk_norm == QKNORM_FULL ? "full" : "none";
     j["shared_expert_intermediate_size"] = c.shared_ffn;
     j["shared_expert_gate"] = c.shared_gate;
+    if (c.mtp_layers > 0) j["num_nextn_predict_layers"] = c.mtp_layers;
     json ro = json::object();
     ro["kind"] = router_kind_name(r.kind);
     ro["score"] = r.score == SCORE_SIGMOID ? "sigmoid" : "softmax";

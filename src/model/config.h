@@ -72,6 +72,11 @@ struct ModelConfig {
   int shared_ffn = 0;         // width of the shared expert MLP, 0 = none
   bool shared_gate = false;   // sigmoid(x . w) gate on the shared expert (Qwen2-MoE)
 
+  // Multi-token prediction (DeepSeek-V3, num_nextn_predict_layers): mtp_layers modules stored as
+  // layers n_layers .. n_layers + mtp_layers - 1; is_moe and window then have n_layers +
+  // mtp_layers entries (the modules' blocks), every other per-layer vector n_layers.
+  int mtp_layers = 0;
+
   std::vector<int> eos_ids;   // from config.json / generation_config.json
   int bos_id = -1;
 
@@ -90,6 +95,10 @@ inline ExpertFfnSpec expert_ffn_spec(const ModelConfig& c) {
 void config_load(ModelConfig* cfg, const std::string& dir);
 // Parses config.json text; `path` is used in messages.
 void config_parse(ModelConfig* cfg, const std::string& json_text, const std::string& path);
+
+// Forgets the MTP modules of cfg (a DeepSeek-V3 checkpoint saved without them, as transformers
+// saves it): mtp_layers 0 and the per-layer vectors cut to n_layers.
+void config_drop_mtp(ModelConfig* cfg);
 
 // Names of the router kinds and score functions as written in moe_cpp configs and CLI flags.
 const char* router_kind_name(RouterKind k);

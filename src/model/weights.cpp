@@ -528,6 +528,42 @@ bool ignorable_extra(const ModelConfig& c, const std::string& name) {
   return false;
 }
 
+void bind_layer(Binder& b, LayerWeights& lw, int l) {
+  const ModelConfig& c = b.m->cfg;
+  const int64_t D = c.hidden;
+  const std::string p = "model.layers." + std::to_string(l) + ".";
+  lw.attn_norm = b.f32(p + "input_layernorm.weight", {D});
+  lw.ffn_norm = b.f32(p + "post_attention_layernorm.weight", {D});
+  bind_attention(b, lw, p + "self_attn.");
+  if (c.is_moe[l]) bind_moe(b, lw, l);
+  else lw.mlp = b.mlp(p + "mlp.", D, c.dense_ffn);
+}
+
+// MTP module k: layer L + k's block, its norms and projection, and its own copies of the
+// embedding and head when the checkpoint has them (DeepSeek-V3's hub files).
+void bind_mtp(Binder& b, int k) {
+  Model* m = b.m;
+  const ModelConfig& c = m->cfg;
+  const int l = c.n_layers + k;
+  const int64_t V = c.vocab, D = c.hidden;
+  bind_layer(b, m->layers[l], l);
+  MtpWeights& mt = m->mtp[k];
+  const std::string p = "model.layers." + std::to_string(l) + ".";
+  mt.enorm = b.f32(p + "enorm.weight", {D});
+  mt.hnorm = b.f32(p + "hnorm.weight", {D});
+  mt.eh_proj = b.linear(p + "eh_proj", static_cast<int>(D), static_cast<int>(2 * D), false);
+  mt.head_norm = b.f32(p + "shared_head.norm.weight", {D});
+  mt.embed = m->embed;
+  mt.head = m->lm_head;
+  mt.head_q = m->lm_head_q;
+  if (!b.specs && b.has(p + "embed_tokens.weight")) mt.embed = b.f32(p + "embed_tokens.weight", {V, D});
+  if (!b.specs && b.has(p + "shared_head.head.weight")) {
+    const Mat w = b.expert_mat(p + "shared_head.head.weight", {V, D}, TR_OUTPUT);
+    mt.head = w.f;
+    mt.head_q = w.data ? QWeight{w.type, w.data, w.row_bytes} : QWeight{};
+  }
+}
+
 void bind_all(Binder& b) {
   Model* m = b.m;
   const ModelConfig& c = m->cfg;
@@ -543,16 +579,10 @@ void bind_all(Binder& b) {
     if (w.data) m->lm_head_q = QWeight{w.type, w.data, w.row_bytes};
   }
 
-  m->layers.assign(c.n_layers, LayerWeights());
-  for (int l = 0; l < c.n_layers; ++l) {
-    LayerWeights& lw = m->layers[l];
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    lw.attn_norm = b.f32(p + "input_layernorm.weight", {D});
-    lw.ffn_norm = b.f32(p + "post_attention_layernorm.weight", {D});
-    bind_attention(b, lw, p + "self_attn.");
-    if (c.is_moe[l]) bind_moe(b, lw, l);
-    else lw.mlp = b.mlp(p + "mlp.", D, c.dense_ffn);
-  }
+  m->layers.assign(c.n_layers + c.mtp_layers, LayerWeights());
+  for (int l = 0; l < c.n_layers; ++l) bind_layer(b, m->layers[l], l);
+  m->mtp.assign(c.mtp_layers, MtpWeights());
+  for (int k = 0; k < c.mtp_layers; ++k) bind_mtp(b, k);
 }
 
 }  // namespace
@@ -583,6 +613,11 @@ void model_load(Model* m, const std::string& dir, const LoadOptions& opt_in) {
 }
 
 void model_bind(Model* m, const LoadOptions& opt) {
+  // A DeepSeek-V3 checkpoint saved by transformers has no MTP layers although its config counts
+  // them: it loads without them.
+  if (m->cfg.mtp_layers > 0 && m->cfg.arch == ARCH_DEEPSEEK_V3 &&
+      !m->archive.find("model.layers." + std::to_string(m->cfg.n_layers) + ".eh_proj.weight"))
+    config_drop_mtp(&m->cfg);
   const ModelConfig& c = m->cfg;
   Binder b{m, nullptr, false, {}, opt};
   bind_all(b);

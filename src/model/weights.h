@@ -70,6 +70,23 @@ struct LayerWeights {
   Linear shared_gate;                   // (1, D) Qwen2-MoE
 };
 
+// One multi-token-prediction module (DeepSeek-V3; model.layers.{L+k}. in its checkpoints): the
+// block is layers[L + k] of the Model, the rest is here. The module's input is
+// eh_proj([enorm(embed(t_{i+k+1})); hnorm(h_i)]) (DeepSeek's order: embedding first), its logits
+// head(shared_head.norm(block output)).
+struct MtpWeights {
+  const float* enorm = nullptr;      // (D)
+  const float* hnorm = nullptr;      // (D)
+  Linear eh_proj;                    // (D, 2D)
+  const float* head_norm = nullptr;  // (D) shared_head.norm
+  // DeepSeek-V3's hub files repeat the embedding and the output head in every module
+  // (embed_tokens, shared_head.head); when a checkpoint omits them (moe.cpp writes them once),
+  // these point at the main model's.
+  const float* embed = nullptr;      // (V, D)
+  const float* head = nullptr;       // (V, D); null when raw
+  QWeight head_q;                    // (V, D) raw rows of a quantized head
+};
+
 struct Model {
   ModelConfig cfg;
   StArchive archive;
@@ -78,7 +95,8 @@ struct Model {
   const float* final_norm = nullptr;            // (D)
   const float* lm_head = nullptr;               // (V, D); == embed when tied; null when raw
   QWeight lm_head_q;                            // (V, D) raw rows of a quantized lm_head
-  std::vector<LayerWeights> layers;             // [L]
+  std::vector<LayerWeights> layers;             // [L + cfg.mtp_layers] (the MTP blocks last)
+  std::vector<MtpWeights> mtp;                  // [cfg.mtp_layers]
   bool fused_experts = false;                   // checkpoint stores 3-D expert tensors
   int64_t n_params = 0;                         // parameters used by the forward pass
   int64_t weight_bytes = 0;                     // bytes of those parameters as stored

@@ -15,7 +15,7 @@ namespace {
 
 constexpr const char* kGroupNames[PG_COUNT] = {"embeddings", "attention",      "norms",
                                                "router",     "experts",        "shared-experts",
-                                               "dense-mlp",  "lm-head"};
+                                               "dense-mlp",  "lm-head",        "mtp"};
 
 bool has(const std::string& s, const char* part) { return s.find(part) != std::string::npos; }
 
@@ -65,6 +65,7 @@ ParamGroup param_group_of(const std::string& n) {
   if (ends_with(n, "norm.weight") || ends_with(n, "layernorm.weight")) return PG_NORMS;
   if (n.rfind("model.layers.", 0) != 0) fail("tensor '%s' belongs to no parameter group", n.c_str());
   if (has(n, ".self_attn.")) return PG_ATTENTION;
+  if (ends_with(n, ".eh_proj.weight")) return PG_MTP;
   const bool ffn = has(n, ".mlp.") || has(n, ".block_sparse_moe.");
   if (!ffn) fail("tensor '%s' belongs to no parameter group", n.c_str());
   if (has(n, ".shared_expert.") || has(n, ".shared_experts.") || has(n, ".shared_expert_gate."))

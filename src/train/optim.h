@@ -28,6 +28,7 @@ enum ParamGroup {
   PG_SHARED_EXPERTS,  // shared experts and their gate
   PG_DENSE_MLP,       // the FFN of dense layers
   PG_LM_HEAD,         // lm_head (untied)
+  PG_MTP,             // an MTP module's eh_proj (its norms are norms, its block is a layer's)
   PG_COUNT
 };
 

@@ -9,6 +9,7 @@
 #include "ops/backend.h"
 #include "ops/ops.h"
 #include "train/train_attention.h"
+#include "train/train_mtp.h"
 
 namespace moe {
 
@@ -173,7 +174,7 @@ void train_model_init_weights(TrainModel* tm, uint64_t seed, float std) {
 }
 
 void train_acts_enable_ep(TrainActs* a, const TrainModel& tm, Comm* comm, Comm* route) {
-  for (int l = 0; l < tm.cfg.n_layers; ++l)
+  for (int l = 0; l < tm.cfg.n_layers + tm.cfg.mtp_layers; ++l)
     if (tm.cfg.is_moe[l]) moe_state_enable_ep(&a->layers[l].moe, tm.cfg, comm, false, route);
 }
 
@@ -185,8 +186,8 @@ void train_acts_init(TrainActs* a, const TrainModel& tm, int B, int T) {
   const int64_t F = std::max(c.dense_ffn, 1);
   a->B = B;
   a->T = T;
-  a->layers.assign(c.n_layers, LayerActs());
-  for (int l = 0; l < c.n_layers; ++l) {
+  a->layers.assign(c.n_layers + c.mtp_layers, LayerActs());
+  for (int l = 0; l < c.n_layers + c.mtp_layers; ++l) {
     LayerActs& la = a->layers[l];
     la.h_in.assign(N * D, 0.0f);
     la.xn1.assign(N * D, 0.0f);
@@ -220,14 +221,48 @@ void train_acts_init(TrainActs* a, const TrainModel& tm, int B, int T) {
   a->dg.assign(N * F, 0.0f);
   a->du.assign(N * F, 0.0f);
   a->dact.assign(N * F, 0.0f);
+  mtp_acts_init(a, tm);
+}
+
+void train_block_forward(TrainModel* tm, TrainActs* a, int l, float* h, uint64_t seed, bool train,
+                         StepLosses* out) {
+  const Backend& be = backend();
+  const ModelConfig& c = tm->cfg;
+  const int T = a->T, N = a->B * T, D = c.hidden, F = c.dense_ffn;
+  const int64_t ND = static_cast<int64_t>(N) * D;
+  const LayerWeights& lw = tm->w.layers[l];
+  LayerActs& la = a->layers[l];
+  std::copy(h, h + ND, la.h_in.begin());
+  be.rmsnorm(la.xn1.data(), h, lw.attn_norm, N, D, c.rms_eps);
+  attn_train_forward(a->dtmp.data(), &la, a, c, lw, l);
+  add_into(h, a->dtmp.data(), ND);
+  std::copy(h, h + ND, la.h_mid.begin());
+  be.rmsnorm(la.xn2.data(), h, lw.ffn_norm, N, D, c.rms_eps);
+  float* ffn = a->dtmp.data();
+  if (c.is_moe[l]) {
+    const int32_t* ids = l < c.n_layers ? a->ids.data() : a->mtp[l - c.n_layers].ids.data();
+    la.moe_losses = moe_train_forward(ffn, &la.moe, c, lw, lw.router_noise.w, tm->losses,
+                                      la.xn2.data(), ids, N, T,
+                                      router_layer_seed(seed, l), train);
+    out->moe.aux += la.moe_losses.aux;
+    out->moe.z += la.moe_losses.z;
+    out->moe.seq_aux += la.moe_losses.seq_aux;
+    out->moe.device += la.moe_losses.device;
+    out->moe.comm += la.moe_losses.comm;
+  } else {
+    be.linear_f32(la.g.data(), la.xn2.data(), lw.mlp.gate.w, nullptr, N, F, D);
+    be.linear_f32(la.u.data(), la.xn2.data(), lw.mlp.up.w, nullptr, N, F, D);
+    be.swiglu(la.act.data(), la.g.data(), la.u.data(), static_cast<int64_t>(N) * F);
+    be.linear_f32(ffn, la.act.data(), lw.mlp.down.w, nullptr, N, D, F);
+  }
+  add_into(h, ffn, ND);
 }
 
 StepLosses train_forward(TrainModel* tm, TrainActs* a, uint64_t seed, bool train) {
   const Backend& be = backend();
   const ModelConfig& c = tm->cfg;
   const Model& m = tm->w;
-  const int T = a->T, N = a->B * T, D = c.hidden, V = c.vocab, F = c.dense_ffn;
-  const int64_t ND = static_cast<int64_t>(N) * D;
+  const int T = a->T, N = a->B * T, D = c.hidden, V = c.vocab;
   StepLosses out;
   train_model_sync_views(tm);
   std::vector<float>& h = a->h;
@@ -237,37 +272,13 @@ StepLosses train_forward(TrainModel* tm, TrainActs* a, uint64_t seed, bool train
     std::memcpy(h.data() + static_cast<int64_t>(t) * D, m.embed + static_cast<int64_t>(id) * D,
                 sizeof(float) * D);
   }
-  for (int l = 0; l < c.n_layers; ++l) {
-    const LayerWeights& lw = m.layers[l];
-    LayerActs& la = a->layers[l];
-    std::copy(h.begin(), h.begin() + ND, la.h_in.begin());
-    be.rmsnorm(la.xn1.data(), h.data(), lw.attn_norm, N, D, c.rms_eps);
-    attn_train_forward(a->dtmp.data(), &la, a, c, lw, l);
-    add_into(h.data(), a->dtmp.data(), ND);
-    std::copy(h.begin(), h.begin() + ND, la.h_mid.begin());
-    be.rmsnorm(la.xn2.data(), h.data(), lw.ffn_norm, N, D, c.rms_eps);
-    float* ffn = a->dtmp.data();
-    if (c.is_moe[l]) {
-      la.moe_losses = moe_train_forward(ffn, &la.moe, c, lw, lw.router_noise.w, tm->losses,
-                                        la.xn2.data(), a->ids.data(), N, T,
-                                        router_layer_seed(seed, l), train);
-      out.moe.aux += la.moe_losses.aux;
-      out.moe.z += la.moe_losses.z;
-      out.moe.seq_aux += la.moe_losses.seq_aux;
-      out.moe.device += la.moe_losses.device;
-      out.moe.comm += la.moe_losses.comm;
-    } else {
-      be.linear_f32(la.g.data(), la.xn2.data(), lw.mlp.gate.w, nullptr, N, F, D);
-      be.linear_f32(la.u.data(), la.xn2.data(), lw.mlp.up.w, nullptr, N, F, D);
-      be.swiglu(la.act.data(), la.g.data(), la.u.data(), static_cast<int64_t>(N) * F);
-      be.linear_f32(ffn, la.act.data(), lw.mlp.down.w, nullptr, N, D, F);
-    }
-    add_into(h.data(), ffn, ND);
-  }
+  for (int l = 0; l < c.n_layers; ++l) train_block_forward(tm, a, l, h.data(), seed, train, &out);
   be.rmsnorm(a->xn.data(), h.data(), m.final_norm, N, D, c.rms_eps);
   be.linear_f32(a->logits.data(), a->xn.data(), m.lm_head, nullptr, N, V, D);
   out.ce = be.cross_entropy(nullptr, a->logits.data(), a->targets.data(), N, V, 1.0f,
                             &out.n_targets, a->row_loss.data());
+  a->mtp_done = c.mtp_layers > 0 && train;
+  if (a->mtp_done) mtp_train_forward(tm, a, seed, &out);
   return out;
 }
 
@@ -295,46 +306,58 @@ const float* reinforce_advantages(TrainModel* tm, TrainActs* a) {
 
 }  // namespace
 
+void train_block_backward(TrainModel* tm, TrainActs* a, int l, float* dh, float loss_scale,
+                          const float* adv) {
+  const Backend& be = backend();
+  const ModelConfig& c = tm->cfg;
+  const int T = a->T, N = a->B * T, D = c.hidden, F = c.dense_ffn;
+  const int64_t ND = static_cast<int64_t>(N) * D;
+  float* dx = a->dx.data();
+  float* dtmp = a->dtmp.data();
+  const LayerWeights& lw = tm->w.layers[l];
+  const LayerWeights& lg = tm->g.layers[l];
+  LayerActs& la = a->layers[l];
+  // FFN: dtmp = d xn2
+  if (c.is_moe[l]) {
+    moe_train_backward(dtmp, &la.moe, c, lw, lw.router_noise.w, lg, wr(lg.router_noise.w),
+                       tm->losses, la.xn2.data(), dh, T, loss_scale, adv);
+  } else {
+    const int64_t NF = static_cast<int64_t>(N) * F;
+    be.linear_backward(a->dact.data(), wr(lg.mlp.down.w), nullptr, dh, la.act.data(),
+                       lw.mlp.down.w, N, D, F);
+    be.swiglu_backward(a->dg.data(), a->du.data(), a->dact.data(), la.g.data(), la.u.data(), NF);
+    be.linear_backward(dtmp, wr(lg.mlp.gate.w), nullptr, a->dg.data(), la.xn2.data(),
+                       lw.mlp.gate.w, N, F, D);
+    be.linear_backward(dx, wr(lg.mlp.up.w), nullptr, a->du.data(), la.xn2.data(), lw.mlp.up.w, N,
+                       F, D);
+    add_into(dtmp, dx, ND);
+  }
+  be.rmsnorm_backward(dx, wr(lg.ffn_norm), dtmp, la.h_mid.data(), lw.ffn_norm, N, D, c.rms_eps);
+  add_into(dh, dx, ND);  // dh = d h_mid
+  attn_train_backward(dx, &la, a, c, lw, lg, dh, l);
+  be.rmsnorm_backward(dtmp, wr(lg.attn_norm), dx, la.h_in.data(), lw.attn_norm, N, D, c.rms_eps);
+  add_into(dh, dtmp, ND);  // dh = d h_in
+}
+
 void train_backward(TrainModel* tm, TrainActs* a, float loss_scale, float ce_scale) {
   const Backend& be = backend();
   const ModelConfig& c = tm->cfg;
   const Model& m = tm->w;
   const Model& g = tm->g;
-  const int T = a->T, N = a->B * T, D = c.hidden, V = c.vocab, F = c.dense_ffn;
+  const int T = a->T, N = a->B * T, D = c.hidden, V = c.vocab;
   const int64_t ND = static_cast<int64_t>(N) * D;
+  // The MTP modules first: their gradient of the main model's last hidden state waits in a->dh0.
+  const bool mtp = a->mtp_done;
+  if (mtp) mtp_train_backward(tm, a, loss_scale, ce_scale);
   be.cross_entropy(a->dlogits.data(), a->logits.data(), a->targets.data(), N, V,
                    loss_scale * ce_scale, nullptr, a->row_loss.data());
   const float* adv = reinforce_advantages(tm, a);
   float* dh = a->dh.data();
   float* dx = a->dx.data();
-  float* dtmp = a->dtmp.data();
   be.linear_backward(dx, wr(g.lm_head), nullptr, a->dlogits.data(), a->xn.data(), m.lm_head, N, V, D);
   be.rmsnorm_backward(dh, wr(g.final_norm), dx, a->h.data(), m.final_norm, N, D, c.rms_eps);
-  for (int l = c.n_layers - 1; l >= 0; --l) {
-    const LayerWeights& lw = m.layers[l];
-    const LayerWeights& lg = g.layers[l];
-    LayerActs& la = a->layers[l];
-    // FFN: dtmp = d xn2
-    if (c.is_moe[l]) {
-      moe_train_backward(dtmp, &la.moe, c, lw, lw.router_noise.w, lg, wr(lg.router_noise.w),
-                         tm->losses, la.xn2.data(), dh, T, loss_scale, adv);
-    } else {
-      const int64_t NF = static_cast<int64_t>(N) * F;
-      be.linear_backward(a->dact.data(), wr(lg.mlp.down.w), nullptr, dh, la.act.data(),
-                         lw.mlp.down.w, N, D, F);
-      be.swiglu_backward(a->dg.data(), a->du.data(), a->dact.data(), la.g.data(), la.u.data(), NF);
-      be.linear_backward(dtmp, wr(lg.mlp.gate.w), nullptr, a->dg.data(), la.xn2.data(),
-                         lw.mlp.gate.w, N, F, D);
-      be.linear_backward(dx, wr(lg.mlp.up.w), nullptr, a->du.data(), la.xn2.data(), lw.mlp.up.w, N,
-                         F, D);
-      add_into(dtmp, dx, ND);
-    }
-    be.rmsnorm_backward(dx, wr(lg.ffn_norm), dtmp, la.h_mid.data(), lw.ffn_norm, N, D, c.rms_eps);
-    add_into(dh, dx, ND);  // dh = d h_mid
-    attn_train_backward(dx, &la, a, c, lw, lg, dh, l);
-    be.rmsnorm_backward(dtmp, wr(lg.attn_norm), dx, la.h_in.data(), lw.attn_norm, N, D, c.rms_eps);
-    add_into(dh, dtmp, ND);  // dh = d h_in
-  }
+  if (mtp) add_into(dh, a->dh0.data(), ND);
+  for (int l = c.n_layers - 1; l >= 0; --l) train_block_backward(tm, a, l, dh, loss_scale, adv);
   float* ge = wr(g.embed);
   for (int t = 0; t < N; ++t)
     add_into(ge + static_cast<int64_t>(a->ids[t]) * D, dh + static_cast<int64_t>(t) * D, D);

@@ -21,6 +21,7 @@ struct TrainModel {
   ModelConfig cfg;
   bool fused_experts = false;     // 3-D expert tensors (the layout of the checkpoint it came from)
   MoeLossSpec losses;
+  float mtp_weight = 0.0f;        // lambda: the MTP modules' loss is lambda / D * sum of their CEs
   std::vector<TensorSpec> specs;  // tensors in arena order
   std::vector<int64_t> offset;    // (n_tensors) start of each tensor in the arenas
   std::vector<char> decay;        // (n_tensors) 1 = AdamW weight decay applies (matrices)
@@ -83,10 +84,26 @@ struct LayerActs {
   MoeLosses moe_losses;
 };
 
+// Activations of MTP module k (train/train_mtp.h). Position i of a sequence takes the token
+// t_{i+k+1} and predicts t_{i+k+2} (k from 0); the last k + 1 positions of a sequence have no
+// such token: they take the sequence's last token and predict nothing.
+struct MtpActs {
+  std::vector<int32_t> ids;      // (N) input tokens
+  std::vector<int32_t> targets;  // (N) predicted tokens, -1 = ignored
+  std::vector<float> emb;        // (N, D) embeddings of ids
+  std::vector<float> cat;        // (N, 2D) [enorm(emb); hnorm(h_prev)]
+  std::vector<float> h;          // (N, D) the block's output (the next module's h_prev)
+  std::vector<float> xn;         // (N, D) shared_head.norm output
+  std::vector<float> logits;     // (N, V)
+  std::vector<float> dh;         // (N, D) gradient of h
+};
+
 // Activations of one micro-batch, allocated once for B x T.
 struct TrainActs {
   int B = 0, T = 0;
-  std::vector<LayerActs> layers;  // [L]
+  std::vector<LayerActs> layers;  // [L + mtp_layers] (the MTP modules' blocks last)
+  std::vector<MtpActs> mtp;       // [mtp_layers]
+  bool mtp_done = false;          // the last forward ran the MTP modules (train = true)
   std::vector<int32_t> ids;       // (N) input tokens
   std::vector<int32_t> targets;   // (N) next tokens, -1 = ignored
   std::vector<float> h;           // (N, D) final residual stream
@@ -99,6 +116,8 @@ struct TrainActs {
   std::vector<double> row_loss;   // (N) cross-entropy per position
   std::vector<float> adv;         // (N) REINFORCE routing's advantage per position
   std::vector<float> dh, dx, dtmp, dx2;  // (N, D)
+  std::vector<float> dh0;         // (N, D) the MTP modules' gradient of h (MTP only)
+  std::vector<float> dcat;        // (N, 2D) gradient of an MTP module's [enorm; hnorm] (MTP only)
   std::vector<float> dq, dq2;     // (N, H*dq)
   std::vector<float> dk, dk2;     // (N, KVa*dq)
   std::vector<float> dv;          // (N, KVa*dv)
@@ -120,11 +139,19 @@ void train_acts_enable_ep(TrainActs* a, const TrainModel& tm, Comm* comm, Comm* 
 struct StepLosses {
   double ce = 0.0;       // mean cross-entropy of the counted targets
   int n_targets = 0;
-  MoeLosses moe;         // summed over layers
-  double total() const { return ce + moe.total(); }
+  MoeLosses moe;         // summed over layers (the MTP blocks' included)
+  std::vector<double> mtp;  // [mtp_layers] each MTP depth's mean cross-entropy
+  double mtp_weight = 0.0;  // lambda
+  double mtp_loss() const {
+    double s = 0.0;
+    for (double x : mtp) s += x;
+    return mtp.empty() ? 0.0 : mtp_weight / static_cast<double>(mtp.size()) * s;
+  }
+  double total() const { return ce + moe.total() + mtp_loss(); }
 };
 
-// Forward of a micro-batch already in a->ids / a->targets. seed drives noisy/random routers.
+// Forward of a micro-batch already in a->ids / a->targets. seed drives noisy/random routers. The
+// MTP modules (train/train_mtp.h) run only when train is set: validation scores the main model.
 StepLosses train_forward(TrainModel* tm, TrainActs* a, uint64_t seed, bool train);
 // Backward of the last forward; gradients accumulate into tm->grads scaled by loss_scale
 // (1 / accumulation steps). ce_scale further scales the cross-entropy's gradient: a data-parallel
@@ -134,6 +161,16 @@ StepLosses train_forward(TrainModel* tm, TrainActs* a, uint64_t seed, bool train
 // rewards: a->adv[t] = (-CE_t - b) / n_counted against the baseline b = tm->rl_baseline, which
 // then moves toward this micro-batch's mean reward (router_reinforce_grad in ops/router.h).
 void train_backward(TrainModel* tm, TrainActs* a, float loss_scale, float ce_scale = 1.0f);
+
+// One transformer block (layer l, a main layer or an MTP module's) over the residual stream h
+// (N, D), in place; saves its activations in a->layers[l] and adds its balancing losses to *out.
+void train_block_forward(TrainModel* tm, TrainActs* a, int l, float* h, uint64_t seed, bool train,
+                         StepLosses* out);
+// Its backward: dh (N, D) = d loss / d output on entry, d loss / d input on return. adv (N):
+// REINFORCE routing's per-token advantages (main layers; null for MTP modules, whose routers then
+// get the combine-weight gradient and the entropy bonus only).
+void train_block_backward(TrainModel* tm, TrainActs* a, int l, float* dh, float loss_scale,
+                          const float* adv = nullptr);
 
 }  // namespace moe
 

@@ -11,12 +11,13 @@
 namespace moe {
 namespace {
 
-ModelConfig tiny_config(QKNorm qk, bool tie, bool sigmoid, int shared, bool gate) {
+ModelConfig tiny_config(QKNorm qk, bool tie, bool sigmoid, int shared, bool gate, int mtp = 0) {
   std::string text = R"({"model_type": "moe_cpp", "vocab_size": 11, "hidden_size": 8,
     "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 4,
     "intermediate_size": 10, "moe_intermediate_size": 6, "num_experts": 4,
     "num_experts_per_tok": 2, "mlp_only_layers": [0], "rms_norm_eps": 1e-5,
-    "max_position_embeddings": 64, "router": {}})";
+    "max_position_embeddings": 64, "router": {}, "num_nextn_predict_layers": )" +
+                     std::to_string(mtp) + "}";
   ModelConfig c;
   config_parse(&c, text, "tiny");
   c.qk_norm = qk;
@@ -34,7 +35,7 @@ ModelConfig tiny_config(QKNorm qk, bool tie, bool sigmoid, int shared, bool gate
 
 // DeepSeek-V3 MLA: q-LoRA or a plain q_proj, YaRN with mscale, interleaved or half rope layout,
 // a dense first layer, group-limited sigmoid routing and a shared expert.
-ModelConfig mla_config(bool q_lora, bool interleave) {
+ModelConfig mla_config(bool q_lora, bool interleave, int mtp = 0) {
   std::string text = R"({"model_type": "deepseek_v3", "vocab_size": 11, "hidden_size": 8,
     "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 2,
     "intermediate_size": 10, "moe_intermediate_size": 6, "n_routed_experts": 4,
@@ -45,6 +46,7 @@ ModelConfig mla_config(bool q_lora, bool interleave) {
     "rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16,
                      "mscale": 1.0, "mscale_all_dim": 1.0, "beta_fast": 32, "beta_slow": 1})";
   if (q_lora) text += R"(, "q_lora_rank": 5)";
+  text += ", \"num_nextn_predict_layers\": " + std::to_string(mtp);
   text += interleave ? R"(, "rope_interleave": true})" : R"(, "rope_interleave": false})";
   ModelConfig c;
   config_parse(&c, text, "tiny-mla");
@@ -91,6 +93,7 @@ struct Fixture {
         for (int64_t j = 0; j < tm.specs[i].shape[0]; ++j)
           tm.params[tm.offset[i] + j] += static_cast<float>(0.2 * rng_normal(77 + i, j));
     tm.losses = ls;
+    tm.mtp_weight = 0.4f;  // used only by configs with MTP modules
     train_acts_init(&acts, tm, 2, 4);
     const int32_t ids[8] = {1, 5, 2, 9, 3, 3, 7, 0};
     for (int t = 0; t < 8; ++t) {
@@ -119,8 +122,10 @@ bool ends_with(const std::string& s, const std::string& suf) {
 // Returns the largest |gradient| of each tensor whose name ends with one of `parts`, for checks
 // that a path is not trivially zero.
 // h: the finite-difference step (fourth-order central differences in fp32).
+// only: check just the tensors whose names start with it (all when empty).
 std::vector<double> grad_check(const ModelConfig& c, const MoeLossSpec& ls,
-                               const std::vector<std::string>& parts = {}, float h = 1e-2f) {
+                               const std::vector<std::string>& parts = {}, float h = 1e-2f,
+                               const std::string& only = "") {
   std::vector<double> maxes;
   Fixture f(c, ls);
   f.loss();
@@ -129,7 +134,7 @@ std::vector<double> grad_check(const ModelConfig& c, const MoeLossSpec& ls,
   train_backward(&f.tm, &f.acts, 1.0f);
   int checked = 0, total = 0;
   for (size_t i = 0; i < f.tm.specs.size(); ++i) {
-    if (!f.tm.trainable[i]) continue;
+    if (!f.tm.trainable[i] || f.tm.specs[i].name.rfind(only, 0) != 0) continue;
     int64_t n = 1;
     for (int64_t d : f.tm.specs[i].shape) n *= d;
     double mx = 1e-6;
@@ -226,6 +231,57 @@ TEST(TrainModelGrad, GptOssLikeAttentionAndFusedExperts) {
                                      "router.bias", "o_proj.bias", "experts.gate_up_proj_bias",
                                      "experts.down_proj_bias"}),
                  "gpt-oss tensors");
+}
+
+// Multi-token prediction (train/train_mtp.h): two modules with MoE blocks (the second fed by the
+// first), and one DeepSeek-V3 module (MLA, sigmoid group-limited routing); every module tensor's
+// gradient is checked, and must not be zero.
+const std::vector<std::string> kMtpTensors = {"enorm.weight", "hnorm.weight", "eh_proj.weight",
+                                              "shared_head.norm.weight"};
+
+TEST(TrainModelGrad, MtpTwoModulesMoeBlocks) {
+  MoeLossSpec ls;
+  ls.aux = 0.05f;
+  const std::vector<double> mx =
+      grad_check(tiny_config(QKNORM_HEAD, false, false, 0, false, 2), ls, kMtpTensors);
+  EXPECT_EQ(mx.size(), 8u);
+  expect_nonzero(mx, "MTP tensors");
+}
+
+// The module's own tensors only (layer 2): the paths into the main model are checked above.
+TEST(TrainModelGrad, MtpDeepSeekV3Mla) {
+  MoeLossSpec ls;
+  ls.seq_aux = 0.05f;
+  expect_nonzero(grad_check(mla_config(true, true, 1), ls, kMtpTensors, 2e-3f, "model.layers.2."),
+                 "MTP tensors");
+}
+
+// The MTP modules of the training forward and infer_mtp_forward (one position per call, through
+// the module's KV cache) compute the same logits from the same arena.
+TEST(TrainModel, MtpForwardMatchesInferenceEngine) {
+  for (const ModelConfig& c : {tiny_config(QKNORM_HEAD, false, false, 0, false, 2),
+                               mla_config(true, true, 1)}) {
+    Fixture f(c, MoeLossSpec());
+    const StepLosses L = train_forward(&f.tm, &f.acts, 1, true);
+    ASSERT_EQ(L.mtp.size(), static_cast<size_t>(c.mtp_layers));
+    const int D = c.hidden, V = c.vocab;
+    for (int b = 0; b < 2; ++b) {
+      InferState st;
+      infer_state_init(&st, f.tm.w, 4, 4);
+      infer_forward(f.tm.w, &st, f.acts.ids.data() + 4 * b, 4, true);
+      std::vector<float> prev(st.h.begin(), st.h.begin() + 4 * D), out(4 * D);  // (4, D)
+      for (int k = 0; k < c.mtp_layers; ++k) {
+        for (int j = 0; j < 4; ++j) {
+          const int32_t id = f.acts.mtp[k].ids[4 * b + j];
+          infer_mtp_forward(f.tm.w, &st, k, prev.data() + j * D, &id, j, 1, out.data() + j * D);
+          for (int v = 0; v < V; ++v)
+            EXPECT_NEAR(st.logits[v], f.acts.mtp[k].logits[(4 * b + j) * V + v], 1e-5)
+                << c.path << " module " << k << " b " << b << " position " << j;
+        }
+        prev = out;
+      }
+    }
+  }
 }
 
 // The same configs: the training forward equals the inference forward (MLA: plain vs absorbed).

@@ -60,9 +60,11 @@ ModelConfig train_model_config(const TrainArgs& a, int vocab, int32_t eos_id) {
   j["num_experts_per_tok"] = top_k;
   j["decoder_sparse_step"] = a.moe_every;
   j["first_k_dense_replace"] = a.first_dense;
+  if (a.mtp < 0 || a.mtp > 16) fail("--mtp %d must be between 0 and 16", a.mtp);
+  if (a.mtp > 0) j["num_nextn_predict_layers"] = a.mtp;  // blocks of the layers' kind
   nlohmann::json dense_layers = nlohmann::json::array();
   if (dense_model)
-    for (int i = 0; i < a.layers; ++i) dense_layers.push_back(i);
+    for (int i = 0; i < a.layers + a.mtp; ++i) dense_layers.push_back(i);
   j["mlp_only_layers"] = dense_layers;
   j["rms_norm_eps"] = 1e-6;
   j["max_position_embeddings"] = std::max(4096, a.seq);
@@ -396,6 +398,9 @@ void build_model(Run* r) {
   }
   tm.losses = a.losses;
   tm.rl_decay = a.rl_decay;
+  if (a.mtp > 0 && a.mtp != tm.cfg.mtp_layers)
+    fail("--mtp %d: the --init checkpoint has %d MTP modules", a.mtp, tm.cfg.mtp_layers);
+  tm.mtp_weight = a.mtp_weight;
   param_groups_freeze(&tm, r->groups);
   adamw_init(&r->opt, tm, a.adam, r->groups);
   // Routed-expert parameters held by each rank (about 1/K of the model's each).
@@ -503,6 +508,9 @@ StepLosses accumulate_step(Run* r, std::vector<LayerStats>* stats) {
     sum.moe.seq_aux += L.moe.seq_aux / a.accum;
     sum.moe.device += L.moe.device / a.accum;
     sum.moe.comm += L.moe.comm / a.accum;
+    sum.mtp.resize(L.mtp.size(), 0.0);
+    for (size_t k = 0; k < L.mtp.size(); ++k) sum.mtp[k] += L.mtp[k] / a.accum;
+    sum.mtp_weight = L.mtp_weight;
     accumulate_stats(r->tm, r->acts, stats);
   }
   // Replicated parameters saw only this rank's tokens: their gradients are summed over every
@@ -587,6 +595,7 @@ void report_step(Run* r, const StepReport& s, const std::vector<LayerStats>& sta
   if (r->tm.cfg.router.kind == ROUTER_REINFORCE && std::isfinite(r->tm.rl_baseline))
     j["rl_baseline"] = r->tm.rl_baseline;
   if (a.losses.comm > 0) j["comm"] = s.loss.moe.comm;
+  if (!s.loss.mtp.empty()) j["mtp"] = s.loss.mtp;  // each depth's cross-entropy (t+2, t+3, ...)
   j["lr"] = s.lr;
   j["grad_norm"] = s.gnorm;
   j["tokens_per_s"] = tokens_per_step / s.seconds;

@@ -36,6 +36,9 @@ struct TrainArgs {
   std::string qk_norm = "head";
   bool tie_embeddings = false;
   float init_std = 0.02f;
+  // multi-token prediction (train/train_mtp.h): D modules, loss weight lambda
+  int mtp = 0;
+  float mtp_weight = 0.3f;
   // routing and balancing
   std::string router = "softmax_topk";
   bool renorm = false;

@@ -40,6 +40,7 @@ void upcycle(const std::string& dense_dir, const std::string& out_dir, const Upc
   mc.expert_ffn = F / G;
   mc.shared_ffn = S * (F / G);
   mc.shared_gate = false;
+  config_drop_mtp(&mc);  // MTP modules are not upcycled: the MoE starts without them
   mc.is_moe.assign(mc.n_layers, 1);
   mc.router = RouterSpec();
   mc.router.norm_topk = p.renorm;

@@ -163,9 +163,13 @@ CommandRun cmd_generate_register(CLI::App* app) {
     uint64_t seed = 0;
     bool ignore_eos = false;
     int route_devices = 0, devices = 0;
+    SpecOptions spec;
   };
   auto o = std::make_shared<Opts>();
   app->add_option("--model", o->model, "checkpoint folder (config.json + safetensors)")->required();
+  app->add_option("--speculative", o->spec.method, "speculative decoding: mtp (drafts from the model's MTP modules; greedy, same output)");
+  app->add_option("--draft", o->spec.draft, "MTP modules that draft (0 = all)")->capture_default_str();
+  app->add_flag("--compare-plain", o->spec.compare_plain, "also decode plainly: print both tokens/s, the speed-up and whether the outputs match");
   auto* ids = app->add_option("--ids", o->ids, "comma-separated prompt token ids; prints {\"ids\": [...]}");
   auto* prompt = app->add_option("--prompt", o->prompt, "prompt text; streams the generated text");
   ids->excludes(prompt);
@@ -204,7 +208,7 @@ CommandRun cmd_generate_register(CLI::App* app) {
         samples.push_back(proc_sample());
         on_token = [&samples](int32_t) { samples.push_back(proc_sample()); };
       }
-      std::vector<int32_t> out_ids = generate(m, prompt_ids, p, on_token);
+      std::vector<int32_t> out_ids = generate_cli(m, prompt_ids, p, o->spec, on_token);
       if (!o->stats.empty()) write_generate_stats(o->stats, prompt_ids.size(), samples);
       std::string out = "{\"ids\": ";
       append_ids_json(&out, out_ids);
@@ -222,7 +226,7 @@ CommandRun cmd_generate_register(CLI::App* app) {
     infer_route_devices(&m.cfg, o->route_devices, o->devices);
     DecodeStream ds;
     ds.skip_special = true;
-    generate(m, prompt_ids, p, [&](int32_t id) {
+    generate_cli(m, prompt_ids, p, o->spec, [&](int32_t id) {
       const std::string piece = decode_stream_step(tok, &ds, id);
       if (!piece.empty()) {
         std::fwrite(piece.data(), 1, piece.size(), stdout);

@@ -59,6 +59,8 @@ CommandRun cmd_train_register(CLI::App* app) {
   app->add_option("--route-scale", a->route_scale, "routed scaling factor")->capture_default_str();
   app->add_option("--n-group", a->n_group, "expert groups for group-limited routing")->capture_default_str();
   app->add_option("--topk-group", a->topk_group, "groups kept per token")->capture_default_str();
+  app->add_option("--mtp", a->mtp, "multi-token prediction modules (DeepSeek-V3), each predicting one more token ahead")->capture_default_str();
+  app->add_option("--mtp-weight", a->mtp_weight, "MTP loss weight lambda: the loss adds lambda / D x the modules' cross-entropies")->capture_default_str();
   app->add_option("--aux-loss", a->losses.aux, "Switch load-balancing loss alpha (Megatron normalisation)")->capture_default_str();
   app->add_option("--z-loss", a->losses.z, "router z-loss beta")->capture_default_str();
   app->add_option("--seq-aux-loss", a->losses.seq_aux, "DeepSeek sequence-wise balance loss alpha")->capture_default_str();
@@ -89,7 +91,7 @@ CommandRun cmd_train_register(CLI::App* app) {
   app->add_option("--freeze", a->freeze,
                   "fine-tuning: comma list of parameter groups to freeze (no gradient, no "
                   "optimizer state): embeddings, attention, norms, router, experts, "
-                  "shared-experts, dense-mlp, lm-head");
+                  "shared-experts, dense-mlp, lm-head, mtp");
   app->add_option("--lr-groups", a->lr_groups,
                   "per-group learning-rate multipliers, e.g. experts=0.1,router=0.5 (groups as "
                   "--freeze)");

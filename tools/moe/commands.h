@@ -41,4 +41,18 @@ void set_threads(int n);
 // Writes s to stdout in one call; throws MoeError on a write error.
 void write_stdout(const std::string& s);
 
+// `moe generate --speculative`: the method ("" = plain decoding, "mtp" = drafts from the model's
+// MTP modules, `draft` of them, 0 = all); with compare_plain the plain decode runs too, and the
+// tokens/s of both, the speed-up and whether the outputs are identical go to stderr.
+struct SpecOptions {
+  std::string method;
+  int draft = 0;
+  bool compare_plain = false;
+};
+struct Model;
+struct GenerateParams;
+std::vector<int32_t> generate_cli(const Model& m, const std::vector<int32_t>& prompt,
+                                  const GenerateParams& p, const SpecOptions& spec,
+                                  const std::function<void(int32_t)>& on_token);
+
 }  // namespace moe
