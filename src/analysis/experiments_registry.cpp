@@ -19,7 +19,7 @@ std::vector<Experiment> make_registry() {
                "rows vary what moves the step where an MoE overtakes the dense model: gate "
                "scaling, top-k with finer experts, the learning rate, and tokens per expert (4 "
                "experts see twice as many tokens each as 8).",
-               "", 600, 0, 60, 0, EXP_METRIC_HORIZON, "dense, FFN 512 (equal active)", {},
+               "", 300, 0, 60, 0, EXP_METRIC_HORIZON, "dense, FFN 512 (equal active)", {},
                {{"dense, FFN 512 (equal active)", kDense512},
                 {"dense, FFN 4096 (equal total)", "--experts 1 --expert-ffn 4096"},
                 {"8 x 512 top-1", "--experts 8 --top-k 1 --expert-ffn 512"},
@@ -31,7 +31,7 @@ std::vector<Experiment> make_registry() {
                "At fixed active FLOPs, loss falls as the experts go 1 -> 4 -> 8 -> 16 -> 32 (Switch "
                "Transformer, Fig. 1). Here each token uses 2 experts of width 256 (active width "
                "512); the 1-expert row is the dense twin (one FFN of width 512).",
-               "", 300, 0, 40, 0, 0, "", {},
+               "", 120, 0, 40, 0, 0, "", {},
                {{"1 (dense twin)", kDense512},
                 {"4 experts", "--experts 4 --top-k 2 --expert-ffn 256 --renorm"},
                 {"8 experts", kTop2x256},
@@ -40,21 +40,21 @@ std::vector<Experiment> make_registry() {
   x.push_back({"fine-grained", "Fine-grained experts",
                "Splitting E experts of width F into mE experts of width F/m with top-mk keeps the "
                "FLOPs and helps (DeepSeekMoE, Dai et al. 2024).",
-               "", 300, 0, 40, 0, 0, "", {},
+               "", 120, 0, 40, 0, 0, "", {},
                {{"8 x 512 top-2", "--experts 8 --top-k 2 --expert-ffn 512 --renorm"},
                 {"16 x 256 top-4", "--experts 16 --top-k 4 --expert-ffn 256 --renorm"},
                 {"32 x 128 top-8", "--experts 32 --top-k 8 --expert-ffn 128 --renorm"}}});
   x.push_back({"shared-expert", "Shared expert",
                "A shared expert helps (DeepSeekMoE) or does not (OLMoE, Muennighoff et al. 2024). "
                "Both rows use 4 experts of width 128 per token (active width 512).",
-               "", 300, 0, 40, 0, 0, "", {},
+               "", 120, 0, 40, 0, 0, "", {},
                {{"16 x 128 top-4", "--experts 16 --top-k 4 --expert-ffn 128 --renorm"},
                 {"1 shared + 16 x 128 top-3",
                  "--experts 16 --top-k 3 --expert-ffn 128 --renorm --shared-experts 1"}}});
   x.push_back({"routers", "Routers",
                "Ranking of the routers. DeepSeekMoE's ablation orders them dense > hash > Switch "
                "top-1 > GShard top-2 in loss. Every MoE has 8 experts of width 512.",
-               "", 300, 0, 40, 0, 0, "", {},
+               "", 120, 0, 40, 0, 0, "", {},
                {{"dense, FFN 512", kDense512},
                 {"hash", "--experts 8 --top-k 1 --expert-ffn 512 --router hash"},
                 {"random", "--experts 8 --top-k 1 --expert-ffn 512 --router random"},
@@ -65,7 +65,7 @@ std::vector<Experiment> make_registry() {
                "Without balancing the experts collapse; compared: Switch aux loss, the aux-loss-free "
                "bias (DeepSeek-V3), the sequence-wise loss and the device-level loss (DeepSeek-V2), "
                "on loss and on max/mean load. 8 experts of width 256, top-2.",
-               kTop2x256, 300, 0, 40, 0, EXP_METRIC_LOAD, "", {},
+               kTop2x256, 120, 0, 40, 0, EXP_METRIC_LOAD, "", {},
                {{"none", "--aux-loss 0 --z-loss 0"},
                 {"Switch aux 0.01", "--aux-loss 0.01"},
                 {"aux-free bias", "--aux-loss 0 --router sigmoid_bias"},
@@ -74,14 +74,14 @@ std::vector<Experiment> make_registry() {
   x.push_back({"z-loss", "Router z-loss at a high learning rate",
                "At a high learning rate, the z-loss bounds the router logits and removes loss "
                "spikes (ST-MoE, Zoph et al. 2022). Learning rate 2e-2, 8 experts of width 256, top-2.",
-               std::string(kTop2x256) + " --lr 0.02", 300, 0, 40, 0, EXP_METRIC_LOGIT, "", {},
+               std::string(kTop2x256) + " --lr 0.02", 120, 0, 40, 0, EXP_METRIC_LOGIT, "", {},
                {{"no z-loss", "--z-loss 0"},
                 {"z-loss 1e-3", "--z-loss 0.001"}}});
   x.push_back({"capacity", "Capacity factor",
                "Dropped fraction against loss for capacity factors 1.0 / 1.25 / 2.0 and dropless "
                "(Switch Transformer). Validation is dropless, as inference is; the loss with the "
                "training capacity is shown beside it. 8 experts of width 256, top-2.",
-               kTop2x256, 300, 0, 40, 0, EXP_METRIC_DROPPED, "", {},
+               kTop2x256, 120, 0, 40, 0, EXP_METRIC_DROPPED, "", {},
                {{"capacity 1.0", "--capacity-factor 1.0"},
                 {"capacity 1.25", "--capacity-factor 1.25"},
                 {"capacity 2.0", "--capacity-factor 2.0"},
@@ -91,7 +91,7 @@ std::vector<Experiment> make_registry() {
                "overtakes the dense model continued for the same steps (Komatsuzaki et al. 2023). "
                "The dense model (FFN 512) trains first; the upcycled MoE has 8 copies of its FFN, "
                "top-2. Steps below are the continuation's.",
-               "", 400, 200, 40, 30, EXP_METRIC_HORIZON, "dense, continued",
+               "", 250, 150, 40, 30, EXP_METRIC_HORIZON, "dense, continued",
                {{"dense", kDense512}},
                {{"dense, continued", "", "dense"},
                 {"upcycled MoE", "", "dense", "--experts 8 --top-k 2"},
@@ -102,7 +102,7 @@ std::vector<Experiment> make_registry() {
                "models are pretrained on the whole corpus, then fine-tuned at learning rate 1e-3 on "
                "the Brown genre 'humor' (9 documents; the last one is held out). Pretraining used "
                "the whole corpus, so it may have seen these documents.",
-               "", 200, 300, 40, 40, EXP_METRIC_GAP, "",
+               "", 120, 200, 40, 40, EXP_METRIC_GAP, "",
                {{"dense", kDense512}, {"moe", kTop2x256}},
                {{"dense, fine-tuned", "--lr 0.001", "dense", "", true},
                 {"MoE, fine-tuned", "--lr 0.001", "moe", "", true},

@@ -204,6 +204,16 @@ TEST(Experiments, SvgAndPageDrawEveryConfiguration) {
   EXPECT_EQ(html.find("<sometimes>"), std::string::npos);
   EXPECT_NE(html.find("<td>4.5500 ± 0.0707</td>"), std::string::npos);
   EXPECT_NE(html.find("<svg"), std::string::npos);
+  // Seven long names do not fit one legend row inside the plot: rows above it, a taller chart.
+  ExpResult many = r;
+  for (int i = 0; i < 5; ++i) {
+    many.configs.push_back(r.configs[1]);
+    many.configs.back().name = "configuration with a long name number " + std::to_string(i);
+  }
+  const std::string tall = experiment_svg(many);
+  EXPECT_NE(svg.find("height=\"320\""), std::string::npos);  // two names fit inside the plot
+  EXPECT_EQ(tall.find("height=\"320\""), std::string::npos);
+  for (const ExpConfigResult& c : many.configs) EXPECT_NE(tall.find(">" + c.name + "<"), std::string::npos);
 }
 
 // Parameters and FLOPs of a tiny model, counted by hand: vocab 100, d 8, 1 layer, 2 heads of 4,
