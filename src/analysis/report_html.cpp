@@ -327,6 +327,7 @@ std::string header(const ReportData& d,
   }
   o += "<nav class=\"toc\">";
   for (const auto& [id, name] : toc) o += strfmt("<a href=\"#%s\">", id) + esc(name) + "</a>";
+  for (const auto& [name, href] : d.pages) o += "<a href=\"" + esc(href) + "\">" + esc(name) + "</a>";
   o += "</nav>\n</div></header>\n";
   return o;
 }
@@ -643,6 +644,8 @@ std::string report_html(const ReportData& d) {
        "</body>\n</html>\n";
   return o;
 }
+
+const char* report_css() { return kCss; }
 
 void report_write(const std::string& path, const ReportData& d) {
   const std::string html = report_html(d);

@@ -68,6 +68,9 @@ struct ReportData {
   std::string title = "MoE routing report";
   std::vector<std::pair<std::string, std::string>> facts;  // shown in the header, in order
   std::vector<std::string> notes;                          // warnings to show (e.g. bad lines)
+  // Other pages linked from the header's navigation (label, relative href), e.g. the
+  // experiments page (analysis/experiments.h).
+  std::vector<std::pair<std::string, std::string>> pages;
   int n_experts = 0;                                       // 0 = take it from the data
   double alert_threshold = 3.0;                            // x mean, as in the summaries
   LossCurves loss;
@@ -109,6 +112,8 @@ std::vector<std::string> report_load_metrics(ReportData* d, const std::string& p
 std::string html_escape(std::string_view s);
 
 std::string report_html(const ReportData& d);
+// The report's style sheet (also used by the experiments page, analysis/experiments.h).
+const char* report_css();
 // Writes report_html(d) to path atomically (temp file beside it, then rename).
 void report_write(const std::string& path, const ReportData& d);
 

@@ -185,8 +185,48 @@ std::string px(double v) {
 
 // ---- Line chart --------------------------------------------------------------------------------
 
+namespace {
+
+double legend_entry_width(const LineSeries& s) { return 34 + 6.8 * static_cast<double>(s.name.size()) + 14; }
+
+// Rows of legend entries (series indices), each at most `width` wide; one row if all fit.
+std::vector<std::vector<size_t>> legend_rows(const LineChart& c, double width) {
+  std::vector<std::vector<size_t>> rows;
+  double x = width;
+  for (size_t i = 0; i < c.series.size(); ++i) {
+    if (!c.series[i].legend) continue;
+    const double w = legend_entry_width(c.series[i]);
+    if (rows.empty() || x + w > width) rows.emplace_back(), x = 0;
+    rows.back().push_back(i);
+    x += w;
+  }
+  return rows;
+}
+
+// One legend row: a line (and marker) and the name of each series, from x at baseline y.
+std::string legend_row(const LineChart& c, const std::vector<size_t>& row, double x, double y) {
+  std::string o;
+  for (size_t i : row) {
+    const LineSeries& s = c.series[i];
+    o += "<line x1=\"" + px(x) + "\" x2=\"" + px(x + 24) + "\" y1=\"" + px(y + 8) + "\" y2=\"" +
+         px(y + 8) + "\" stroke=\"" + css(s.colour) + "\" stroke-width=\"3\" stroke-linecap=\"round\"/>";
+    if (s.markers)
+      o += "<circle cx=\"" + px(x + 12) + "\" cy=\"" + px(y + 8) + "\" r=\"3.5\" fill=\"" +
+           css(s.colour) + "\"/>";
+    o += text_el(x + 30, y + 12, "legend", "start", s.name);
+    x += legend_entry_width(s);
+  }
+  return o;
+}
+
+}  // namespace
+
 std::string svg_line_chart(const LineChart& c) {
-  const double W = c.width, H = c.height, ml = 62, mr = 18, mt = 14, mb = 44;
+  const double W = c.width, ml = 62, mr = 18, mb = 44;
+  // A legend too wide for one row inside the plot goes above it, in rows, and the chart grows.
+  const std::vector<std::vector<size_t>> rows = legend_rows(c, W - ml - mr - 16);
+  const double above = rows.size() > 1 ? 24.0 * static_cast<double>(rows.size()) + 4 : 0.0;
+  const double H = c.height + above, mt = 14 + above;
   const double pw = W - ml - mr, ph = H - mt - mb;
   double x0 = kInf, x1 = -kInf, y0 = kInf, y1 = -kInf;
   for (const LineSeries& s : c.series)
@@ -302,26 +342,16 @@ std::string svg_line_chart(const LineChart& c) {
       o += "</g>\n";
     }
   }
-  // Legend, top right inside the plot.
-  double lw = 0;
-  for (const LineSeries& s : c.series)
-    if (s.legend) lw += 34 + 6.8 * static_cast<double>(s.name.size()) + 14;
-  if (lw > 0) {
-    double x = ml + pw - lw - 8;
-    const double y = mt + 10;
+  // Legend, top right inside the plot (or in rows above it).
+  if (rows.size() == 1) {
+    double lw = 0;
+    for (size_t i : rows[0]) lw += legend_entry_width(c.series[i]);
+    const double x = ml + pw - lw - 8, y = mt + 10;
     o += "<rect class=\"legend-bg\" x=\"" + px(x - 8) + "\" y=\"" + px(y - 4) + "\" width=\"" +
          px(lw + 8) + "\" height=\"24\" rx=\"4\"/>\n";
-    for (const LineSeries& s : c.series) {
-      if (!s.legend) continue;
-      o += "<line x1=\"" + px(x) + "\" x2=\"" + px(x + 24) + "\" y1=\"" + px(y + 8) + "\" y2=\"" +
-           px(y + 8) + "\" stroke=\"" + css(s.colour) +
-           "\" stroke-width=\"3\" stroke-linecap=\"round\"/>";
-      if (s.markers)
-        o += "<circle cx=\"" + px(x + 12) + "\" cy=\"" + px(y + 8) + "\" r=\"3.5\" fill=\"" +
-             css(s.colour) + "\"/>";
-      o += text_el(x + 30, y + 12, "legend", "start", s.name);
-      x += 34 + 6.8 * static_cast<double>(s.name.size()) + 14;
-    }
+    o += legend_row(c, rows[0], x, y);
+  } else {
+    for (size_t r = 0; r < rows.size(); ++r) o += legend_row(c, rows[r], ml, 8 + 24.0 * r);
   }
   o += "</svg>\n";
   return o;

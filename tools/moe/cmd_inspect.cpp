@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "analysis/experiments.h"
 #include "analysis/inspect_routing.h"
 #include "commands.h"
 #include "core/error.h"
@@ -102,6 +103,19 @@ nlohmann::ordered_json ep_ranks_json(const Model& m, std::string* text) {
   return j;
 }
 
+// experiments.html beside the report, from the experiment results in dir, and its link.
+void write_experiments_page(const std::string& dir, const std::string& report_path, ReportData* r) {
+  const std::vector<ExpResult> rs = experiments_load_dir(dir);
+  if (rs.empty())
+    fail("%s: no experiment results (NAME.json files written by moe experiment)", dir.c_str());
+  const std::string html = experiments_html(rs);
+  const std::string path =
+      (std::filesystem::path(report_path).parent_path() / "experiments.html").string();
+  write_file_atomic(path, html.data(), html.size());
+  r->pages.push_back({"Experiments", "experiments.html"});
+  std::fprintf(stderr, "experiments: %s\n", path.c_str());
+}
+
 template <class Opts>
 int inspect_data(const Opts& o, const Model& m) {
   namespace fs = std::filesystem;
@@ -158,6 +172,7 @@ int inspect_data(const Opts& o, const Model& m) {
     if (!o.data.empty()) report.facts.push_back({"data", J["data"].get<std::string>()});
     if (!o.compare.empty()) report.facts.push_back({"compared with", o.compare});
     if (!metrics.empty()) report.facts.push_back({"telemetry", metrics});
+    if (!o.experiments.empty()) write_experiments_page(o.experiments, o.report, &report);
     report_write(o.report, report);
     std::fprintf(stderr, "report: %s\n", o.report.c_str());
   }
@@ -184,7 +199,7 @@ CommandRun cmd_inspect_register(CLI::App* app) {
   struct Opts {
     std::string model;
     bool json = false;
-    std::string data, report, json_out, compare, metrics, tokenizer;
+    std::string data, report, json_out, compare, metrics, tokenizer, experiments;
     int64_t tokens = 16384;
     InspectOptions io;
   };
@@ -207,6 +222,9 @@ CommandRun cmd_inspect_register(CLI::App* app) {
   app->add_option("--metrics", o->metrics,
                   "training telemetry for the report (default: MODEL/metrics.jsonl if present)");
   app->add_option("--tokenizer", o->tokenizer, "tokenizer.json (default: MODEL/tokenizer.json)");
+  app->add_option("--experiments", o->experiments,
+                  "with --report: draw the results of `moe experiment` in this folder (e.g. "
+                  "docs/experiments) as experiments.html beside the report, linked from it");
   app->add_option("--tokens", o->tokens, "most tokens to route")->capture_default_str();
   app->add_option("--window", o->io.window, "tokens per window (each from an empty cache)")
       ->capture_default_str();

@@ -31,6 +31,7 @@ CommandRun cmd_eval_register(CLI::App* app);
 CommandRun cmd_export_register(CLI::App* app);
 CommandRun cmd_serve_register(CLI::App* app);
 CommandRun cmd_template_register(CLI::App* app);
+CommandRun cmd_experiment_register(CLI::App* app);
 
 // Parses "1,2,3" into ids; throws MoeError naming `flag` on anything else.
 std::vector<int32_t> parse_id_list(const std::string& text, const char* flag);

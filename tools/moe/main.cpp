@@ -113,6 +113,8 @@ int moe_main(int argc, char** argv) {
   add("chat", "interactive chat through the model's chat template", moe::cmd_chat_register);
   add("serve", "OpenAI-compatible HTTP server with continuous batching", moe::cmd_serve_register);
   add("template", "render messages with a chat template, as /apply-template", moe::cmd_template_register);
+  add("experiment", "train the configurations of an experiment with several seeds, write "
+      "docs/experiments.md", moe::cmd_experiment_register);
   {
     CLI::App* bench = app.add_subcommand("bench", "benchmarks: an MoE layer, decode, prefill");
     bench->require_subcommand(1);
