@@ -59,7 +59,8 @@ TEST(GgufExportErrors, UnsupportedFeatureNamed) {
                              moe_test::fixture_path("mixtral_fused_swa_tied_bf16") + " --gguf " +
                              dir + "/x.gguf");
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_NE(r.err.find("sliding-window attention cannot be exported to GGUF yet"), std::string::npos)
+  EXPECT_NE(r.err.find("sliding-window attention cannot be exported to GGUF yet"),
+            std::string::npos)
       << r.err;
   EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << r.err;
   // What deepseek2 and gpt-oss files cannot hold: half-split rope, full attention on layer 0.

@@ -280,7 +280,8 @@ void write_deepseek_kv(Exporter* x, const std::string& A) {
   int dense = 0;
   while (dense < c.n_layers && !c.is_moe[dense]) ++dense;
   kv.push_back({A + "leading_dense_block_count", u32(dense)});
-  kv.push_back({A + "expert_shared_count", u32(c.expert_ffn > 0 ? c.shared_ffn / c.expert_ffn : 0)});
+  const int shared = c.expert_ffn > 0 ? c.shared_ffn / c.expert_ffn : 0;
+  kv.push_back({A + "expert_shared_count", u32(shared)});
   kv.push_back({A + "expert_weights_scale", f32v(c.router.scale)});
   kv.push_back({A + "expert_gating_func", u32(c.router.score == SCORE_SIGMOID ? 2 : 1)});
   kv.push_back({A + "expert_group_count", u32(c.router.n_group)});
@@ -288,7 +289,8 @@ void write_deepseek_kv(Exporter* x, const std::string& A) {
   if (c.rope.type != "yarn") return;
   kv.push_back({A + "rope.scaling.type", strv("yarn")});
   kv.push_back({A + "rope.scaling.factor", f32v(c.rope.factor)});
-  kv.push_back({A + "rope.scaling.original_context_length", u32(static_cast<int64_t>(c.rope.orig_max_pos))});
+  kv.push_back({A + "rope.scaling.original_context_length",
+                u32(static_cast<int64_t>(c.rope.orig_max_pos))});
   kv.push_back({A + "rope.scaling.yarn_beta_fast", f32v(c.rope.beta_fast)});
   kv.push_back({A + "rope.scaling.yarn_beta_slow", f32v(c.rope.beta_slow)});
   kv.push_back({A + "rope.scaling.yarn_log_multiplier", f32v(0.1 * c.rope.mscale_all_dim)});

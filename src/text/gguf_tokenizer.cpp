@@ -146,7 +146,8 @@ void vocab_and_added(const std::vector<std::string>& tokens, const std::vector<i
 
 // A TemplateProcessing post-processor adding BOS (tokenizer.ggml.add_bos_token, default
 // add_bos_default) before and EOS (add_eos_token, default false) after the text; null if neither.
-ojson special_post(const GgufFile& g, const std::vector<std::string>& tokens, bool add_bos_default) {
+ojson special_post(const GgufFile& g, const std::vector<std::string>& tokens,
+                   bool add_bos_default) {
   ojson single = ojson::array(), pair = ojson::array(), specials = ojson::object();
   auto piece = [&](const char* which, int type_id, ojson* to) {
     const std::string key = std::string("tokenizer.ggml.") + which + "_token_id";
@@ -257,11 +258,14 @@ std::string gguf_spm_tokenizer_json(const GgufFile& g) {
          static_cast<long long>(unk));
   const bool bytes = std::find(types.begin(), types.end(), 6) != types.end();
   const bool prefix = g.get_int("tokenizer.ggml.add_space_prefix", 1) != 0;
-  const ojson replace_space = {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "\u2581"}};
+  const ojson replace_space = {
+      {"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "\u2581"}};
   ojson norms = ojson::array();
   if (prefix) norms.push_back({{"type", "Prepend"}, {"prepend", "\u2581"}});
   norms.push_back(replace_space);
-  ojson decs = ojson::array({{{"type", "Replace"}, {"pattern", {{"String", "\u2581"}}}, {"content", " "}},
+  ojson decs = ojson::array({{{"type", "Replace"},
+                              {"pattern", {{"String", "\u2581"}}},
+                              {"content", " "}},
                              {{"type", "ByteFallback"}}, {{"type", "Fuse"}}});
   if (prefix) decs.push_back({{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}});
   ojson tok;
