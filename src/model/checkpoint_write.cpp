@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "io/mapped_file.h"
+#include "quant/ggml_types.h"
 
 namespace moe {
 
@@ -65,7 +66,7 @@ OutTensor plan_tensor(const TensorSpec& s, QType t, DType src_dtype,
   o.spec = s;
   o.type = t;
   o.st.name = s.name;
-  if (qtype_is_block(t)) {
+  if (qtype_is_written_block(t)) {
     const BlockLayout b = block_layout(s, t);
     o.st.dtype = DT_U8;
     o.st.shape = {b.rows, b.row_bytes};
@@ -112,7 +113,7 @@ bool fill_quantized(const OutTensor& o, int64_t r0, int64_t n, uint8_t* dst) {
     return true;
   }
   bool ok = true;
-  if (!qtype_is_block(o.type) || !o.spec.in_major) {
+  if (!qtype_is_written_block(o.type) || !o.spec.in_major) {
     // Stored rows are the source's rows (along the last axis).
     const int64_t cols = o.spec.shape.back();
     const int64_t rb = qtype_row_bytes(o.type, cols);
@@ -193,7 +194,7 @@ void random_row(uint64_t seed, uint64_t tensor_hash, int64_t row, InitKind kind,
 void fill_random(const OutTensor& o, uint64_t seed, int64_t r0, int64_t n, uint8_t* dst) {
   const InitKind kind = init_kind(o.spec.name);
   const uint64_t h = name_hash(o.spec.name);
-  const int64_t cols = qtype_is_block(o.type) ? block_layout(o.spec, o.type).cols
+  const int64_t cols = qtype_is_written_block(o.type) ? block_layout(o.spec, o.type).cols
                                               : (o.spec.shape.empty() ? 1 : o.spec.shape.back());
   const QType t = o.type;  // QT_F32 writes fp32 rows
   const int64_t rb = qtype_row_bytes(t, cols);
@@ -227,9 +228,11 @@ QType ckpt_tensor_type(const TensorSpec& s, QType t, bool experts_only) {
   if (t == QT_F32 || s.role == TR_OTHER) return QT_F32;
   if ((s.role == TR_LINEAR || s.role == TR_OUTPUT) && experts_only) return QT_F32;
   if (s.role == TR_OUTPUT && t == QT_Q4_0) t = QT_Q8_0;
-  if (qtype_is_block(t)) {
+  if (s.role == TR_OUTPUT && (t == QT_Q4_K || t == QT_Q5_K)) t = QT_Q6_K;
+  if (qtype_is_written_block(t)) {
     if (s.shape.size() < 2) return QT_F32;
     const int64_t in = s.in_major ? s.shape[s.shape.size() - 2] : s.shape.back();
+    if (in > 0 && in % qtype_block_size(t) != 0 && in % kQBlock == 0) t = QT_Q8_0;  // K-quants
     if (in <= 0 || in % kQBlock != 0) return QT_F32;
   }
   return t;
@@ -260,8 +263,9 @@ void write_dir_atomic(const std::string& out_arg,
 
 void ckpt_quantize(const std::string& in_dir, const std::string& out_dir, QType t,
                    bool experts_only, CkptWriteStats* stats) {
-  if (t != QT_BF16 && !qtype_is_block(t))
-    fail("quantize: type %s is not a storage type to convert to (bf16, q8_0, q4_0)", qtype_name(t));
+  if (t != QT_BF16 && !qtype_is_written_block(t))
+    fail("quantize: type %s is not a storage type to convert to (bf16, q8_0, q4_0, q4_k, q5_k, "
+         "q6_k)", qtype_name(t));
   Model m;
   LoadOptions lo;
   lo.no_data = true;
@@ -299,8 +303,9 @@ void ckpt_quantize(const std::string& in_dir, const std::string& out_dir, QType 
 
   write_dir_atomic(out_dir, [&](const std::string& tmp) {
     copy_file(join(in_dir, "config.json"), join(tmp, "config.json"));
-    if (file_exists(join(in_dir, "generation_config.json")))
-      copy_file(join(in_dir, "generation_config.json"), join(tmp, "generation_config.json"));
+    for (const char* f : {"generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                          "chat_template.jinja"})
+      if (file_exists(join(in_dir, f))) copy_file(join(in_dir, f), join(tmp, f));
     st_write_stream(
         join(tmp, "model.safetensors"), st, meta,
         [&](size_t i, int64_t r0, int64_t n, uint8_t* dst) {

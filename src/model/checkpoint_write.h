@@ -28,15 +28,16 @@ struct CkptWriteStats {
 // How a tensor is stored under `--type t`: t, or QT_F32 for "as it is" (the input's dtype when
 // quantizing, F32 when initialising). Routed experts take t, and so do attention, dense and
 // shared-expert matrices unless experts_only; so does an untied lm_head unless experts_only,
-// except that q4_0 stores it as q8_0 (the output matrix is the most sensitive to rounding, and
-// llama.cpp also keeps it at a higher precision than Q4_0). Embeddings, a tied lm_head, norms,
-// biases, routers and sinks never do, and the block types also need an input axis that is a
-// multiple of 32.
+// except that q4_0 stores it as q8_0 and q4_k / q5_k as q6_k (the output matrix is the most
+// sensitive to rounding, and llama.cpp also keeps it at a higher precision, as its Q4_K_M does).
+// Embeddings, a tied lm_head, norms, biases, routers and sinks never do, and the block types also
+// need an input axis that is a multiple of 32; the K-quants take one of 256, and a matrix whose
+// input axis is a multiple of 32 only is stored as q8_0 instead.
 QType ckpt_tensor_type(const TensorSpec& s, QType t, bool experts_only);
 
-// Writes a copy of the checkpoint in in_dir to out_dir (config.json, generation_config.json if
-// present, model.safetensors) with tensors stored per ckpt_tensor_type. t: QT_BF16, QT_Q8_0 or
-// QT_Q4_0. The input is validated as model_load would; an input that already holds Q8_0/Q4_0
+// Writes a copy of the checkpoint in in_dir to out_dir (config.json; generation_config.json,
+// tokenizer.json, tokenizer_config.json and chat_template.jinja if present; model.safetensors) with tensors stored per ckpt_tensor_type. t: QT_BF16 or a
+// qtype_is_written_block type (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K). The input is validated as model_load would; an input that already holds Q8_0/Q4_0
 // tensors is refused.
 void ckpt_quantize(const std::string& in_dir, const std::string& out_dir, QType t,
                    bool experts_only, CkptWriteStats* stats);

@@ -38,12 +38,13 @@ struct QuantMeta {
   bool transposed = false;
 };
 
-// ggml: the GGUF types (F16, Q4_1, .., MXFP4) are allowed too (archives made from a GGUF file,
-// model/gguf_model.h, whose metadata has kSourceKey = "gguf").
+// The types the checkpoint writers store (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K); with ggml, every GGUF
+// type (F16, Q4_1, .., MXFP4) too (archives made from a GGUF file, model/gguf_model.h, whose
+// metadata has kSourceKey = "gguf").
 bool parse_quant_meta(const std::string& v, QuantMeta* q, bool ggml) {
   const size_t c1 = v.find(':');
   if (c1 == std::string::npos || !qtype_parse_any(v.substr(0, c1), &q->type) ||
-      !(qtype_is_block(q->type) || (ggml && qtype_is_ggml(q->type))))
+      !(qtype_is_written_block(q->type) || (ggml && qtype_is_ggml(q->type))))
     return false;
   const size_t c2 = v.find(':', c1 + 1);
   const std::string dims =
@@ -151,8 +152,9 @@ struct Binder {
       QuantMeta q;
       auto src = meta.find(kSourceKey);
       if (!parse_quant_meta(it->second, &q, src != meta.end() && src->second == "gguf"))
-        fail("%s: __metadata__ '%s' = '%s': expected '<q8_0|q4_0>:<d0>,<d1>,...[:t]'", f,
-             key.c_str(), it->second.c_str());
+        fail("%s: __metadata__ '%s' = '%s': expected '<q8_0|q4_0>:<d0>,<d1>,...[:t]' (or q4_k, "
+             "q5_k, q6_k)",
+             f, key.c_str(), it->second.c_str());
       if (q.transposed && !transposed_ok)
         fail("%s: tensor '%s': transposed (':t') storage is only supported for gpt-oss's expert "
              "tensors", f, name.c_str());
@@ -274,7 +276,7 @@ struct Binder {
     float* dst = alloc(static_cast<size_t>(n));
     const int64_t r0 = opt.expert_begin * rpe, r1 = opt.expert_end * rpe;
     for (int64_t r = r0; r < r1; ++r) {
-      if (qtype_is_block(st.raw)) {
+      if (qtype_is_block(st.raw) || qtype_is_ggml(st.raw)) {
         dequantize_row(st.raw, t.data + r * st.row_bytes, dst + r * cols, cols);
       } else {
         dtype_to_f32(t.dtype, t.data + r * cols * dtype_size(t.dtype), dst + r * cols,
@@ -389,7 +391,7 @@ void bind_experts_gpt_oss(Binder& b, LayerWeights& lw, const std::string& p) {
   const Stored dn = b.tensor(p + "experts.down_proj", {E, F, D}, true);
   const float* dnb = b.f32(p + "experts.down_proj_bias", {E, D});
   for (const Stored* st : {&gu, &dn}) {
-    if (qtype_is_block(st->raw) && !st->transposed)
+    if ((qtype_is_block(st->raw) || qtype_is_ggml(st->raw)) && !st->transposed)
       fail("%s: tensor '%s': gpt-oss expert tensors must be quantized transposed (':t'), along "
            "their input axis", b.file_of(*st->t).c_str(), st->t->name.c_str());
   }

@@ -8,6 +8,7 @@
 #include "core/dtype.h"
 #include "core/error.h"
 #include "quant/ggml_types.h"
+#include "quant/kquant_write.h"
 
 namespace moe {
 
@@ -234,6 +235,17 @@ bool qtype_is_block(QType t) {
   return t == QT_Q8_0 || t == QT_Q4_0;
 }
 
+bool qtype_is_written_block(QType t) {
+  return qtype_is_block(t) || t == QT_Q4_K || t == QT_Q5_K || t == QT_Q6_K;
+}
+
+bool qtype_parse_written(const std::string& s, QType* out) {
+  QType t;
+  if (!qtype_parse_any(s, &t) || (qtype_is_ggml(t) && !qtype_is_written_block(t))) return false;
+  *out = t;
+  return true;
+}
+
 int64_t qtype_row_bytes(QType t, int64_t n) {
   switch (t) {
     case QT_F32:
@@ -332,6 +344,15 @@ void quantize_row(QType t, const float* x, void* y, int64_t n) {
       return;
     case QT_Q4_0:
       quantize_row_q4_0(x, y, n);
+      return;
+    case QT_Q4_K:
+      quantize_row_q4_k(x, y, n);
+      return;
+    case QT_Q5_K:
+      quantize_row_q5_k(x, y, n);
+      return;
+    case QT_Q6_K:
+      quantize_row_q6_k(x, y, n);
       return;
     default:
       MOE_CHECK(false);

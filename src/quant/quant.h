@@ -78,6 +78,11 @@ bool qtype_parse_any(const std::string& s, QType* out);
 // F16 and the GGUF block types (QT_F16 .. QT_MXFP4).
 inline bool qtype_is_ggml(QType t) { return t >= QT_F16 && t < QT_COUNT; }
 bool qtype_is_block(QType t);  // Q8_0 or Q4_0
+// The block types the checkpoint writers (`moe quantize`, `moe init`) store: Q8_0, Q4_0 and the
+// K-quants Q4_K, Q5_K, Q6_K (quant/kquant_write.h).
+bool qtype_is_written_block(QType t);
+// Parses the types the checkpoint writers produce: f32, bf16, q8_0, q4_0, q4_k, q5_k, q6_k.
+bool qtype_parse_written(const std::string& s, QType* out);
 // Bytes of one row of n elements; for block types n must be a multiple of the block size
 // (32, or 256 for the K-quants).
 int64_t qtype_row_bytes(QType t, int64_t n);
@@ -86,7 +91,8 @@ int64_t qtype_row_bytes(QType t, int64_t n);
 void quantize_row_q8_0(const float* x, void* y, int64_t n);
 void quantize_row_q4_0(const float* x, void* y, int64_t n);
 void quantize_row_bf16(const float* x, void* y, int64_t n);
-void quantize_row(QType t, const float* x, void* y, int64_t n);  // QT_F32 copies
+// QT_F32 copies; also the K-quants of qtype_is_written_block.
+void quantize_row(QType t, const float* x, void* y, int64_t n);
 // Q8X row (n / 32 * kQ8xBytes bytes): quantize_row_q8_0, then the Q8X layout.
 void quantize_row_q8x(const float* x, void* y, int64_t n);
 void dequantize_row_q8_0(const void* x, float* y, int64_t n);

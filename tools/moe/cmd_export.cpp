@@ -3,6 +3,7 @@
 #include <memory>
 
 #include "commands.h"
+#include "io/gguf.h"
 #include "model/gguf_export.h"
 
 namespace moe {
@@ -17,8 +18,9 @@ CommandRun cmd_export_register(CLI::App* app) {
   return [o]() {
     Model m;
     model_load(&m, o->model);
-    gguf_export(m, o->gguf);
-    std::fprintf(stderr, "moe export: wrote %s\n", o->gguf.c_str());
+    const bool tok = gguf_export(m, o->gguf, is_gguf_path(o->model) ? "" : o->model);
+    std::fprintf(stderr, "moe export: wrote %s%s\n", o->gguf.c_str(),
+                 tok ? " (with the tokenizer)" : " (no tokenizer.json: without a tokenizer)");
     return 0;
   };
 }

@@ -1,4 +1,4 @@
-// `moe quantize` (a BF16 / Q8_0 / Q4_0 copy of a checkpoint) and `moe init` (a random-weight
+// `moe quantize` (a BF16 / Q8_0 / Q4_0 / Q4_K / Q5_K / Q6_K copy of a checkpoint) and `moe init` (a random-weight
 // checkpoint of a config.json).
 #include <cstdio>
 #include <memory>
@@ -20,9 +20,10 @@ std::string human_bytes(int64_t b) {
 
 QType parse_type(const std::string& s, bool allow_f32) {
   QType t;
-  if (!qtype_parse(s, &t) || (t == QT_F32 && !allow_f32))
+  if (!qtype_parse_written(s, &t) || (t == QT_F32 && !allow_f32))
     fail("--type '%s': expected %s", s.c_str(),
-         allow_f32 ? "f32, bf16, q8_0 or q4_0" : "bf16, q8_0 or q4_0");
+         allow_f32 ? "f32, bf16, q8_0, q4_0, q4_k, q5_k or q6_k"
+                   : "bf16, q8_0, q4_0, q4_k, q5_k or q6_k");
   return t;
 }
 
@@ -37,7 +38,7 @@ CommandRun cmd_quantize_register(CLI::App* app) {
   auto o = std::make_shared<Opts>();
   app->add_option("--in", o->in, "checkpoint folder to read")->required();
   app->add_option("--out", o->out, "new folder to write (must not exist)")->required();
-  app->add_option("--type", o->type, "bf16, q8_0 or q4_0")->required();
+  app->add_option("--type", o->type, "bf16, q8_0, q4_0, q4_k, q5_k or q6_k")->required();
   app->add_flag("--experts-only", o->experts_only,
                 "convert only the routed experts (default: all weight matrices)");
   app->add_option("--threads", o->threads, "threads (0 = all cores)")->capture_default_str();
@@ -68,7 +69,7 @@ CommandRun cmd_init_register(CLI::App* app) {
   app->add_option("--config", o->config, "config.json of the architecture")->required();
   app->add_flag("--random", o->random, "random weights (the only initialisation so far)");
   app->add_option("--out", o->out, "new folder to write (must not exist)")->required();
-  app->add_option("--type", o->type, "f32, bf16, q8_0 or q4_0 weight matrices")
+  app->add_option("--type", o->type, "f32, bf16, q8_0, q4_0, q4_k, q5_k or q6_k weight matrices")
       ->capture_default_str();
   app->add_option("--seed", o->seed, "random seed")->capture_default_str();
   app->add_flag("--fused", o->fused, "fused 3-D expert tensors (transformers 5 layout)");
