@@ -53,14 +53,19 @@ std::vector<Experiment> make_registry() {
                  "--experts 16 --top-k 3 --expert-ffn 128 --renorm --shared-experts 1"}}});
   x.push_back({"routers", "Routers",
                "Ranking of the routers. DeepSeekMoE's ablation orders them dense > hash > Switch "
-               "top-1 > GShard top-2 in loss. Every MoE has 8 experts of width 512.",
+               "top-1 > GShard top-2 in loss; BASE (Lewis et al. 2021), Sinkhorn (S-BASE) and "
+               "REINFORCE routing join them. Every MoE has 8 experts of width 512.",
                "", 120, 0, 40, 0, 0, "", {},
                {{"dense, FFN 512", kDense512},
                 {"hash", "--experts 8 --top-k 1 --expert-ffn 512 --router hash"},
                 {"random", "--experts 8 --top-k 1 --expert-ffn 512 --router random"},
                 {"top-1 (Switch)", "--experts 8 --top-k 1 --expert-ffn 512"},
                 {"top-2 (GShard)", "--experts 8 --top-k 2 --expert-ffn 512 --renorm"},
-                {"expert choice", "--experts 8 --top-k 1 --expert-ffn 512 --router expert_choice"}}});
+                {"expert choice", "--experts 8 --top-k 1 --expert-ffn 512 --router expert_choice"},
+                {"BASE", "--experts 8 --top-k 1 --expert-ffn 512 --router base"},
+                {"Sinkhorn", "--experts 8 --top-k 1 --expert-ffn 512 --router sinkhorn"},
+                {"REINFORCE",
+                 "--experts 8 --top-k 1 --expert-ffn 512 --router reinforce --rl-entropy 0.01"}}});
   x.push_back({"balancing", "Load balancing",
                "Without balancing the experts collapse; compared: Switch aux loss, the aux-loss-free "
                "bias (DeepSeek-V3), the sequence-wise loss and the device-level loss (DeepSeek-V2), "
@@ -70,7 +75,8 @@ std::vector<Experiment> make_registry() {
                 {"Switch aux 0.01", "--aux-loss 0.01"},
                 {"aux-free bias", "--aux-loss 0 --router sigmoid_bias"},
                 {"sequence-wise 0.01", "--aux-loss 0 --seq-aux-loss 0.01"},
-                {"device-level 0.01, 4 devices", "--aux-loss 0 --device-loss 0.01 --devices 4"}}});
+                {"device-level 0.01, 4 devices", "--aux-loss 0 --device-loss 0.01 --devices 4"},
+                {"Sinkhorn selection", "--aux-loss 0 --router sinkhorn"}}});
   x.push_back({"z-loss", "Router z-loss at a high learning rate",
                "At a high learning rate, the z-loss bounds the router logits and removes loss "
                "spikes (ST-MoE, Zoph et al. 2022). Learning rate 2e-2, 8 experts of width 256, top-2.",

@@ -471,7 +471,7 @@ namespace {
 // the tail of the device-level and communication losses. fd (D) sits at r.work[0, D).
 double device_mass_loss(const Routing& r, const RouterSpec& spec, int n_devices, float alpha,
                         float grad_scale, float* dlogits) {
-  const int N = r.N, E = r.E, per = E / n_devices;
+  const int N = r.N, E = r.E, K = r.K, per = E / n_devices;
   const float* fd = r.work.data();  // (D)
   float* Pd = r.work.data() + E;    // (D)
   float* dp = Pd + E;               // (E)
