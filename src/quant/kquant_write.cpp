@@ -126,6 +126,10 @@ void quantize_block_q45k(const float* x, uint8_t* b, int nmax) {
     max_s = std::fmax(max_s, f[j].s);
     max_o = std::fmax(max_o, f[j].o);
   }
+  // fmax(+0, -0) may return either zero (it differs between g++ and clang++), and an offset of
+  // -lo with lo = 0 is -0: store +0, so every build writes the same bytes.
+  if (max_s == 0.0f) max_s = 0.0f;
+  if (max_o == 0.0f) max_o = 0.0f;
   const uint16_t hd = f32_to_f16(max_s / 63.0f), hm = f32_to_f16(max_o / 63.0f);
   const float d = f16_to_f32(hd), dmin = f16_to_f32(hm);
   int sc[8], m[8];
