@@ -13,6 +13,7 @@ pkgs=(g++ cmake ninja-build make pkg-config git ca-certificates
       libopenmpi-dev openmpi-bin  # expert parallelism (mpirun)
       libcpp-httplib-dev curl  # moe serve and its tests
       clang-16 libomp-16-dev libfuzzer-16-dev libclang-rt-16-dev  # sanitizer + fuzz build
+      llvm-16  # llvm-symbolizer: file and line in sanitizer reports
       python3-torch  # the PyTorch reference trainer of the training-parity test
       chromium)  # renders the routing report in the browser test
 # Node.js and npm fetch the default corpus and tokenizer data from the npm
