@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <filesystem>
 
+#include <nlohmann/json.hpp>
+
 #include "core/error.h"
 #include "infer/forward.h"
 #include "model/checkpoint_write.h"
@@ -186,6 +188,39 @@ TEST(ExpertCache, RejectsSizeThatHoldsNoExpert) {
   model_load(&f32, make_model(root, QT_F32, false));
   o.gib = 1.0;
   EXPECT_THROW(expert_cache_attach(&f32, o), MoeError);  // no raw experts
+  std::filesystem::remove_all(root);
+}
+
+// `moe generate --expert-cache`: the same tokens as without it, the cache's counters in --stats
+// (whole run and per phase), and a size that holds no expert refused with a one-line error.
+TEST(ExpertCache, GenerateFlagAndStats) {
+  const std::string root = moe_test::make_temp_dir("xcli");
+  const std::string dir = make_model(root, QT_Q4_0, false);
+  Model m;
+  model_load(&m, dir);
+  char gib[32];  // every digit: std::to_string's six decimals would round the size down
+  std::snprintf(gib, sizeof gib, "%.17g", gib_for(m, 3));
+  const std::string args = "generate --threads 1 --model " + dir +
+                           " --ids 1,2,3 -n 6 --ignore-eos --temperature 1 --seed 3";
+  auto plain = moe_test::run_moe(args);
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  const std::string stats = root + "/stats.json";
+  auto r = moe_test::run_moe(args + " --expert-cache " + std::string(gib) + " --stats " + stats);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, plain.out);
+  EXPECT_NE(r.err.find("stats: expert cache:"), std::string::npos) << r.err;
+  const auto j = nlohmann::json::parse(moe_test::slurp(stats));
+  const auto& c = j["expert_cache"];
+  EXPECT_EQ(c["slots"].get<int>(), 3);
+  EXPECT_EQ(c["tokens"].get<int>(), 3 + 5);  // prefill, then 5 tokens fed back
+  EXPECT_EQ(c["lookups"].get<int64_t>(),
+            c["hits"].get<int64_t>() + c["admitted"].get<int64_t>() + c["from_map"].get<int64_t>());
+  EXPECT_GT(c["prediction_accuracy"].get<double>(), 0.0);
+  EXPECT_EQ(j["prefill"]["cache_lookups"].get<int64_t>() + j["decode"]["cache_lookups"].get<int64_t>(),
+            c["lookups"].get<int64_t>());
+  auto bad = moe_test::run_moe(args + " --expert-cache 0.000000001");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("expert cache: 0.000 GiB holds no expert"), std::string::npos) << bad.err;
   std::filesystem::remove_all(root);
 }
 
