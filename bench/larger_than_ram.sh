@@ -10,6 +10,9 @@
 #            `echo 3 > /proc/sys/vm/drop_caches`)
 #   limit-X  cold, and the process runs in a memory cgroup limited to X (less than the file), so
 #            the page cache cannot hold every expert: the steady state of a larger-than-RAM model
+#   limit-X-cache[-noprefetch]
+#            the same limit with `--expert-cache` (moe/expert_cache.h) sized to fit inside it
+#            (X minus CACHE_RESERVE), with and without the next layer's prefetch
 # Each condition runs for two routings of the same shapes: the config's own learned router with
 # random weights (which, untrained, sends most tokens to the same few experts per layer), and
 # moe.cpp's "random" router (a moe_cpp config of the same shapes: every token draws its experts
@@ -24,7 +27,11 @@
 #   CONFIG  default bench/configs/olmoe-1b-7b.json     TYPE   default q4_0
 #   N       decode steps (default 32)   THREADS (default: all cores)
 #   IDS     prompt ids (default 1: the "prefill" is the first token, so decode starts cold)
-#   LIMITS  memory limits for the third condition (default "2560M 1792M"; "" skips it)
+#   LIMITS  memory limits for the third condition (default "50%": half the checkpoint's size;
+#           sizes like 2560M also work; "" skips it)
+#   CACHE_RESERVE  what the cache leaves of a limit for the process and the page cache (default
+#           640M: the non-expert tensors a token reads, about 0.26 GB, and the process's own memory)
+#   CACHE_MODES    which cache rows (default "prefetch noprefetch"; "" skips them)
 #   DROP    fadvise (default: only this file leaves the cache) or drop_caches
 #   MOE     the moe binary (default build/bin/moe)
 # Needs build/bin/moe, python3, GNU time (/usr/bin/time) and, for the limits, a writable memory
@@ -38,7 +45,9 @@ TYPE=${TYPE:-q4_0}
 N=${N:-32}
 IDS=${IDS:-1}
 THREADS=${THREADS:-$(nproc)}
-LIMITS=${LIMITS-2560M 1792M}
+LIMITS=${LIMITS-50%}
+CACHE_RESERVE=${CACHE_RESERVE:-640M}
+CACHE_MODES=${CACHE_MODES-prefetch noprefetch}
 ROUTERS=${ROUTERS:-learned random}
 DROP=${DROP:-fadvise}
 KEEP=${KEEP:-0}
@@ -98,17 +107,17 @@ evict() {
 warm_up() { cat "${FILES[@]}" > /dev/null; }
 cached_bytes() { fincore --bytes --noheadings --output RES "${FILES[@]}" 2>/dev/null | awk '{s += $1} END {printf "%.0f\n", s}'; }
 
-# run NAME [command prefix...]: one generate run of $CUR with its /usr/bin/time -v and --stats
-# output.
+# run NAME "EXTRA MOE ARGS" [command prefix...]: one generate run of $CUR with its
+# /usr/bin/time -v and --stats output.
 run() {
-  local name=$1
-  shift
+  local name=$1 extra=$2
+  shift 2
   echo "$(cached_bytes)" > "$WORK/$name.cached"
   echo "$FILE_BYTES" > "$WORK/$name.bytes"
   cut -d' ' -f1 /proc/loadavg > "$WORK/$name.load"
   "$@" /usr/bin/time -v -o "$WORK/$name.time" "$MOE" generate --model "$CUR" --ids "$IDS" \
     -n $((N + 1)) --ignore-eos --temperature 1 --seed 1 --threads "$THREADS" --stats "$WORK/$name.json" \
-    > /dev/null 2> "$WORK/$name.err" || { echo "run $name failed:" >&2; cat "$WORK/$name.err" >&2; return 1; }
+    $extra > /dev/null 2> "$WORK/$name.err" || { echo "run $name failed:" >&2; cat "$WORK/$name.err" >&2; return 1; }
   grep '^stats:' "$WORK/$name.err" | sed "s/^/  $name: /" >&2
   echo "$name" >> "$WORK/runs"
 }
@@ -154,25 +163,38 @@ for router in $ROUTERS; do
   fi
   echo "larger_than_ram: $CUR ($router router), $((FILE_BYTES / 1048576)) MiB in ${#FILES[@]} file(s); $N decode steps, $THREADS threads" >&2
   warm_up
-  run "$router-warm"
+  run "$router-warm" ""
   evict
-  run "$router-cold"
+  run "$router-cold" ""
   for lim in $LIMITS; do
-    bytes=$(numfmt --from=iec "$lim")
-    if how=$(in_cgroup "$bytes" "$router-$lim"); then
-      case $how in cgroup-*) CGROUPS+=("${how#*:}") ;; esac
-      evict
-      case $how in
-        cgroup-v1:*|cgroup-v2:*)
-          run "$router-limit-$lim" sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "${how#*:}" ;;
-        systemd-run)
-          run "$router-limit-$lim" systemd-run --scope --quiet -p MemoryMax="$bytes" -p MemorySwapMax=0 ;;
+    case $lim in
+      *%) bytes=$((FILE_BYTES * ${lim%\%} / 100 / 1048576 * 1048576)); lim=$((bytes / 1048576))M ;;
+      *) bytes=$(numfmt --from=iec "$lim") ;;
+    esac
+    cache_gib=$(python3 -c "print(f'{($bytes - $(numfmt --from=iec "$CACHE_RESERVE")) / 2**30:.3f}')")
+    variants=("plain")
+    for mode in $CACHE_MODES; do variants+=("$mode"); done
+    for v in "${variants[@]}"; do
+      case $v in
+        plain) name="$router-limit-$lim"; extra="" ;;
+        prefetch) name="$router-limit-$lim-cache"; extra="--expert-cache $cache_gib" ;;
+        noprefetch) name="$router-limit-$lim-cache-noprefetch"; extra="--expert-cache $cache_gib --no-expert-prefetch" ;;
       esac
-      NOTES+=("$router-limit-$lim: memory limit $bytes bytes ($lim) through ${how%%:*}")
-      case $how in cgroup-*) rmdir "${how#*:}" 2>/dev/null || true ;; esac
-    else
-      NOTES+=("$router-limit-$lim: skipped: no writable memory cgroup and no systemd-run with systemd as init")
-    fi
+      if how=$(in_cgroup "$bytes" "$router-$lim-$v"); then
+        case $how in cgroup-*) CGROUPS+=("${how#*:}") ;; esac
+        evict
+        case $how in
+          cgroup-v1:*|cgroup-v2:*)
+            run "$name" "$extra" sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "${how#*:}" ;;
+          systemd-run)
+            run "$name" "$extra" systemd-run --scope --quiet -p MemoryMax="$bytes" -p MemorySwapMax=0 ;;
+        esac
+        NOTES+=("$name: memory limit $bytes bytes ($lim) through ${how%%:*}${extra:+; $extra}")
+        case $how in cgroup-*) rmdir "${how#*:}" 2>/dev/null || true ;; esac
+      else
+        NOTES+=("$name: skipped: no writable memory cgroup and no systemd-run with systemd as init")
+      fi
+    done
   done
 done
 
@@ -197,7 +219,7 @@ per_weight = {"q4_0": 18 / 32, "q8_0": 34 / 32, "bf16": 2, "f32": 4}[qtype]
 expert_bytes = 3 * F * D * per_weight
 active = L * K * expert_bytes                     # routed-expert bytes one token needs
 all_experts = L * E * expert_bytes
-lm_head = V * D * 4 if not cfg.get("tie_word_embeddings") else 0
+other = file_bytes - all_experts                   # embeddings, attention, lm_head, norms, routers
 runs = [l.strip() for l in open(f"{work}/runs")]
 def gtime(name):
     t = open(f"{work}/{name}.time").read()
@@ -215,9 +237,9 @@ print(f"Model: `{model}`, a random-weight {cfg['model_type']} checkpoint (`moe i
       f"vocab {V}); {file_bytes / 2**30:.2f} GiB on disk ({disk}: {seq} sequential with O_DIRECT). "
       f"Routed experts: {all_experts / 2**30:.2f} GiB, {expert_bytes / 2**20:.2f} MiB per expert "
       f"(gate, up and down stored one after another); a token's {L}x{K} active experts are "
-      f"**{active / MB:,.0f} MB**, and the f32 lm_head it reads in full is {lm_head / MB:,.0f} MB "
-      f"(embeddings, lm_head, norms and routers stay f32 and in the map; attention matrices are "
-      f"dequantized to f32 at load).")
+      f"**{active / MB:,.0f} MB**. The other tensors take {other / MB:,.0f} MB of the file, all "
+      f"left in the map (the attention matrices and the lm_head raw, read in full by every "
+      f"token; of the f32 embeddings only the token's row).")
 nids = len(ids.split(","))
 print(f"Run: `moe generate --ids {ids} -n {n + 1} --ignore-eos --temperature 1 --seed 1 --threads {threads} "
       f"--stats` ({nids}-token prefill, then {n} decode steps on sampled, so differently routed, "
@@ -230,8 +252,9 @@ print("Routing: `learned-*` rows run the checkpoint above, whose random router w
       "no router weights), where each token draws its experts uniformly: the balanced load a "
       "trained MoE is pushed toward, and the harder case for a page cache. "
       "`limit-X`: cold start inside a memory cgroup limited to X, which must hold the process's "
-      "anonymous memory (about 1.1 GiB, mostly the attention matrices dequantized to f32) and what "
-      "it keeps of the file.\n")
+      "anonymous memory and what it keeps of the file; `limit-X-cache`: the same with "
+      "`--expert-cache` sized to fit in it (X minus the reserve named in the notes), "
+      "`-noprefetch` without the next layer's prefetch.\n")
 print("| condition | load avg | page cache before | load s | load read | prefill s | prefill read | decode tokens/s | decode major faults | decode read / token | read / active-expert bytes | max RSS | process major faults |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 steps = {}
@@ -255,6 +278,33 @@ print("|---|" + "---:|" * len(pick))
 for name, rows in steps.items():
     print(f"| {name} | " + " | ".join(f"{rows[i][0]:.2f} s / {rows[i][2] / MB:,.0f} MB" for i in pick) + " |")
 print()
+cache_rows = [n for n in runs if "cache_lookups" in json.load(open(f"{work}/{n}.json"))["decode"]]
+if cache_rows:
+    print("Expert cache, decode steps only (prefill excluded). Targets of issue 14: decode tokens/s "
+          ">= 2x plain mmap under the same limit; bytes read from storage per token <= 1.5x the "
+          "cache misses' expert bytes.\n")
+    print("| condition | cache | hit rate | miss expert bytes / token | read into the cache / token "
+          "| storage read / token | storage read / miss expert bytes | prefetch requested / token "
+          "| prediction accuracy | decode tokens/s | vs plain mmap, same limit |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name in cache_rows:
+        s = json.load(open(f"{work}/{name}.json"))
+        d, c = s["decode"], s["expert_cache"]
+        tok = d["tokens"]
+        miss = d["miss_expert_bytes"] / tok
+        read = d["read_bytes"] / tok if d["read_bytes"] >= 0 else -1
+        plain = name.split("-cache")[0]
+        ratio = "n/a"
+        if plain in steps:
+            p = json.load(open(f"{work}/{plain}.json"))["decode"]["tokens_per_s"]
+            ratio = f"{d['tokens_per_s'] / p:.2f}x"
+        acc = d["predicted_hits"] / d["predicted_experts"] if d["predicted_experts"] else float("nan")
+        print(f"| {name} | {c['bytes'] / 2**30:.2f} GiB, {c['slots']} experts{'' if c['locked'] else ' (not locked)'} | "
+              f"{100 * d['cache_hits'] / max(d['cache_lookups'], 1):.1f}% | {fmt_mb(miss)} | "
+              f"{fmt_mb(d['cache_read_bytes'] / tok)} | {fmt_mb(read)} | "
+              f"{read / miss if miss > 0 and read >= 0 else float('nan'):.2f}x | "
+              f"{fmt_mb(d['prefetch_bytes'] / tok)} | {100 * acc:.1f}% | {d['tokens_per_s']:.2f} | {ratio} |")
+    print()
 for note in notes:
     print(f"- {note}")
 PY

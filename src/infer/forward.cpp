@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "moe/expert_cache.h"
 #include "ops/backend.h"
 #include "ops/router.h"
 
@@ -181,6 +182,8 @@ void ffn_moe(const Model& m, InferState* s, int l, const SeqSpan* seqs, int n_se
   const LayerWeights& lw = m.layers[l];
   const bool per_seq = n_seqs > 1 && (c.router.kind == ROUTER_RANDOM ||
                                       c.router.kind == ROUTER_EXPERT_CHOICE);
+  s->ffn.xcache = m.expert_cache.get();
+  s->ffn.xcache_layer = l;
   if (!per_seq) {
     moe_forward(s->proj.data(), c, lw, s->xn.data(), T, &s->ffn, s->ids.data(), seqs[0].pos,
                 router_layer_seed(0, l));
@@ -218,6 +221,11 @@ void layer_forward(const Model& m, InferState* s, int l, const SeqSpan* seqs, in
   if (c.mla) attention_mla(m, s, l, seqs, n_seqs, T);
   else attention_gqa(m, s, l, seqs, n_seqs, T);
   be.add(s->h.data(), s->proj.data(), TD);
+  // The expert cache's prefetch: layer l+1's experts predicted from the stream as it is now.
+  if (m.expert_cache && l + 1 < c.n_layers && c.is_moe[l + 1] &&
+      (n_seqs == 1 || c.router.kind != ROUTER_RANDOM))
+    expert_cache_predict(m.expert_cache.get(), m, l + 1, s->h.data(), T, s->ids.data(),
+                         seqs[0].pos);
   be.rmsnorm(s->xn.data(), s->h.data(), lw.ffn_norm, T, D, c.rms_eps);
   if (c.is_moe[l]) {
     ffn_moe(m, s, l, seqs, n_seqs, T);
@@ -262,6 +270,7 @@ void forward_seqs(const Model& m, InferState* s, const SeqSpan* seqs, int n_seqs
   const ModelConfig& c = m.cfg;
   if (n_seqs <= 0) fail("no input tokens");
   const int T = embed_rows(m, s, seqs, n_seqs);
+  if (m.expert_cache) expert_cache_begin_forward(m.expert_cache.get(), T);
   const int D = c.hidden, V = c.vocab;
   if (s->capture) {
     s->capture->idx.resize(c.n_layers);

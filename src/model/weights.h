@@ -87,6 +87,8 @@ struct MtpWeights {
   QWeight head_q;                    // (V, D) raw rows of a quantized head
 };
 
+struct ExpertCache;  // moe/expert_cache.h
+
 struct Model {
   ModelConfig cfg;
   StArchive archive;
@@ -100,6 +102,8 @@ struct Model {
   bool fused_experts = false;                   // checkpoint stores 3-D expert tensors
   int64_t n_params = 0;                         // parameters used by the forward pass
   int64_t weight_bytes = 0;                     // bytes of those parameters as stored
+  // The hot-expert cache (expert_cache_attach), used by every forward of this model; null: none.
+  std::shared_ptr<ExpertCache> expert_cache;
 };
 
 struct LoadOptions {

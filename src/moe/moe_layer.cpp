@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "moe/expert_cache.h"
 #include "ops/backend.h"
 #include "ops/ops.h"
 
@@ -296,7 +297,14 @@ MoeLosses moe_layer_forward(float* out, MoeState* s, const ModelConfig& c, const
     s->seg = d.dispatch(*own, xm, D, s->ex.xs.data());
     if (shared) shared_compute(s, c, lw, xm, n);
   }
-  backend().experts(&s->ex, expert_ffn_spec(c), lw.experts.data(), s->seg, s->train);
+  const ExpertWeights* experts = lw.experts.data();
+  if (s->xcache && !s->ep && !s->train) {
+    s->xw.resize(c.n_experts);  // sized on the first cached call, reused after
+    expert_cache_bind(s->xcache, s->xcache_layer, experts, s->seg, s->xw.data(), s->idx.data(),
+                      N, c.top_k);
+    experts = s->xw.data();
+  }
+  backend().experts(&s->ex, expert_ffn_spec(c), experts, s->seg, s->train);
   d.combine(*own, s->routing.w.data(), s->ex.ys.data(), D, om);
   if (shared) shared_add(om, s, c, n);
   if (s->ep_replicated) gather_rows(s, om, out, D, sizeof(float));

@@ -115,6 +115,12 @@ struct MoeState {
   std::vector<float> sy;       // (N_max, D) shared expert output before its gate
   std::vector<float> sgate;    // (N_max) shared gate logits
   LinearScratch lin;           // shared expert(s) and dense MLPs with raw matrices
+  // Hot-expert cache (moe/expert_cache.h; inference in one process): the caller sets xcache and
+  // the layer index before each call; the experts then run from xw, the layer's experts with the
+  // cached ones pointing at their slots.
+  ExpertCache* xcache = nullptr;
+  int xcache_layer = -1;
+  std::vector<ExpertWeights> xw;  // (E)
   // Backward.
   std::vector<float> dw;       // (A_max) combine-weight gradients
   std::vector<float> dlogits;  // (Nr_max, E)

@@ -270,6 +270,7 @@ void load(ServeState* st) {
   if (o.max_queue < 0) fail("--max-queue must be >= 0");
   if (o.timeout < 0) fail("--timeout must be >= 0");
   model_load(&st->m, o.model_dir);
+  expert_cache_attach(&st->m, o.expert_cache);
   const std::string tj = o.model_dir + "/tokenizer.json", tc = o.model_dir + "/tokenizer_config.json";
   if (file_exists(tj)) {
     tokenizer_load(&st->tok, tj);

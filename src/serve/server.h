@@ -14,6 +14,8 @@
 #include <functional>
 #include <string>
 
+#include "moe/expert_cache.h"
+
 namespace moe {
 
 struct ServeOptions {
@@ -29,6 +31,7 @@ struct ServeOptions {
   size_t max_body = 1 << 20;  // bytes
   int http_threads = 0;       // 0: parallel + max_queue + 8, at most 256
   int threads = 0;            // compute threads the caller set (ops_set_threads), for the scheduler
+  ExpertCacheOptions expert_cache;  // hot-expert cache (--expert-cache GiB; 0 = off)
 };
 
 // Loads the model and serves until SIGTERM or SIGINT. on_listen (may be empty) gets the bound

@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "infer/generate.h"
 #include "io/mapped_file.h"
+#include "moe/expert_cache.h"
 #include "text/chat_template.h"
 #include "text/tokenizer.h"
 #include "text/gguf_tokenizer.h"
@@ -49,6 +50,7 @@ CommandRun cmd_chat_register(CLI::App* app) {
     int n = 512, ctx = 4096, threads = 0, top_k = 0;
     float temperature = 0.7f, top_p = 0.95f;
     uint64_t seed = 0;
+    ExpertCacheOptions cache;
   };
   auto o = std::make_shared<Opts>();
   app->add_option("--model", o->model, "checkpoint folder")->required();
@@ -63,6 +65,7 @@ CommandRun cmd_chat_register(CLI::App* app) {
   app->add_option("--top-p", o->top_p, "nucleus sampling mass (1 = off)")->capture_default_str();
   app->add_option("--seed", o->seed, "sampling seed")->capture_default_str();
   app->add_option("--threads", o->threads, "threads (0 = all cores)")->capture_default_str();
+  add_expert_cache_options(app, &o->cache);
   return [o]() {
     set_threads(o->threads);
     Tokenizer tok;
@@ -70,6 +73,7 @@ CommandRun cmd_chat_register(CLI::App* app) {
     ChatTemplate ct = load_chat_template(o->model, o->tokenizer_config);
     Model m;
     model_load(&m, o->model);
+    expert_cache_attach(&m, o->cache);
     if (o->ctx <= 0) fail("--ctx must be positive");
     const int ctx = std::min(o->ctx, m.cfg.max_pos);
     GenSession session;
@@ -133,6 +137,9 @@ CommandRun cmd_chat_register(CLI::App* app) {
       messages.push_back({{"role", "assistant"}, {"content", tokenizer_decode(tok, reply, true)}});
     }
     std::fputs("\n", stdout);
+    if (m.expert_cache)
+      std::fprintf(stderr, "moe chat: %s\n",
+                   expert_cache_summary(*m.expert_cache).c_str());
     return 0;
   };
 }

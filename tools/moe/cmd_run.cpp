@@ -15,6 +15,7 @@
 #include "infer/generate.h"
 #include "infer/route_devices.h"
 #include "io/mapped_file.h"
+#include "moe/expert_cache.h"
 #include "text/tokenizer.h"
 #include "text/gguf_tokenizer.h"
 
@@ -46,10 +47,16 @@ struct ProcSample {
   double t = 0;
   int64_t majflt = 0, minflt = 0;
   int64_t read_bytes = -1;  // /proc/self/io read_bytes; -1 where unavailable
+  bool cached = false;      // the counters of the model's expert cache, when it has one
+  ExpertCacheStats cache;
 };
 
-ProcSample proc_sample() {
+ProcSample proc_sample(const Model* m = nullptr) {
   ProcSample s;
+  if (m && m->expert_cache) {
+    s.cached = true;
+    s.cache = m->expert_cache->stats;
+  }
   s.t = std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
   struct rusage ru;
   if (getrusage(RUSAGE_SELF, &ru) == 0) {
@@ -72,12 +79,22 @@ nlohmann::ordered_json phase_json(const ProcSample& a, const ProcSample& b, int6
   j["minor_faults"] = b.minflt - a.minflt;
   j["read_bytes"] = a.read_bytes < 0 || b.read_bytes < 0 ? -1 : b.read_bytes - a.read_bytes;
   if (tokens > 0 && b.t > a.t) j["tokens_per_s"] = tokens / (b.t - a.t);
+  if (a.cached && b.cached) {  // the expert cache's counters over the phase
+    const ExpertCacheStats &x = a.cache, &y = b.cache;
+    j["cache_lookups"] = y.lookups - x.lookups;
+    j["cache_hits"] = y.hits - x.hits;
+    j["miss_expert_bytes"] = y.miss_bytes - x.miss_bytes;
+    j["cache_read_bytes"] = y.read_bytes - x.read_bytes;
+    j["prefetch_bytes"] = y.prefetch_bytes - x.prefetch_bytes;
+    j["predicted_experts"] = y.pred_total - x.pred_total;
+    j["predicted_hits"] = y.pred_hits - x.pred_hits;
+  }
   return j;
 }
 
 // --stats: load, prefill and decode phases, and every decode step, as JSON.
 void write_generate_stats(const std::string& path, size_t prompt_tokens,
-                          const std::vector<ProcSample>& s) {
+                          const std::vector<ProcSample>& s, const ExpertCache* cache) {
   // s: before load, after load, then one sample after each generated token.
   nlohmann::ordered_json j;
   j["load"] = phase_json(s[0], s[1], 0);
@@ -92,6 +109,7 @@ void write_generate_stats(const std::string& path, size_t prompt_tokens,
     }
     j["decode_steps"] = {{"columns", {"seconds", "major_faults", "read_bytes"}}, {"rows", per}};
   }
+  if (cache) j["expert_cache"] = expert_cache_json(*cache);  // the whole run: prefill and decode
   const std::string txt = j.dump(2) + "\n";
   write_file_atomic(path, txt.data(), txt.size());
   if (steps > 0)
@@ -102,6 +120,7 @@ void write_generate_stats(const std::string& path, size_t prompt_tokens,
                  static_cast<long long>(s.back().majflt - s[2].majflt),
                  s[2].read_bytes < 0 ? -1.0 : (s.back().read_bytes - s[2].read_bytes) / 1e6 / steps,
                  path.c_str());
+  if (cache) std::fprintf(stderr, "stats: %s\n", expert_cache_summary(*cache).c_str());
 }
 
 // --route-devices M / --devices D: DeepSeek-V2's device-limited routing at inference.
@@ -121,18 +140,21 @@ CommandRun cmd_logits_register(CLI::App* app) {
     std::string model, ids;
     int threads = 0;
     int route_devices = 0, devices = 0;
+    ExpertCacheOptions cache;
   };
   auto o = std::make_shared<Opts>();
   app->add_option("--model", o->model, "checkpoint folder (config.json + safetensors)")->required();
   app->add_option("--ids", o->ids, "comma-separated input token ids, e.g. 1,2,3")->required();
   app->add_option("--threads", o->threads, "threads (0 = all cores)")->capture_default_str();
   add_route_devices_options(app, &o->route_devices, &o->devices);
+  add_expert_cache_options(app, &o->cache);
   return [o]() {
     set_threads(o->threads);
     std::vector<int32_t> ids = parse_id_list(o->ids, "--ids");
     Model m;
     model_load(&m, o->model);
     infer_route_devices(&m.cfg, o->route_devices, o->devices);
+    expert_cache_attach(&m, o->cache);
     const int T = static_cast<int>(ids.size()), V = m.cfg.vocab;
     InferState st;
     infer_state_init(&st, m, T, T);
@@ -164,6 +186,7 @@ CommandRun cmd_generate_register(CLI::App* app) {
     bool ignore_eos = false;
     int route_devices = 0, devices = 0;
     SpecOptions spec;
+    ExpertCacheOptions cache;
   };
   auto o = std::make_shared<Opts>();
   app->add_option("--model", o->model, "checkpoint folder (config.json + safetensors)")->required();
@@ -183,8 +206,10 @@ CommandRun cmd_generate_register(CLI::App* app) {
   app->add_option("--threads", o->threads, "threads (0 = all cores)")->capture_default_str();
   app->add_option("--stats", o->stats,
                   "write timings, page faults and bytes read from storage (load, prefill, every "
-                  "decode step) to this JSON file (with --ids)");
+                  "decode step; the expert cache's hit rate, bytes and prediction accuracy) to this "
+                  "JSON file (with --ids)");
   add_route_devices_options(app, &o->route_devices, &o->devices);
+  add_expert_cache_options(app, &o->cache);
   return [o, ids, prompt]() {
     set_threads(o->threads);
     if (ids->count() == 0 && prompt->count() == 0) fail("one of --ids or --prompt is required");
@@ -203,13 +228,15 @@ CommandRun cmd_generate_register(CLI::App* app) {
       Model m;
       model_load(&m, o->model);
       infer_route_devices(&m.cfg, o->route_devices, o->devices);
+      expert_cache_attach(&m, o->cache);
       std::function<void(int32_t)> on_token;
       if (!o->stats.empty()) {
-        samples.push_back(proc_sample());
-        on_token = [&samples](int32_t) { samples.push_back(proc_sample()); };
+        samples.push_back(proc_sample(&m));
+        on_token = [&samples, &m](int32_t) { samples.push_back(proc_sample(&m)); };
       }
       std::vector<int32_t> out_ids = generate_cli(m, prompt_ids, p, o->spec, on_token);
-      if (!o->stats.empty()) write_generate_stats(o->stats, prompt_ids.size(), samples);
+      if (!o->stats.empty()) write_generate_stats(o->stats, prompt_ids.size(), samples,
+                                                      m.expert_cache.get());
       std::string out = "{\"ids\": ";
       append_ids_json(&out, out_ids);
       out += "}\n";
@@ -224,6 +251,7 @@ CommandRun cmd_generate_register(CLI::App* app) {
     Model m;
     model_load(&m, o->model);
     infer_route_devices(&m.cfg, o->route_devices, o->devices);
+    expert_cache_attach(&m, o->cache);
     DecodeStream ds;
     ds.skip_special = true;
     generate_cli(m, prompt_ids, p, o->spec, [&](int32_t id) {

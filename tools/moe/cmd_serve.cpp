@@ -30,6 +30,7 @@ CommandRun cmd_serve_register(CLI::App* app) {
   app->add_option("--timeout", o->timeout, "seconds a request may take, queue included (0 = none)")
       ->capture_default_str();
   app->add_option("--max-body", o->max_body, "largest request body in bytes (413 beyond)")->capture_default_str();
+  add_expert_cache_options(app, &o->expert_cache);
   return [o, threads]() {
     if (comm_world().size() > 1)
       fail("moe serve runs in one process; under mpirun, expert parallelism serves logits, "

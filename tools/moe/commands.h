@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 namespace moe {
 
 using CommandRun = std::function<int()>;
@@ -55,5 +57,12 @@ struct GenerateParams;
 std::vector<int32_t> generate_cli(const Model& m, const std::vector<int32_t>& prompt,
                                   const GenerateParams& p, const SpecOptions& spec,
                                   const std::function<void(int32_t)>& on_token);
+
+// --expert-cache GiB, --expert-cache-half-life, --no-expert-prefetch (cmd_expert_cache.cpp), and
+// the cache's counters as JSON (for --stats).
+struct ExpertCacheOptions;
+struct ExpertCache;
+void add_expert_cache_options(CLI::App* app, ExpertCacheOptions* o);
+nlohmann::ordered_json expert_cache_json(const ExpertCache& c);
 
 }  // namespace moe
