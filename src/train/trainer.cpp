@@ -22,6 +22,27 @@ namespace fs = std::filesystem;
 
 namespace moe {
 
+TrainArgs dense_twin_args(const TrainArgs& a) {
+  TrainArgs t = a;
+  t.dense_twin = false;
+  if (a.experts <= 1) return t;
+  const int F = a.expert_ffn > 0 ? a.expert_ffn : 2 * a.d_model;
+  const int shared = a.shared_experts > 0 ? (a.shared_ffn > 0 ? a.shared_ffn : F) * a.shared_experts : 0;
+  t.experts = 1;
+  t.top_k = 1;
+  t.expert_ffn = F * a.top_k + shared;
+  t.shared_experts = t.shared_ffn = 0;
+  t.shared_gate = false;
+  t.dense_ffn = 0;
+  t.router = "softmax_topk";
+  t.renorm = false;
+  t.route_scale = 1.0f;
+  t.n_group = t.topk_group = 1;
+  t.route_devices = 0;
+  t.losses.device = t.losses.comm = 0.0f;  // balancing losses have no router to act on
+  return t;
+}
+
 ModelConfig train_model_config(const TrainArgs& a, int vocab, int32_t eos_id) {
   auto pos = [](const char* flag, int v) {
     if (v <= 0) fail("%s must be positive (got %d)", flag, v);
@@ -744,8 +765,12 @@ void warn_damped_top1(const ModelConfig& c) {
 
 int train_run(const TrainArgs& a_in, const std::atomic<bool>* stop) {
   if (a_in.ep < 0) fail("--ep must be >= 0 (0: every process in one expert-parallel group)");
+  if (a_in.dense_twin && !a_in.init.empty())
+    fail("--dense-twin trains the twin from scratch; it cannot start from --init %s",
+         a_in.init.c_str());
   comm_set_ep_size(a_in.ep);  // --ep K: groups of K ranks, data parallelism across them
-  const TrainArgs a = devices_resolved(a_in, comm_ep().size());
+  const TrainArgs a =
+      devices_resolved(a_in.dense_twin ? dense_twin_args(a_in) : a_in, comm_ep().size());
   ops_set_threads(a.threads);  // 0: keep OpenMP's default; OpenBLAS single-threaded either way
   Run r;
   r.a = &a;
