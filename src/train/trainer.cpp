@@ -192,9 +192,11 @@ void accumulate_rank_stats(const MoeActs& m, int E, LayerStats* s) {
   }
 }
 
+// Every MoE block of the step: the main layers, then the MTP modules' blocks (layers L.. of the
+// DeepSeek-V3 layout) when the forward ran them.
 void accumulate_stats(const TrainModel& tm, const TrainActs& acts, std::vector<LayerStats>* st) {
   const ModelConfig& c = tm.cfg;
-  for (int l = 0; l < c.n_layers; ++l) {
+  for (int l = 0; l < c.n_layers + (acts.mtp_done ? c.mtp_layers : 0); ++l) {
     if (!c.is_moe[l]) continue;
     const MoeActs& m = acts.layers[l].moe;
     const Routing& r = m.routing;
@@ -458,7 +460,7 @@ void resume_or_start(Run* r) {
   const ModelConfig& c = r->tm.cfg;
   r->loads.assign(c.n_layers, std::vector<int64_t>(c.n_experts, 0));
   r->received.assign(c.n_layers, std::vector<int64_t>(c.n_experts, 0));
-  r->stats.assign(c.n_layers, LayerStats{});
+  r->stats.assign(c.n_layers + c.mtp_layers, LayerStats{});  // main layers, then MTP blocks
   for (LayerStats& s : r->stats) {
     s.load.assign(c.n_experts, 0);
     s.kept_load.assign(c.n_experts, 0);
@@ -554,9 +556,10 @@ nlohmann::ordered_json layer_metrics(const TrainModel& tm, const std::vector<Lay
   nlohmann::ordered_json layers = nlohmann::ordered_json::array();
   *worst = 0.0;
   *worst_layer = -1;
-  for (int l = 0; l < c.n_layers; ++l) {
+  for (int l = 0; l < c.n_layers + c.mtp_layers; ++l) {
     if (!c.is_moe[l]) continue;
     const LayerStats& s = stats[l];
+    if (l >= c.n_layers && s.tokens == 0) continue;  // the MTP modules did not run
     double mean = 0.0, var = 0.0, mx = 0.0;
     for (int64_t v : s.load) mean += static_cast<double>(v) / c.n_experts;
     for (int64_t v : s.load) {
@@ -567,6 +570,7 @@ nlohmann::ordered_json layer_metrics(const TrainModel& tm, const std::vector<Lay
     if (max_mean > *worst) *worst = max_mean, *worst_layer = l;
     nlohmann::ordered_json lj;
     lj["layer"] = l;
+    if (l >= c.n_layers) lj["mtp"] = l - c.n_layers + 1;  // MTP module k's block (depth k)
     lj["load"] = s.load;
     lj["cv"] = mean > 0 ? std::sqrt(var) / mean : 0.0;
     lj["max_mean"] = max_mean;

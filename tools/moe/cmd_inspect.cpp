@@ -194,6 +194,7 @@ int inspect_data(const Opts& o, const Model& m) {
         report.summary_note = "the last 10 training steps of " + metrics;
       }
     }
+    report.mtp_first = m.cfg.mtp_layers > 0 ? m.cfg.n_layers : -1;  // MTP blocks labelled
     report.title = "MoE routing report: " + fs::path(o.model).lexically_normal().string();
     const int64_t active = active_params(m);
     report.facts = {{"model", o.model},
