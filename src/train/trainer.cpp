@@ -791,9 +791,6 @@ int train_run(const TrainArgs& a_in, const std::atomic<bool>* stop) {
   if (!(a.losses.rl_entropy >= 0.0f)) fail("--rl-entropy must be >= 0 (got %g)", a.losses.rl_entropy);
   open_data(&r);
   build_model(&r);
-  if (r.P > 1 && r.tm.cfg.router.kind == ROUTER_REINFORCE)
-    fail("--router reinforce: the per-token rewards are not exchanged between expert-parallel "
-         "ranks yet; train it in one process");
   if (r.rank == 0) warn_damped_top1(r.tm.cfg);
   resume_or_start(&r);
   const auto t_start = std::chrono::steady_clock::now();
