@@ -99,6 +99,22 @@ ExpRunResult experiment_read_metrics(const std::string& path, int seed, int tail
   return r;
 }
 
+void experiment_read_eval(const std::string& text, const std::string& what, ExpRunResult* r) {
+  size_t at = text.rfind("\n{\n");
+  at = at == std::string::npos ? (text.rfind("{\n", 0) == 0 ? 0 : at) : at + 1;
+  if (at == std::string::npos) fail("%s: no JSON object from moe eval", what.c_str());
+  const nlohmann::json j = nlohmann::json::parse(text.substr(at), nullptr, false);
+  if (!j.is_object() || !j.contains("mean_ce"))
+    fail("%s: the output of moe eval is not its JSON (field \"mean_ce\")", what.c_str());
+  const auto num = [&](const char* key) -> double {
+    if (!j.contains(key)) return NAN;
+    if (!j[key].is_number()) fail("%s: field \"%s\" is not a number", what.c_str(), key);
+    return j[key].get<double>();
+  };
+  r->mtp_accept = num("mtp_accept");
+  r->mtp_draft_acc = num("mtp_draft_acc");
+}
+
 ExpSize experiment_size(const ModelConfig& c, int seq) {
   ExpSize z;
   int64_t embed = 0;
@@ -210,7 +226,9 @@ std::string experiment_to_json(const ExpResult& r) {
                     {"final_val", num(s.final_val)}, {"final_val_capacity", num(s.final_val_capacity)},
                     {"train_tail", num(s.train_tail)}, {"max_mean", num(s.max_mean)},
                     {"dropped", num(s.dropped)}, {"max_logit", num(s.max_logit)},
-                    {"spikes", s.spikes}, {"val_step", s.val_step}, {"val_loss", s.val_loss}});
+                    {"spikes", s.spikes}, {"mtp_accept", num(s.mtp_accept)},
+                    {"mtp_draft_acc", num(s.mtp_draft_acc)}, {"val_step", s.val_step},
+                    {"val_loss", s.val_loss}});
     cj["seeds"] = ss;
     cs.push_back(cj);
   }
@@ -258,6 +276,8 @@ ExpResult experiment_from_json(const std::string& text, const std::string& what)
         s.dropped = get_num(sj, field = "dropped");
         s.max_logit = get_num(sj, field = "max_logit");
         s.spikes = sj.at(field = "spikes").get<int>();
+        s.mtp_accept = get_num(sj, field = "mtp_accept");  // absent in older files: NaN
+        s.mtp_draft_acc = get_num(sj, field = "mtp_draft_acc");
         s.val_step = sj.at(field = "val_step").get<std::vector<double>>();
         s.val_loss = sj.at(field = "val_loss").get<std::vector<double>>();
         if (s.val_step.size() != s.val_loss.size())

@@ -10,6 +10,7 @@
 // Notation: S seeds, R configurations, V validation points of a run.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -26,6 +27,7 @@ enum ExpMetric : unsigned {
   EXP_METRIC_LOGIT = 1u << 2,    // largest router logit over training, and loss spikes
   EXP_METRIC_GAP = 1u << 3,      // validation minus training loss (generalisation gap)
   EXP_METRIC_HORIZON = 1u << 4,  // first validation step where a configuration beats the reference
+  EXP_METRIC_ACCEPT = 1u << 5,   // MTP self-speculative acceptance on held-out text (moe eval)
 };
 
 struct ExpRun {
@@ -88,6 +90,8 @@ struct ExpRunResult {
   double max_logit = 0.0;         // largest router logit of any step (NaN without logits)
   int spikes = 0;                 // steps whose training loss exceeds the previous step's by > 5%
   int steps = 0;                  // steps trained
+  double mtp_accept = NAN;        // MTP drafts the main model accepts (moe eval), NaN = no MTP
+  double mtp_draft_acc = NAN;     // MTP drafts equal to the held-out text's token
 };
 
 // The size of a configuration's model, from its config.json.
@@ -120,6 +124,11 @@ struct ExpResult {
   std::string reference;
   std::vector<ExpConfigResult> configs;  // (R)
 };
+
+// Reads mtp_accept and mtp_draft_acc from the JSON that `moe eval --json` printed (text: the
+// whole output; the JSON object is its last part); NaN where the model has no MTP modules.
+// Throws MoeError naming `what` when no JSON object can be read.
+void experiment_read_eval(const std::string& text, const std::string& what, ExpRunResult* r);
 
 // Parses DIR/metrics.jsonl of a finished run; throws MoeError naming the file and line.
 ExpRunResult experiment_read_metrics(const std::string& path, int seed, int tail_steps);

@@ -63,6 +63,7 @@ std::vector<std::string> header_cells(const ExpResult& r) {
   if (r.metrics & EXP_METRIC_DROPPED) h.insert(h.end(), {"dropped", "loss with drops"});
   if (r.metrics & EXP_METRIC_LOGIT) h.insert(h.end(), {"max router logit", "loss spikes"});
   if (r.metrics & EXP_METRIC_GAP) h.insert(h.end(), {"train loss", "gap (val - train)"});
+  if (r.metrics & EXP_METRIC_ACCEPT) h.insert(h.end(), {"MTP acceptance", "MTP draft accuracy"});
   h.push_back("diverged");
   return h;
 }
@@ -88,6 +89,12 @@ std::vector<std::string> config_cells(const ExpResult& r, const ExpConfigResult&
     row.push_back(pm(metric(c, &ExpRunResult::train_tail), "%.4f"));
     row.push_back(pm(gap(c), "%.4f"));
   }
+  if (r.metrics & EXP_METRIC_ACCEPT)
+    for (double ExpRunResult::*f : {&ExpRunResult::mtp_accept, &ExpRunResult::mtp_draft_acc}) {
+      MeanSd a = metric(c, f);
+      a.mean *= 100, a.sd *= 100;
+      row.push_back(a.n ? pm(a, "%.1f") + "%" : "-");
+    }
   row.push_back(strfmt("%d of %zu", diverged(c), c.seeds.size()));
   return row;
 }

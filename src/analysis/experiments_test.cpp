@@ -35,7 +35,7 @@ TEST(Experiments, RegistryIsConsistent) {
     EXPECT_EQ(experiment_find(e.name), &e);
   }
   for (const char* n : {"moe-vs-dense", "expert-count", "fine-grained", "shared-expert", "routers",
-                        "balancing", "z-loss", "capacity", "upcycling", "fine-tuning"})
+                        "balancing", "z-loss", "capacity", "upcycling", "fine-tuning", "mtp"})
     EXPECT_TRUE(names.count(n)) << n;
   EXPECT_EQ(experiment_find("all"), nullptr);
   EXPECT_EQ(experiment_find("nope"), nullptr);
@@ -189,6 +189,32 @@ TEST(Experiments, JsonRoundTripAndErrors) {
   std::string t = experiment_to_json(r);
   t.replace(t.find("\"steps\""), 7, "\"stepz\"");
   EXPECT_EQ(err(t), "x.json: field \"steps\" is missing or has the wrong type");
+}
+
+// `moe eval --json` output (maybe after other lines) -> the MTP acceptance columns.
+TEST(Experiments, ReadsEvalAcceptanceIntoTheTable) {
+  ExpRunResult a, b;
+  experiment_read_eval("loading\n{\n  \"mean_ce\": 4.5,\n  \"mtp_accept\": 0.25,\n"
+                       "  \"mtp_draft_acc\": 0.125\n}\n", "e.log", &a);
+  EXPECT_DOUBLE_EQ(a.mtp_accept, 0.25);
+  EXPECT_DOUBLE_EQ(a.mtp_draft_acc, 0.125);
+  experiment_read_eval("{\n  \"mean_ce\": 4.5\n}\n", "e.log", &b);  // no MTP modules
+  EXPECT_TRUE(std::isnan(b.mtp_accept));
+  EXPECT_THROW(experiment_read_eval("error: something\n", "e.log", &b), MoeError);
+  EXPECT_THROW(experiment_read_eval("{\n  \"mean_ce\": 4.5, \"mtp_accept\": \"x\"\n}\n", "e.log",
+                                    &b), MoeError);
+  ExpResult r = sample_result();
+  r.metrics = EXP_METRIC_ACCEPT;
+  r.configs[1].seeds[0].mtp_accept = 0.5;
+  r.configs[1].seeds[1].mtp_accept = 0.7;
+  const std::string md = experiment_markdown(r, "p.svg");
+  EXPECT_NE(md.find("| MTP acceptance | MTP draft accuracy |"), std::string::npos) << md;
+  // 50% and 70%: 60.0 ± 14.1; no draft accuracy, and none for dense
+  EXPECT_NE(md.find("| 60.0 ± 14.1% | - |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| 4.7000 ± 0.1414 | - | - |"), std::string::npos) << md;
+  const ExpResult back = experiment_from_json(experiment_to_json(r), "x.json");
+  EXPECT_DOUBLE_EQ(back.configs[1].seeds[1].mtp_accept, 0.7);
+  EXPECT_TRUE(std::isnan(back.configs[0].seeds[0].mtp_accept));
 }
 
 TEST(Experiments, SvgAndPageDrawEveryConfiguration) {

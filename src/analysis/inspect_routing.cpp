@@ -171,6 +171,80 @@ void inspect_data_load(InspectData* d, const std::string& path, const Tokenizer&
   d->source = strfmt("%s (%zu tokens)", path.c_str(), d->ids.size());
 }
 
+namespace {
+
+// The MTP modules over the window just run (its n tokens ids[0..n)): module k routes rows 0 ..
+// n - k - 1 (window positions), its input the previous depth's hidden states (*h, (n, D), the
+// main model's last residual stream for k = 1; overwritten by each module's output) and tokens
+// j + k. Appends each MoE block's captured routing to out (rows i0 + j).
+void route_mtp(const Model& m, InferState* s, const RouteCapture& cap, const int32_t* ids, int n,
+               int64_t i0, std::vector<float>* h, std::vector<float>* h_out,
+               std::vector<LayerRoute>* out) {
+  const ModelConfig& c = m.cfg;
+  for (int k = 1; k <= c.mtp_layers && n - k > 0; ++k) {
+    const int rows = n - k, l = c.n_layers + k - 1;
+    infer_mtp_forward(m, s, k - 1, h->data(), ids + k, 0, rows, h_out->data());
+    std::swap(*h, *h_out);
+    for (LayerRoute& r : *out) {
+      if (r.layer != l) continue;
+      r.topk.expert.insert(r.topk.expert.end(), cap.idx[l].begin(), cap.idx[l].end());
+      r.topk.weight.insert(r.topk.weight.end(), cap.w[l].begin(), cap.w[l].end());
+      for (int j = 0; j < rows; ++j) r.at.push_back(i0 + j);
+    }
+  }
+}
+
+// The labels of the tokens a layer routed (all of them unless r.at lists a subset).
+const std::vector<int32_t>& labels_of(const LayerRoute& r, const std::vector<int32_t>& labels,
+                                      std::vector<int32_t>* scratch) {
+  if (r.at.empty() || labels.empty()) return labels;
+  scratch->resize(r.at.size());
+  for (size_t i = 0; i < r.at.size(); ++i) (*scratch)[i] = labels[r.at[i]];
+  return *scratch;
+}
+
+// "4", or "4 (MTP 1)" for an MTP module's block.
+std::string layer_name(const LayerRoute& r) {
+  return r.mtp ? strfmt("%d (MTP %d)", r.layer, r.mtp) : std::to_string(r.layer);
+}
+
+// Per expert: the strongest labels of each kind (lift > 1), for every MoE layer (layers: the
+// JSON of each layer, with its "specialisation").
+std::string specialisation_text(const nlohmann::ordered_json& layers,
+                                const std::vector<LayerRoute>& base, bool labeled, int E) {
+  std::string T;
+  T += "\nspecialisation: labels an expert receives most over chance (lift, shown when the adjusted "
+       "standardized residual z >= 3):\n";
+  for (size_t li = 0; li < base.size(); ++li) {
+    const auto& sj = layers[li]["specialisation"];
+    T += "layer " + layer_name(base[li]);
+    if (labeled)
+      T += strfmt(": Cramer's V pos %.3f, genre %.3f", sj["pos"]["cramers_v"].get<double>(),
+                  sj["genre"]["cramers_v"].get<double>());
+    T += strfmt("%s tokens %.3f\n", labeled ? "," : ": Cramer's V", sj["tokens"]["cramers_v"].get<double>());
+    for (int e = 0; e < E; ++e) {
+      std::string line = strfmt("  E%-3d", e);
+      for (const char* key : {"pos", "genre", "tokens"}) {
+        if (!sj.contains(key)) continue;
+        const auto& rows = sj[key]["top_labels_per_expert"][e];
+        std::string s;
+        for (size_t q = 0; q < rows.size() && q < 3; ++q) {
+          // Only over-represented labels that are significant (|z| >= 3).
+          if (!(rows[q]["lift"].get<double>() > 1.0) || !(rows[q]["z"].get<double>() >= 3.0))
+            continue;
+          s += strfmt("%s%s %.1fx", s.empty() ? "" : ", ",
+                      rows[q]["label"].get<std::string>().c_str(), rows[q]["lift"].get<double>());
+        }
+        line += strfmt(" | %s: %s", key, s.empty() ? "-" : s.c_str());
+      }
+      T += line + "\n";
+    }
+  }
+  return T;
+}
+
+}  // namespace
+
 std::vector<LayerRoute> collect_routing(const Model& m, const std::vector<int32_t>& ids,
                                         int window, float noise, uint64_t seed) {
   const ModelConfig& c = m.cfg;
@@ -188,29 +262,38 @@ std::vector<LayerRoute> collect_routing(const Model& m, const std::vector<int32_
   s.embed_noise = noise;
   s.noise_seed = seed;
   std::vector<LayerRoute> out;
-  for (int l = 0; l < c.n_layers; ++l) {
+  bool mtp_moe = false;
+  for (int l = 0; l < c.n_layers + c.mtp_layers; ++l) {
     if (!c.is_moe[l]) continue;
     LayerRoute r;
     r.layer = l;
-    r.topk.n_tokens = N;
+    r.mtp = l < c.n_layers ? 0 : l - c.n_layers + 1;
+    mtp_moe |= r.mtp > 0;
     r.topk.k = K;
     r.topk.n_experts = c.n_experts;
-    r.topk.expert.reserve(static_cast<size_t>(N) * K);
-    r.topk.weight.reserve(static_cast<size_t>(N) * K);
     out.push_back(std::move(r));
   }
+  std::vector<float> h, h_out;  // (W, D) MTP inputs and outputs
+  if (mtp_moe) h.assign(static_cast<size_t>(W) * c.hidden, 0.0f), h_out = h;
   for (int i = 0; i < N; i += W) {
     const int n = std::min(W, N - i);
     s.pos = 0;
     infer_forward(m, &s, ids.data() + i, n, false);
     for (LayerRoute& r : out) {
+      if (r.mtp) continue;
       const auto& idx = cap.idx[r.layer];
       const auto& w = cap.w[r.layer];
       r.topk.expert.insert(r.topk.expert.end(), idx.begin(), idx.end());
       r.topk.weight.insert(r.topk.weight.end(), w.begin(), w.end());
     }
+    if (!mtp_moe) continue;
+    std::copy(s.h.begin(), s.h.begin() + static_cast<int64_t>(n) * c.hidden, h.begin());
+    route_mtp(m, &s, cap, ids.data() + i, n, i, &h, &h_out, &out);
   }
-  for (LayerRoute& r : out) topk_validate(r.topk, "captured routing");
+  for (LayerRoute& r : out) {
+    r.topk.n_tokens = static_cast<int>(r.topk.expert.size() / K);
+    topk_validate(r.topk, "captured routing");
+  }
   return out;
 }
 
@@ -254,6 +337,7 @@ InspectResult inspect_routing(const Model& m, const Tokenizer& tok, const Inspec
 
   ReportData& R = res.report;
   R.n_experts = E;
+  R.mtp_first = c.mtp_layers > 0 ? c.n_layers : -1;
   R.alert_threshold = o.threshold;
   R.summary_note = strfmt("%lld tokens of %s, windows of %d tokens", static_cast<long long>(N),
                           d.source.c_str(), o.window);
@@ -269,6 +353,7 @@ InspectResult inspect_routing(const Model& m, const Tokenizer& tok, const Inspec
     LayerSummary ls = layer_summary(r.layer, load, drops.rate, o.threshold);
     nlohmann::ordered_json lj;
     lj["layer"] = r.layer;
+    if (r.mtp) lj["mtp"] = r.mtp, lj["tokens"] = r.topk.n_tokens;  // MTP module k's block
     lj["load"] = load;
     lj["stats"] = load_json(ls.load);
     lj["dropped"] = {{"capacity_factor", o.capacity_factor},
@@ -299,10 +384,12 @@ InspectResult inspect_routing(const Model& m, const Tokenizer& tok, const Inspec
                         const std::vector<std::string>& names, const char* title,
                         std::vector<LiftMatrix>* mats) {
       Contingency ct = contingency_make(static_cast<int>(names.size()), E);
-      contingency_add(&ct, r.topk, labels);
+      std::vector<int32_t> scratch;
+      contingency_add(&ct, r.topk, labels_of(r, labels, &scratch));
       const Specialisation sp = specialisation(ct);
       sj[key] = specialisation_json(sp, names, o.min_count);
-      mats->push_back(lift_matrix(sp, names, strfmt("Layer %d · %s", r.layer, title), o.min_count));
+      mats->push_back(
+          lift_matrix(sp, names, "Layer " + layer_name(r) + " · " + title, o.min_count));
       return sp;
     };
     std::vector<Specialisation> specs;
@@ -320,39 +407,13 @@ InspectResult inspect_routing(const Model& m, const Tokenizer& tok, const Inspec
     T += strfmt("%5d  %5.3f  %7.3f  %5.3f  %8.2f  %6.2f%%  ", r.layer, ls.load.gini,
                 ls.load.entropy_norm, ls.load.cv, ls.load.max_mean, 100.0 * drops.rate) +
          cons(ls.consistency_perturb) + "  " + cons(ls.consistency_ckpt) +
-         "  " + (alerts.empty() ? "ok" : "ALERT: " + alerts) + "\n";
+         "  " + (alerts.empty() ? "ok" : "ALERT: " + alerts) +
+         (r.mtp ? strfmt("  [MTP module %d's block]", r.mtp) : "") + "\n";
     R.summary.push_back(std::move(ls));
   }
   J["layers"] = layers;
 
-  // Per expert: the strongest labels of each kind (lift > 1), for every MoE layer.
-  T += "\nspecialisation: labels an expert receives most over chance (lift, shown when the adjusted "
-       "standardized residual z >= 3):\n";
-  for (size_t li = 0; li < base.size(); ++li) {
-    const auto& sj = J["layers"][li]["specialisation"];
-    T += strfmt("layer %d", base[li].layer);
-    if (labeled)
-      T += strfmt(": Cramer's V pos %.3f, genre %.3f", sj["pos"]["cramers_v"].get<double>(),
-                  sj["genre"]["cramers_v"].get<double>());
-    T += strfmt("%s tokens %.3f\n", labeled ? "," : ": Cramer's V", sj["tokens"]["cramers_v"].get<double>());
-    for (int e = 0; e < E; ++e) {
-      std::string line = strfmt("  E%-3d", e);
-      for (const char* key : {"pos", "genre", "tokens"}) {
-        if (!sj.contains(key)) continue;
-        const auto& rows = sj[key]["top_labels_per_expert"][e];
-        std::string s;
-        for (size_t q = 0; q < rows.size() && q < 3; ++q) {
-          // Only over-represented labels that are significant (|z| >= 3).
-          if (!(rows[q]["lift"].get<double>() > 1.0) || !(rows[q]["z"].get<double>() >= 3.0))
-            continue;
-          s += strfmt("%s%s %.1fx", s.empty() ? "" : ", ",
-                      rows[q]["label"].get<std::string>().c_str(), rows[q]["lift"].get<double>());
-        }
-        line += strfmt(" | %s: %s", key, s.empty() ? "-" : s.c_str());
-      }
-      T += line + "\n";
-    }
-  }
+  T += specialisation_text(J["layers"], base, labeled, E);
 
   // Sample: the first sample_tokens tokens, top-1 expert per MoE layer.
   const int ns = static_cast<int>(std::min<int64_t>(N, o.sample_tokens));
@@ -360,7 +421,11 @@ InspectResult inspect_routing(const Model& m, const Tokenizer& tok, const Inspec
   for (const LayerRoute& r : base) {
     R.sample.layers.push_back(r.layer);
     std::vector<int> row(ns);
-    for (int t = 0; t < ns; ++t) row[t] = r.topk.expert[static_cast<size_t>(t) * r.topk.k];
+    std::fill(row.begin(), row.end(), -1);  // tokens an MTP block did not route: none
+    for (int i = 0; i < r.topk.n_tokens; ++i) {
+      const int64_t t = r.at.empty() ? i : r.at[i];
+      if (t < ns) row[t] = r.topk.expert[static_cast<size_t>(i) * r.topk.k];
+    }
     R.sample.top1.push_back(std::move(row));
   }
   return res;

@@ -43,13 +43,18 @@ struct InspectData {
 void inspect_data_load(InspectData* d, const std::string& path, const Tokenizer& tok,
                        int64_t max_tokens, int window = 0);
 
-// One MoE layer's routing of all N tokens.
+// One MoE layer's routing of all N tokens, or of the n tokens `at` lists.
 struct LayerRoute {
   int layer = 0;
+  int mtp = 0;                // k >= 1: the block of multi-token-prediction module k
   TopK topk;
+  std::vector<int64_t> at;    // (n) the token index of each routed row; empty = all N, in order
 };
 
 // Runs ids through m in windows, returns the routing of every MoE layer (in layer order).
+// An MTP module's MoE block (DeepSeek-V3 layout, layer L + k - 1 for module k) comes last: module
+// k at token j reads the previous depth's hidden state there and token j + k, so it routes the
+// tokens of a window that have k tokens after them in the window (`at`).
 // noise > 0 perturbs the input embeddings (see above) with draws keyed on seed.
 std::vector<LayerRoute> collect_routing(const Model& m, const std::vector<int32_t>& ids,
                                         int window, float noise = 0.0f, uint64_t seed = 0);

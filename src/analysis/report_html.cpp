@@ -249,6 +249,11 @@ svg text{font-family:inherit}
 footer{color:var(--muted);font-size:12px;text-align:center;padding:6px 0 34px}
 )CSS";
 
+std::string cap(std::string s) {
+  if (!s.empty() && s[0] >= 'a' && s[0] <= 'z') s[0] = static_cast<char>(s[0] - 'a' + 'A');
+  return s;
+}
+
 std::string esc(const std::string& s) {
   return html_escape(s);
 }
@@ -344,7 +349,7 @@ std::string alerts_box(const ReportData& d) {
   std::string items;
   for (const LayerSummary& s : d.summary)
     for (const std::string& a : s.alerts)
-      items += strfmt("<li><b>Layer %d</b>: ", s.layer) + esc(a) + "</li>";
+      items += "<li><b>" + esc(cap(report_layer_name(d, s.layer))) + "</b>: " + esc(a) + "</li>";
   if (items.empty())
     o += "<div class=\"callout good\"><b>No load alerts.</b> Every expert in every MoE layer stays "
          "under " +
@@ -407,7 +412,7 @@ std::string meter(double v) {
 
 // A small bar chart of one layer's expert loads: the mean as a dashed line, experts over the alert
 // threshold in red, idle experts as a red tick.
-std::string load_bars(const LayerSummary& s, double threshold) {
+std::string load_bars(const LayerSummary& s, double threshold, const std::string& name) {
   const int E = static_cast<int>(s.loads.size());
   if (E == 0 || !(s.load.mean > 0)) return "<span class=\"dim\">—</span>";
   const double W = 240, H = 40;
@@ -416,7 +421,7 @@ std::string load_bars(const LayerSummary& s, double threshold) {
   std::string o = "<svg class=\"bars\" width=\"" + report::px(W) + "\" height=\"" + report::px(H) +
                   "\" viewBox=\"0 0 " + report::px(W) + " " + report::px(H) +
                   "\" role=\"img\" aria-label=\"" +
-                  esc(strfmt("Tokens per expert, layer %d", s.layer)) + "\">";
+                  esc("Tokens per expert, " + name) + "\">";
   for (int e = 0; e < E; ++e) {
     const double v = s.loads[e], h = std::max(v / mx * (H - 2), v > 0 ? 1.0 : 0.0);
     const bool hot = v > threshold * s.load.mean;
@@ -478,7 +483,9 @@ std::string balance_section(const ReportData& d) {
       std::string alerts;
       for (const std::string& a : s.alerts) alerts += "<span class=\"pill\">" + esc(a) + "</span>";
       if (alerts.empty()) alerts = "<span class=\"pill ok\">ok</span>";
-      o += strfmt("<tr><td><b>%d</b></td>", s.layer) + "<td>" + load_bars(s, d.alert_threshold) +
+      const std::string name = report_layer_name(d, s.layer);
+      o += "<tr><td><b>" + esc(name.substr(6)) + "</b></td><td>" +
+           load_bars(s, d.alert_threshold, name) +
            "</td><td>" + fmt_num(L.total, 6) + "</td><td>" + fmt_num(L.gini, 3) + meter(L.gini) +
            "</td><td>" + fmt_num(L.entropy_norm, 3) + meter(L.entropy_norm) + "</td><td>" +
            fmt_num(L.cv, 3) + "</td><td><span class=\"" + mm + "\">" + fmt_num(L.max_mean, 3) +
@@ -502,7 +509,7 @@ std::string balance_section(const ReportData& d) {
   for (size_t i = 0; i < d.heat.size(); ++i) {
     const LoadHeatmap& h = d.heat[i];
     report::LineSeries s{
-        strfmt("layer %d", h.layer), report::series_colour(static_cast<int>(i)), {}, {}, 1.8};
+        report_layer_name(d, h.layer), report::series_colour(static_cast<int>(i)), {}, {}, 1.8};
     // Per step, averaged over buckets of steps when there are more than 400.
     const size_t S = h.steps.size(), per = std::max<size_t>(1, (S + 399) / 400);
     for (size_t r0 = 0; r0 < S; r0 += per) {
@@ -541,10 +548,9 @@ std::string heat_section(const ReportData& d) {
   for (const LoadHeatmap& h : d.heat) rows += h.n_experts;
   const int cols = std::clamp(40000 / std::max(rows, 1), 40, 200);
   for (const LoadHeatmap& h : d.heat) {
-    o += strfmt(
-        "<div class=\"heat-block\"><h3>Layer %d<span class=\"meta\">%d experts · %zu steps"
-        "</span></h3>\n",
-        h.layer, h.n_experts, h.steps.size());
+    o += "<div class=\"heat-block\"><h3>" + esc(cap(report_layer_name(d, h.layer))) +
+         strfmt("<span class=\"meta\">%d experts · %zu steps</span></h3>\n", h.n_experts,
+                h.steps.size());
     o += h.steps.empty() ? empty_note("No steps.") : report::svg_load_heatmap(h, kWidth, cols);
     o += "</div>\n";
   }
@@ -592,14 +598,14 @@ std::string sample_section(const ReportData& d, int E) {
   }
   o += "</div>\n";
   for (size_t r = 0; r < s.top1.size(); ++r) {
-    o += strfmt("<div class=\"sample-row\"><div class=\"lay\">layer %d</div><div class=\"toks\">",
-                s.layers[r]);
+    const std::string name = report_layer_name(d, s.layers[r]);
+    o += "<div class=\"sample-row\"><div class=\"lay\">" + esc(name) + "</div><div class=\"toks\">";
     for (size_t t = 0; t < s.tokens.size(); ++t) {
       const int e = s.top1[r][t];
       const report::Rgb bg = report::expert_colour(e < E ? e : -1, E);
       const std::string tip = "“" + s.tokens[t] + "” → " +
                               (e >= 0 ? strfmt("E%d", e) : std::string("no expert")) +
-                              strfmt(" · layer %d · token %zu", s.layers[r], t);
+                              " · " + name + strfmt(" · token %zu", t);
       o += strfmt("<span class=\"tok\" data-e=\"%d\" style=\"background:%s;color:%s\" title=\"", e,
                   css(bg).c_str(), report::light_background(bg) ? "#111827" : "#ffffff") +
            esc(tip) + "\">" + esc(token_display(s.tokens[t])) + "</span><wbr>";
@@ -612,6 +618,12 @@ std::string sample_section(const ReportData& d, int E) {
 }
 
 }  // namespace
+
+std::string report_layer_name(const ReportData& d, int layer) {
+  if (d.mtp_first >= 0 && layer >= d.mtp_first)
+    return strfmt("layer %d (MTP %d)", layer, layer - d.mtp_first + 1);
+  return strfmt("layer %d", layer);
+}
 
 std::string report_html(const ReportData& d) {
   validate(d);

@@ -72,6 +72,9 @@ struct ReportData {
   // experiments page (analysis/experiments.h).
   std::vector<std::pair<std::string, std::string>> pages;
   int n_experts = 0;                                       // 0 = take it from the data
+  // Layers from this index on are multi-token-prediction modules' blocks (DeepSeek-V3 layout),
+  // labelled "MTP k" beside their index; -1 = none.
+  int mtp_first = -1;
   double alert_threshold = 3.0;                            // x mean, as in the summaries
   LossCurves loss;
   std::vector<LoadHeatmap> heat;
@@ -104,6 +107,9 @@ LiftMatrix lift_matrix(const Specialisation& s, const std::vector<std::string>& 
 // Returns the warnings ("path:line: message").
 std::vector<std::string> report_load_metrics(ReportData* d, const std::string& path,
                                              bool strict = true);
+
+// "layer 4", or "layer 4 (MTP 1)" for an MTP module's block (d.mtp_first).
+std::string report_layer_name(const ReportData& d, int layer);
 
 // ---- Output ------------------------------------------------------------------------------------
 

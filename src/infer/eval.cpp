@@ -7,6 +7,7 @@
 #include "core/clock.h"
 #include "core/error.h"
 #include "infer/forward.h"
+#include "ops/backend.h"
 
 namespace moe {
 
@@ -109,6 +110,55 @@ EvalStats eval_perplexity(const Model& m, const std::vector<int32_t>& ids, int w
     r.mean_abs_dlogit = abs_dl / (n * V);
     r.top1_agree = static_cast<double>(agree) / n;
   }
+  return r;
+}
+
+MtpAcceptance eval_mtp_acceptance(const Model& m, const std::vector<int32_t>& ids, int window) {
+  const ModelConfig& c = m.cfg;
+  if (c.mtp_layers <= 0) fail("%s: the model has no MTP modules to draft with", c.path.c_str());
+  if (window <= 0) fail("--window must be positive (got %d)", window);
+  if (ids.size() < 3) fail("the data has %zu token(s); drafting needs at least 3", ids.size());
+  const int V = c.vocab, D = c.hidden;
+  for (size_t i = 0; i < ids.size(); ++i)
+    if (ids[i] < 0 || ids[i] >= V)
+      fail("the data's token %zu is id %d, outside the model's vocabulary of %d", i, ids[i], V);
+  const int64_t N = static_cast<int64_t>(ids.size()) - 2;  // positions with a token 2 ahead
+  const int W = static_cast<int>(std::min<int64_t>(window, N + 1));
+  InferState s;
+  infer_state_init(&s, m, W, W);
+  std::vector<int32_t> main_top(W);            // (W) the main model's argmax per position
+  std::vector<float> h(static_cast<size_t>(W) * D), h_out(h.size()), xn(h.size());  // (W, D)
+  std::vector<float> logits(static_cast<size_t>(W) * V);                              // (W, V)
+  const MtpWeights& mw = m.mtp[0];
+  Linear head;
+  head.w = mw.head;
+  head.q = mw.head_q;
+  head.out = V;
+  head.in = D;
+  const Backend& be = backend();
+  MtpAcceptance r;
+  int64_t accepted = 0, correct = 0;
+  for (int64_t start = 0; start < N; start += W) {
+    const int n = static_cast<int>(std::min<int64_t>(W, N + 1 - start));  // inputs of the window
+    if (n < 2) break;
+    const int32_t* in = ids.data() + start;
+    s.pos = 0;
+    infer_forward(m, &s, in, n, true);
+    for (int j = 0; j < n; ++j) main_top[j] = argmax(s.logits.data() + static_cast<int64_t>(j) * V, V);
+    std::copy(s.h.begin(), s.h.begin() + static_cast<int64_t>(n) * D, h.begin());
+    const int rows = n - 1;  // positions 0 .. n - 2 draft; their tokens i + 1 are in[1 .. n)
+    infer_mtp_forward(m, &s, 0, h.data(), in + 1, 0, rows, h_out.data());
+    be.rmsnorm(xn.data(), h_out.data(), mw.head_norm, rows, D, c.rms_eps);
+    be.linear(logits.data(), xn.data(), head, rows, &s.lin);
+    for (int j = 0; j < rows; ++j) {
+      const int draft = argmax(logits.data() + static_cast<int64_t>(j) * V, V);
+      accepted += draft == main_top[j + 1];
+      correct += draft == in[j + 2];
+    }
+    r.drafts += rows;
+  }
+  r.accept = r.drafts ? static_cast<double>(accepted) / r.drafts : 0.0;
+  r.draft_acc = r.drafts ? static_cast<double>(correct) / r.drafts : 0.0;
   return r;
 }
 

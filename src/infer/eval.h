@@ -49,6 +49,20 @@ struct EvalStats {
 EvalStats eval_perplexity(const Model& m, const std::vector<int32_t>& ids, int window,
                           const Model* ref = nullptr);
 
+// Self-speculative decoding's acceptance rate on a token stream (infer/speculative.h): greedy
+// decoding drafts token i + 2 with MTP module 1 at position i (from the main model's hidden state
+// there and token i + 1), and the main model accepts the draft when its own argmax at position
+// i + 1 equals it. Here the context is the given text (teacher forcing) instead of the model's
+// own output: windows of `window` inputs run from an empty cache as in eval_perplexity, and every
+// position i with a position i + 1 in its window drafts once. Argmax takes the first index on ties.
+struct MtpAcceptance {
+  int64_t drafts = 0;
+  double accept = 0.0;     // argmax(MTP at i) == argmax(main at i + 1)
+  double draft_acc = 0.0;  // argmax(MTP at i) == ids[i + 2] (the text's token)
+};
+// MoeError on a model without MTP modules, window <= 0 or fewer than 3 ids.
+MtpAcceptance eval_mtp_acceptance(const Model& m, const std::vector<int32_t>& ids, int window);
+
 // Natural-log softmax of a row of n logits, in double precision.
 void log_softmax(const float* logits, int n, std::vector<double>* out);
 

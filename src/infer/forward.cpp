@@ -273,8 +273,8 @@ void forward_seqs(const Model& m, InferState* s, const SeqSpan* seqs, int n_seqs
   if (m.expert_cache) expert_cache_begin_forward(m.expert_cache.get(), T);
   const int D = c.hidden, V = c.vocab;
   if (s->capture) {
-    s->capture->idx.resize(c.n_layers);
-    s->capture->w.resize(c.n_layers);
+    s->capture->idx.resize(c.n_layers + c.mtp_layers);  // the MTP modules' blocks last
+    s->capture->w.resize(c.n_layers + c.mtp_layers);
   }
   for (int l = 0; l < c.n_layers; ++l) layer_forward(m, s, l, seqs, n_seqs, T);
   // The rows whose logits are wanted: all of them, or the last of each sequence.
@@ -342,10 +342,11 @@ void infer_mtp_forward(const Model& m, InferState* s, int k, const float* h_prev
   one.ctx = s->ctx;
   one.ids = ids;
   one.n = n;
-  RouteCapture* capture = s->capture;  // routing analysis covers the main layers only
-  s->capture = nullptr;
+  if (s->capture) {  // captured as layer L + k
+    s->capture->idx.resize(c.n_layers + c.mtp_layers);
+    s->capture->w.resize(c.n_layers + c.mtp_layers);
+  }
   layer_forward(m, s, c.n_layers + k, &one, 1, n);
-  s->capture = capture;
   std::memcpy(h_out, s->h.data(), sizeof(float) * static_cast<size_t>(n) * D);
   const float* last = s->h.data() + static_cast<int64_t>(n - 1) * D;
   be.rmsnorm(s->xn.data(), last, mw.head_norm, 1, D, c.rms_eps);

@@ -29,8 +29,9 @@ struct LayerCache {
 // router gives a token a variable number of experts: its K highest-weight ones, padded with
 // expert -1 and weight 0 (FfnScratch in moe/moe_layer.h).
 struct RouteCapture {
-  std::vector<std::vector<int32_t>> idx;  // [L] (T, K)
-  std::vector<std::vector<float>> w;      // [L] (T, K)
+  // [L + mtp_layers] (T, K): the MTP modules' blocks last (T of that module's call)
+  std::vector<std::vector<int32_t>> idx;
+  std::vector<std::vector<float>> w;  // [L + mtp_layers] (T, K)
 };
 
 // Every buffer of the forward pass, allocated once by infer_state_init.

@@ -87,6 +87,7 @@ void moe_state_enable_ep(MoeState* s, const ModelConfig& c, Comm* comm, bool rep
   s->ep_bytes.assign(P, 0);
   s->lbuf.assign(replicated ? 0 : static_cast<size_t>(s->N_max) * E, 0.0f);
   s->gids.assign(replicated ? 0 : Nr_max, 0);
+  s->adv_all.assign(replicated || c.router.kind != ROUTER_REINFORCE ? 0 : Nr_max, 0.0f);
 }
 
 void mlp_forward(float* out, const MlpWeights& w, const float* x, int T, float* g, float* u,
@@ -334,10 +335,14 @@ void router_backward_all(float* dx, MoeState* s, const ModelConfig& c, const Lay
     if (ls->seq_aux > 0) be.seq_aux_loss(r, spec, call.seq_len, ls->seq_aux, loss_scale, dl);
     if (ls->device > 0) be.device_loss(r, spec, ls->n_devices, ls->device, loss_scale, dl);
     if (spec.kind == ROUTER_REINFORCE) {
-      if (s->ep && call.adv)
-        fail("reinforce routing: the per-token rewards are not exchanged between expert-parallel "
-             "ranks yet; train it in one process");
-      be.reinforce_grad(r, spec, call.adv, ls->rl_entropy, loss_scale, dl);
+      // Data-parallel ranks route every rank's tokens: the advantages of all of them, in rank
+      // order as the routed rows (each rank's are already normalised over the global batch).
+      const float* adv = call.adv;
+      if (adv && s->ep && !s->ep_replicated) {
+        gather_rows(s, adv, s->adv_all.data(), 1, sizeof(float));
+        adv = s->adv_all.data();
+      }
+      be.reinforce_grad(r, spec, adv, ls->rl_entropy, loss_scale, dl);
     }
     if (ls->comm > 0)
       be.comm_loss(r, spec, ls->n_devices, ls->comm_devices, ls->comm, loss_scale, dl);

@@ -96,6 +96,7 @@ struct MoeState {
   std::vector<int64_t> ep_tokens;  // (Pr) tokens of each rank of ep_route in the last call
   std::vector<int64_t> ep_bytes;   // (Pr) scratch byte counts of the gathers
   std::vector<float> lbuf;      // (N_max, E) this rank's logits before the gather
+  std::vector<float> adv_all;   // (Nr_max) REINFORCE advantages of every rank's tokens (training)
   std::vector<int32_t> gids;    // (Nr_max) every rank's token ids (data-parallel)
 
   std::vector<float> logits;   // (Nr_max, E) router logits, bias included

@@ -174,6 +174,7 @@ void train_model_init_weights(TrainModel* tm, uint64_t seed, float std) {
 }
 
 void train_acts_enable_ep(TrainActs* a, const TrainModel& tm, Comm* comm, Comm* route) {
+  a->route_comm = route ? route : comm;
   for (int l = 0; l < tm.cfg.n_layers + tm.cfg.mtp_layers; ++l)
     if (tm.cfg.is_moe[l]) moe_state_enable_ep(&a->layers[l].moe, tm.cfg, comm, false, route);
 }
@@ -289,10 +290,13 @@ namespace {
 const float* reinforce_advantages(TrainModel* tm, TrainActs* a) {
   if (tm->cfg.router.kind != ROUTER_REINFORCE) return nullptr;
   const int N = a->B * a->T;
-  double sum = 0.0;
-  int n = 0;
+  double sum_n[2] = {0.0, 0.0};  // summed reward, counted targets
   for (int t = 0; t < N; ++t)
-    if (a->targets[t] >= 0) sum -= a->row_loss[t], ++n;
+    if (a->targets[t] >= 0) sum_n[0] -= a->row_loss[t], sum_n[1] += 1.0;
+  if (a->route_comm && a->route_comm->size() > 1)  // the global batch's, as in one process
+    a->route_comm->allreduce(sum_n, 2, ReduceType::F64, ReduceOp::SUM);
+  const double sum = sum_n[0];
+  const int64_t n = static_cast<int64_t>(sum_n[1]);
   std::fill(a->adv.begin(), a->adv.end(), 0.0f);
   if (n == 0) return a->adv.data();
   const double mean = sum / n;

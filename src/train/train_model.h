@@ -115,6 +115,9 @@ struct TrainActs {
   std::vector<float> dlogits;     // (N, V)
   std::vector<double> row_loss;   // (N) cross-entropy per position
   std::vector<float> adv;         // (N) REINFORCE routing's advantage per position
+  // Data parallelism (train_acts_enable_ep): the ranks whose tokens are routed together; their
+  // REINFORCE rewards are averaged over all of them, as one process averages its batch's.
+  Comm* route_comm = nullptr;
   std::vector<float> dh, dx, dtmp, dx2;  // (N, D)
   std::vector<float> dh0;         // (N, D) the MTP modules' gradient of h (MTP only)
   std::vector<float> dcat;        // (N, 2D) gradient of an MTP module's [enorm; hnorm] (MTP only)
@@ -159,7 +162,9 @@ StepLosses train_forward(TrainModel* tm, TrainActs* a, uint64_t seed, bool train
 // batch mean; the balancing losses are already the batch's).
 // With the REINFORCE router, the last forward's per-token cross-entropies become the routers'
 // rewards: a->adv[t] = (-CE_t - b) / n_counted against the baseline b = tm->rl_baseline, which
-// then moves toward this micro-batch's mean reward (router_reinforce_grad in ops/router.h).
+// then moves toward this micro-batch's mean reward (router_reinforce_grad in ops/router.h). Under
+// data parallelism n_counted and the mean are over every rank's targets (a->route_comm), so each
+// rank's advantages are those one process computes for its rows of the global batch.
 void train_backward(TrainModel* tm, TrainActs* a, float loss_scale, float ce_scale = 1.0f);
 
 // One transformer block (layer l, a main layer or an MTP module's) over the residual stream h

@@ -22,6 +22,27 @@ namespace fs = std::filesystem;
 
 namespace moe {
 
+TrainArgs dense_twin_args(const TrainArgs& a) {
+  TrainArgs t = a;
+  t.dense_twin = false;
+  if (a.experts <= 1) return t;
+  const int F = a.expert_ffn > 0 ? a.expert_ffn : 2 * a.d_model;
+  const int shared = a.shared_experts > 0 ? (a.shared_ffn > 0 ? a.shared_ffn : F) * a.shared_experts : 0;
+  t.experts = 1;
+  t.top_k = 1;
+  t.expert_ffn = F * a.top_k + shared;
+  t.shared_experts = t.shared_ffn = 0;
+  t.shared_gate = false;
+  t.dense_ffn = 0;
+  t.router = "softmax_topk";
+  t.renorm = false;
+  t.route_scale = 1.0f;
+  t.n_group = t.topk_group = 1;
+  t.route_devices = 0;
+  t.losses.device = t.losses.comm = 0.0f;  // balancing losses have no router to act on
+  return t;
+}
+
 ModelConfig train_model_config(const TrainArgs& a, int vocab, int32_t eos_id) {
   auto pos = [](const char* flag, int v) {
     if (v <= 0) fail("%s must be positive (got %d)", flag, v);
@@ -171,9 +192,11 @@ void accumulate_rank_stats(const MoeActs& m, int E, LayerStats* s) {
   }
 }
 
+// Every MoE block of the step: the main layers, then the MTP modules' blocks (layers L.. of the
+// DeepSeek-V3 layout) when the forward ran them.
 void accumulate_stats(const TrainModel& tm, const TrainActs& acts, std::vector<LayerStats>* st) {
   const ModelConfig& c = tm.cfg;
-  for (int l = 0; l < c.n_layers; ++l) {
+  for (int l = 0; l < c.n_layers + (acts.mtp_done ? c.mtp_layers : 0); ++l) {
     if (!c.is_moe[l]) continue;
     const MoeActs& m = acts.layers[l].moe;
     const Routing& r = m.routing;
@@ -437,7 +460,7 @@ void resume_or_start(Run* r) {
   const ModelConfig& c = r->tm.cfg;
   r->loads.assign(c.n_layers, std::vector<int64_t>(c.n_experts, 0));
   r->received.assign(c.n_layers, std::vector<int64_t>(c.n_experts, 0));
-  r->stats.assign(c.n_layers, LayerStats{});
+  r->stats.assign(c.n_layers + c.mtp_layers, LayerStats{});  // main layers, then MTP blocks
   for (LayerStats& s : r->stats) {
     s.load.assign(c.n_experts, 0);
     s.kept_load.assign(c.n_experts, 0);
@@ -533,9 +556,10 @@ nlohmann::ordered_json layer_metrics(const TrainModel& tm, const std::vector<Lay
   nlohmann::ordered_json layers = nlohmann::ordered_json::array();
   *worst = 0.0;
   *worst_layer = -1;
-  for (int l = 0; l < c.n_layers; ++l) {
+  for (int l = 0; l < c.n_layers + c.mtp_layers; ++l) {
     if (!c.is_moe[l]) continue;
     const LayerStats& s = stats[l];
+    if (l >= c.n_layers && s.tokens == 0) continue;  // the MTP modules did not run
     double mean = 0.0, var = 0.0, mx = 0.0;
     for (int64_t v : s.load) mean += static_cast<double>(v) / c.n_experts;
     for (int64_t v : s.load) {
@@ -546,6 +570,7 @@ nlohmann::ordered_json layer_metrics(const TrainModel& tm, const std::vector<Lay
     if (max_mean > *worst) *worst = max_mean, *worst_layer = l;
     nlohmann::ordered_json lj;
     lj["layer"] = l;
+    if (l >= c.n_layers) lj["mtp"] = l - c.n_layers + 1;  // MTP module k's block (depth k)
     lj["load"] = s.load;
     lj["cv"] = mean > 0 ? std::sqrt(var) / mean : 0.0;
     lj["max_mean"] = max_mean;
@@ -744,8 +769,12 @@ void warn_damped_top1(const ModelConfig& c) {
 
 int train_run(const TrainArgs& a_in, const std::atomic<bool>* stop) {
   if (a_in.ep < 0) fail("--ep must be >= 0 (0: every process in one expert-parallel group)");
+  if (a_in.dense_twin && !a_in.init.empty())
+    fail("--dense-twin trains the twin from scratch; it cannot start from --init %s",
+         a_in.init.c_str());
   comm_set_ep_size(a_in.ep);  // --ep K: groups of K ranks, data parallelism across them
-  const TrainArgs a = devices_resolved(a_in, comm_ep().size());
+  const TrainArgs a =
+      devices_resolved(a_in.dense_twin ? dense_twin_args(a_in) : a_in, comm_ep().size());
   ops_set_threads(a.threads);  // 0: keep OpenMP's default; OpenBLAS single-threaded either way
   Run r;
   r.a = &a;
@@ -762,9 +791,6 @@ int train_run(const TrainArgs& a_in, const std::atomic<bool>* stop) {
   if (!(a.losses.rl_entropy >= 0.0f)) fail("--rl-entropy must be >= 0 (got %g)", a.losses.rl_entropy);
   open_data(&r);
   build_model(&r);
-  if (r.P > 1 && r.tm.cfg.router.kind == ROUTER_REINFORCE)
-    fail("--router reinforce: the per-token rewards are not exchanged between expert-parallel "
-         "ranks yet; train it in one process");
   if (r.rank == 0) warn_damped_top1(r.tm.cfg);
   resume_or_start(&r);
   const auto t_start = std::chrono::steady_clock::now();

@@ -70,7 +70,14 @@ struct TrainArgs {
   int snapshot_every = 0;     // export the model to OUT/snapshots/step-N every N steps (0 = never)
   bool quiet = false;
   int stop_after = 0;         // act as if interrupted after this many steps (0 = never)
+  // Train the dense twin of the MoE the other flags describe instead (dense_twin_args).
+  bool dense_twin = false;
 };
+
+// The dense twin of the MoE that a describes: the same model, data, steps, learning rate and seed,
+// with one FFN per layer as wide as the MoE's active FFN (top-k x expert width + the shared
+// experts' width). Routing and balancing flags are dropped; a dense a is returned unchanged.
+TrainArgs dense_twin_args(const TrainArgs& a);
 
 // Builds the model configuration the flags describe (vocab from the data). Throws MoeError naming
 // the flag for inconsistent values.

@@ -4,8 +4,9 @@
 `moe train` on 2 and 4 ranks (experts spread over the ranks, the global batch split over them)
 must give the per-step losses of the one-process run with the same global batch to 1e-4
 (relative) for 20 steps, and the validation loss after 100 steps to 1e-3, for softmax top-k with
-the Switch aux loss, sigmoid scores with the aux-loss-free bias, expert choice, and capacity with
-token drops (resume across rank counts: ep_ckpt_test.py).
+the Switch aux loss, sigmoid scores with the aux-loss-free bias, expert choice, capacity with
+token drops, and REINFORCE routing, whose per-token rewards and baseline are the global batch's
+(resume across rank counts: ep_ckpt_test.py).
 Usage: ep_train_test.py MOE_BINARY WORK_DIR
 """
 import os
@@ -26,6 +27,7 @@ CASES = {
     "sigmoid_bias": ["--router", "sigmoid_bias", "--aux-loss", "0", "--bias-rate", "0.01"],
     "expert_choice": ["--router", "expert_choice"],
     "capacity 1.0": ["--router", "softmax_topk", "--capacity-factor", "1.0"],
+    "reinforce": ["--router", "reinforce", "--renorm", "--rl-entropy", "0.01"],
 }
 
 

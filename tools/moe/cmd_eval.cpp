@@ -78,6 +78,8 @@ CommandRun cmd_eval_register(CLI::App* app) {
              "tokenizer?)", o->data.c_str(), i, d.ids[i], m.cfg.vocab);
     if (d.ids.size() < 2) fail("--data %s: needs at least 2 tokens to score", o->data.c_str());
     const EvalStats r = eval_perplexity(m, d.ids, o->window, ref.get());
+    MtpAcceptance mtp;  // self-speculative drafting by MTP module 1, on the same windows
+    if (m.cfg.mtp_layers > 0) mtp = eval_mtp_acceptance(m, d.ids, o->window);
 
     nlohmann::ordered_json j;
     j["model"] = o->model;
@@ -90,6 +92,11 @@ CommandRun cmd_eval_register(CLI::App* app) {
     j["top1_acc"] = r.top1_acc;
     j["seconds"] = r.seconds;
     j["tokens_per_s"] = r.seconds > 0 ? r.tokens / r.seconds : 0.0;
+    if (mtp.drafts > 0) {
+      j["mtp_drafts"] = mtp.drafts;
+      j["mtp_accept"] = mtp.accept;
+      j["mtp_draft_acc"] = mtp.draft_acc;
+    }
     if (r.has_ref) {
       j["ref"] = o->ref;
       j["ref_mean_ce"] = r.ref_mean_ce;
@@ -122,6 +129,10 @@ CommandRun cmd_eval_register(CLI::App* app) {
       s += strfmt("               |delta logit| max %.4g, mean %.3g   top-1 agreement %.3f%%\n",
                   r.max_abs_dlogit, r.mean_abs_dlogit, 100.0 * r.top1_agree);
     }
+    if (mtp.drafts > 0)
+      s += strfmt("MTP drafts     %.2f%% accepted by the main model's argmax, %.2f%% equal to the "
+                  "text (%lld drafts)\n",
+                  100.0 * mtp.accept, 100.0 * mtp.draft_acc, static_cast<long long>(mtp.drafts));
     s += strfmt("speed          %.0f tokens/s (model forward only)\n",
                 r.seconds > 0 ? r.tokens / r.seconds : 0.0);
     write_stdout(s);

@@ -166,6 +166,20 @@ bool read_size(const Ctx& cx, const std::string& dir, ExpSize* size) {
   return true;
 }
 
+// MTP self-speculative acceptance of the model a run exported to dir, on held-out text: `moe eval`
+// over the validation shard (its output in dir/eval.log).
+void eval_accept(const Ctx& cx, const std::string& dir, ExpRunResult* res) {
+  const std::string log = dir + "/eval.log";
+  std::error_code ec;
+  fs::remove(log, ec);
+  const std::vector<std::string> a = {
+      "eval", "--model", dir, "--data", cx.data, "--json", "--tokens",
+      std::to_string(cx.mode.quick ? 4096 : 16384), "--window", std::to_string(cx.mode.seq),
+      "--threads", std::to_string(cx.o->threads)};
+  if (run_self(a, log) != 0) fail("%s: `moe eval` failed: %s", log.c_str(), last_line(log).c_str());
+  experiment_read_eval(read_text_file(log), log, res);
+}
+
 // One configuration of one seed: its base (upcycled if asked), data and training run; *dir is
 // set to the run's folder.
 ExpRunResult run_config(Ctx* cx, const Experiment& e, const ExpRun& run, size_t index, int seed,
@@ -194,8 +208,10 @@ ExpRunResult run_config(Ctx* cx, const Experiment& e, const ExpRun& run, size_t 
   *dir = seed_dir + strfmt("/run-%zu", index);
   std::vector<std::string> a = train_args(*cx, e, run.flags, data, *dir, steps, run_seed);
   a.insert(a.end(), extra.begin(), extra.end());
-  train(*cx, a, *dir);
-  return experiment_read_metrics(*dir + "/metrics.jsonl", seed, 10);
+  const bool finished = train(*cx, a, *dir);
+  ExpRunResult res = experiment_read_metrics(*dir + "/metrics.jsonl", seed, 10);
+  if ((e.metrics & EXP_METRIC_ACCEPT) && finished) eval_accept(*cx, *dir, &res);
+  return res;
 }
 
 void print_config(const ExpConfigResult& c) {

@@ -116,6 +116,38 @@ void write_experiments_page(const std::string& dir, const std::string& report_pa
   std::fprintf(stderr, "experiments: %s\n", path.c_str());
 }
 
+// The MoE's final validation loss beside its dense twin's (a `moe train --dense-twin` run in
+// twin_dir, as scripts/run_main.sh --with-dense-twin trains it).
+struct TwinFact {
+  double moe = NAN, twin = NAN;
+  int twin_ffn = 0;
+  std::string text;
+  nlohmann::ordered_json json;
+};
+
+TwinFact dense_twin_fact(const std::string& metrics, const std::string& twin_dir) {
+  TwinFact f;
+  if (metrics.empty() || !file_exists(metrics))
+    fail("--dense-twin: the MoE's metrics.jsonl is missing (give --metrics)");
+  ModelConfig tc;
+  config_load(&tc, twin_dir);
+  if (tc.n_moe_layers() > 0)
+    fail("%s/config.json: --dense-twin needs a dense model (it has %d MoE layers)",
+         twin_dir.c_str(), tc.n_moe_layers());
+  f.twin_ffn = tc.dense_ffn;
+  f.moe = experiment_read_metrics(metrics, 0, 10).final_val;
+  f.twin = experiment_read_metrics(twin_dir + "/metrics.jsonl", 0, 10).final_val;
+  if (!std::isfinite(f.moe)) fail("%s: no final validation loss (unfinished run?)", metrics.c_str());
+  if (!std::isfinite(f.twin))
+    fail("%s/metrics.jsonl: no final validation loss (unfinished run?)", twin_dir.c_str());
+  const double d = f.twin - f.moe;
+  f.text = strfmt("MoE %.4f, dense twin (FFN %d) %.4f: the MoE is %.4f %s", f.moe, f.twin_ffn,
+                  f.twin, std::fabs(d), d > 0 ? "better" : "worse");
+  f.json = {{"moe_val_loss", f.moe}, {"dense_twin_val_loss", f.twin},
+            {"dense_twin_ffn", f.twin_ffn}, {"dense_twin", twin_dir}};
+  return f;
+}
+
 template <class Opts>
 int inspect_data(const Opts& o, const Model& m) {
   namespace fs = std::filesystem;
@@ -147,6 +179,12 @@ int inspect_data(const Opts& o, const Model& m) {
   std::string metrics = o.metrics;
   if (metrics.empty() && fs::exists(o.model + "/metrics.jsonl")) metrics = o.model + "/metrics.jsonl";
   if (comm_world().rank() != 0) return 0;  // rank 0 writes the files for every rank
+  TwinFact twin;
+  if (!o.dense_twin.empty()) {
+    twin = dense_twin_fact(metrics, o.dense_twin);
+    J["validation"] = twin.json;
+    if (!o.json) write_stdout("validation loss: " + twin.text + "\n");
+  }
   if (!o.report.empty()) {
     if (!metrics.empty()) {
       for (const std::string& w : report_load_metrics(&report, metrics, false))
@@ -156,6 +194,7 @@ int inspect_data(const Opts& o, const Model& m) {
         report.summary_note = "the last 10 training steps of " + metrics;
       }
     }
+    report.mtp_first = m.cfg.mtp_layers > 0 ? m.cfg.n_layers : -1;  // MTP blocks labelled
     report.title = "MoE routing report: " + fs::path(o.model).lexically_normal().string();
     const int64_t active = active_params(m);
     report.facts = {{"model", o.model},
@@ -169,6 +208,7 @@ int inspect_data(const Opts& o, const Model& m) {
       report.facts.push_back({"final validation loss",
                               strfmt("%.4f nats/token (perplexity %.1f)", report.loss.val_loss.back(),
                                      std::exp(report.loss.val_loss.back()))});
+    if (!o.dense_twin.empty()) report.facts.push_back({"against the dense twin", twin.text});
     if (!o.data.empty()) report.facts.push_back({"data", J["data"].get<std::string>()});
     if (!o.compare.empty()) report.facts.push_back({"compared with", o.compare});
     if (!metrics.empty()) report.facts.push_back({"telemetry", metrics});
@@ -199,7 +239,7 @@ CommandRun cmd_inspect_register(CLI::App* app) {
   struct Opts {
     std::string model;
     bool json = false;
-    std::string data, report, json_out, compare, metrics, tokenizer, experiments;
+    std::string data, report, json_out, compare, metrics, tokenizer, experiments, dense_twin;
     int64_t tokens = 16384;
     InspectOptions io;
   };
@@ -225,6 +265,9 @@ CommandRun cmd_inspect_register(CLI::App* app) {
   app->add_option("--experiments", o->experiments,
                   "with --report: draw the results of `moe experiment` in this folder (e.g. "
                   "docs/experiments) as experiments.html beside the report, linked from it");
+  app->add_option("--dense-twin", o->dense_twin,
+                  "a `moe train --dense-twin` run of this model: show its final validation loss "
+                  "beside the MoE's (from --metrics)");
   app->add_option("--tokens", o->tokens, "most tokens to route")->capture_default_str();
   app->add_option("--window", o->io.window, "tokens per window (each from an empty cache)")
       ->capture_default_str();
@@ -241,6 +284,10 @@ CommandRun cmd_inspect_register(CLI::App* app) {
     Model m;
     model_load(&m, o->model);
     if (!o->data.empty() || !o->report.empty()) return inspect_data(*o, m);
+    TwinFact twin;
+    if (!o->dense_twin.empty())
+      twin = dense_twin_fact(o->metrics.empty() ? o->model + "/metrics.jsonl" : o->metrics,
+                             o->dense_twin);
     const ModelConfig& c = m.cfg;
     const int64_t D = c.hidden;
     int64_t embed = static_cast<int64_t>(c.vocab) * D * (c.tie_embeddings && m.lm_head == m.embed ? 1 : 2);
@@ -270,6 +317,7 @@ CommandRun cmd_inspect_register(CLI::App* app) {
     j["params_embedding"] = embed;
     j["weight_bytes"] = m.weight_bytes;
     j["kv_cache_bytes_per_token"] = kv_per_token;
+    if (!o->dense_twin.empty()) j["validation"] = twin.json;
     if (o->json) {
       write_stdout(j.dump(2) + "\n");
       return 0;
@@ -294,6 +342,7 @@ CommandRun cmd_inspect_register(CLI::App* app) {
                 human(static_cast<double>(embed)).c_str());
     s += strfmt("memory            %.2f MiB of weights as stored; KV cache %.1f KiB per token (fp32)\n",
                 m.weight_bytes / 1048576.0, kv_per_token / 1024.0);
+    if (!o->dense_twin.empty()) s += "validation loss   " + twin.text + "\n";
     write_stdout(s);
     return 0;
   };

@@ -104,6 +104,9 @@ CommandRun cmd_train_register(CLI::App* app) {
                   "moe inspect --compare")
       ->capture_default_str();
   app->add_flag("--quiet", a->quiet, "no progress line");
+  app->add_flag("--dense-twin", a->dense_twin,
+                "train the dense twin of the MoE the flags describe: one FFN as wide as its "
+                "active FFN (top-k x --expert-ffn + shared experts), same data, steps, lr, seed");
   app->add_option("--stop-after", a->stop_after, "behave as if interrupted after this many steps (tests resume)")->capture_default_str();
   return [a]() {
     g_stop.store(false);
