@@ -360,10 +360,13 @@ int peer_main(int argc, char** argv) {
 }  // namespace peer
 
 int main(int argc, char** argv) {
-  // As tools/moe/main.cpp: libgomp and OpenBLAS read these once, at load; both sides share them.
+  // libgomp and OpenBLAS read these once, at load; both sides share them. ACTIVE unless set:
+  // ggml waits at an OpenMP barrier after every graph node, and a passive wait (moe.cpp's CLI
+  // default) puts the threads to sleep there, doubling the graph's time at T = 1; llama.cpp keeps
+  // libgomp's spinning default.
   bool again = false;
   if (!std::getenv("OMP_WAIT_POLICY")) {
-    setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+    setenv("OMP_WAIT_POLICY", "ACTIVE", 1);
     again = true;
   }
   if (!std::getenv("OPENBLAS_CORETYPE"))
