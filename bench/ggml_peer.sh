@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SUPERSEDED by bench/llamacpp_peer/run.sh (llama.cpp's whole MoE FFN graph, repacked weights,
+# medians, interleaved): this script times one MUL_MAT_ID op and is kept for the record only.
 # ggml as a peer for the MoE expert matmul: builds a ggml checkout (CPU only, Release), runs
 # `test-backend-ops perf -o MUL_MAT_ID -b CPU` on the cases of its own list that have our shapes,
 # and bench/ggml_mul_mat_id_bench.c (linked against the same build) on all of our shapes, since
